@@ -1,0 +1,301 @@
+/**
+ * Tensors: a handle on a GPU buffer (the storage) with a shape, strides and an element offset.
+ *
+ * - Storage is reference-counted by its views: `reshape` of a contiguous tensor, `transpose`,
+ *   `permute` and `slice` share it; the buffer returns to the pool when the last view is disposed.
+ * - Every tensor belongs to the scope active when it was made (see scope.ts) unless kept.
+ * - Use after `dispose()` is an error that names the tensor's shape and the op that made it.
+ * - Only f32 today. The dtype field exists so that f16 storage can come without an API change.
+ *
+ * The op methods (add, matmul, softmax...) are thin: each calls the op of the same name in
+ * engine/ops.ts, which launches the kernel of its family (kernels/*.ts) and records the gradient.
+ */
+import type { GradNode } from './autograd.js';
+import { backward as runBackward } from './autograd.js';
+import type { Engine } from './engine.js';
+import * as ops from './ops.js';
+import { contiguousStrides, fmt, inferReshape, isContiguous, normAxis, numel, type Shape, ShapeError } from './shape.js';
+import { track } from './scope.js';
+
+export type DType = 'f32';
+
+/** A GPU buffer shared by a tensor and its views. */
+export class Storage {
+  refs = 1;
+  constructor(
+    readonly engine: Engine,
+    readonly buffer: GPUBuffer,
+    /** Bytes requested (the buffer may be larger: pool buckets). */
+    readonly bytes: number,
+  ) {}
+  release(): void {
+    if (--this.refs === 0) this.engine.pool.release(this.buffer);
+  }
+}
+
+export class UseAfterDisposeError extends Error {
+  constructor(what: string) {
+    super(what);
+    this.name = 'UseAfterDisposeError';
+  }
+}
+
+export interface SoftmaxOptions {
+  /** Divide the logits by this temperature first (default 1). */
+  temperature?: number;
+  /** Subtract this tensor (broadcast over the rows, shape [D]) before dividing: DINO's centering. */
+  center?: Tensor;
+}
+
+export class Tensor {
+  readonly shape: readonly number[];
+  readonly strides: readonly number[];
+  /** Offset of element [0, 0, ...] in the storage, in elements. */
+  readonly offset: number;
+  readonly dtype: DType = 'f32';
+  readonly engine: Engine;
+  /** When true, `backward()` fills `.grad` for this tensor (if a leaf) or propagates through it. */
+  requiresGrad = false;
+  /** The accumulated gradient of a leaf after `backward()`; kept alive outside scopes. */
+  grad: Tensor | null = null;
+  /** The op that produced this tensor, when gradients are recorded. */
+  gradFn: GradNode | null = null;
+  /** A label for error messages (the op that made it, or a parameter name). */
+  label: string;
+  private _storage: Storage | null;
+
+  /** @internal Use the engine's factories (`wd.tensor`, `wd.zeros`, ...) instead. */
+  constructor(engine: Engine, storage: Storage, shape: Shape, strides?: Shape, offset = 0, label = 'tensor') {
+    this.engine = engine;
+    this._storage = storage;
+    this.shape = Object.freeze([...shape]);
+    this.strides = Object.freeze(strides ? [...strides] : contiguousStrides(shape));
+    this.offset = offset;
+    this.label = label;
+    track(this);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Identity and memory
+
+  get size(): number {
+    return numel(this.shape);
+  }
+  get rank(): number {
+    return this.shape.length;
+  }
+  get disposed(): boolean {
+    return this._storage === null;
+  }
+  /** True when the elements are laid out row-major with no gaps, starting at offset 0. */
+  get isContiguous(): boolean {
+    return this.offset === 0 && isContiguous(this.shape, this.strides);
+  }
+  /** The storage; throws if the tensor was disposed. */
+  get storage(): Storage {
+    if (!this._storage) {
+      throw new UseAfterDisposeError(`webdino: tensor ${fmt(this.shape)} ('${this.label}') used after dispose()`);
+    }
+    return this._storage;
+  }
+  get buffer(): GPUBuffer {
+    return this.storage.buffer;
+  }
+
+  /** Frees this handle; the buffer returns to the pool when no view uses it. Idempotent. */
+  dispose(): void {
+    if (!this._storage) return;
+    this._storage.release();
+    this._storage = null;
+    this.gradFn = null;
+    if (this.grad) {
+      this.grad.dispose();
+      this.grad = null;
+    }
+  }
+
+  /** A new handle on the same storage (shares memory; disposing one does not free the other). */
+  view(shape: Shape, strides: Shape, offset: number, label = this.label): Tensor {
+    const s = this.storage;
+    s.refs++;
+    return new Tensor(this.engine, s, shape, strides, offset, label);
+  }
+
+  toString(): string {
+    return `Tensor(${fmt(this.shape)}, ${this.dtype}${this.requiresGrad ? ', requiresGrad' : ''}, '${this.label}')`;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Readback
+
+  /** Copies the elements back to the CPU, row-major. Submits pending GPU work. */
+  async toArray(): Promise<Float32Array> {
+    const t = this.isContiguous ? this : this.contiguous();
+    try {
+      const bytes = await this.engine.device.read(t.buffer, 0, t.size * 4);
+      return new Float32Array(bytes);
+    } finally {
+      if (t !== this) t.dispose();
+    }
+  }
+
+  /** The single value of a one-element tensor. */
+  async item(): Promise<number> {
+    if (this.size !== 1) throw new ShapeError(`item(): tensor ${fmt(this.shape)} has ${this.size} elements, not 1`);
+    return (await this.toArray())[0];
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Autograd
+
+  /** Back-propagates from this tensor (a scalar unless `grad` is given). */
+  backward(grad?: Tensor): void {
+    runBackward(this, grad);
+  }
+
+  /** A tensor sharing storage but cut from the graph: no gradient flows through it. */
+  detach(): Tensor {
+    return this.view(this.shape, this.strides, this.offset, this.label);
+  }
+
+  /** Marks this tensor as a leaf that needs a gradient; returns it. */
+  requireGrad(flag = true): this {
+    this.requiresGrad = flag;
+    return this;
+  }
+
+  zeroGrad(): void {
+    this.grad?.dispose();
+    this.grad = null;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Views (no copies)
+
+  /** Same elements, new shape (one dimension may be -1). Copies only when the layout requires it. */
+  reshape(...shape: number[] | [Shape]): Tensor {
+    const target = inferReshape(this.shape, (Array.isArray(shape[0]) ? shape[0] : shape) as number[]);
+    return ops.reshape(this, target);
+  }
+
+  /** Swaps two dimensions (default: the last two). A view: strides change, data does not move. */
+  transpose(dim0 = -2, dim1 = -1): Tensor {
+    const r = this.rank;
+    const a = normAxis(dim0, r, 'transpose dim');
+    const b = normAxis(dim1, r, 'transpose dim');
+    const perm = [...Array(r).keys()];
+    perm[a] = b;
+    perm[b] = a;
+    return this.permute(perm);
+  }
+
+  /** Reorders the dimensions. A view. */
+  permute(...perm: number[] | [number[]]): Tensor {
+    const p = (Array.isArray(perm[0]) ? perm[0] : perm) as number[];
+    return ops.permute(this, p);
+  }
+
+  /** Elements `start` to `end` (exclusive) along `dim`. A view. */
+  slice(dim: number, start: number, end: number): Tensor {
+    return ops.slice(this, dim, start, end);
+  }
+
+  /** A contiguous copy when the layout is not row-major from offset 0; otherwise a view. */
+  contiguous(): Tensor {
+    return ops.contiguous(this);
+  }
+
+  /** A contiguous copy (always new storage). */
+  clone(): Tensor {
+    return ops.copy(this);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Arithmetic (broadcasting; a number is a scalar)
+
+  add(other: Tensor | number): Tensor {
+    return ops.add(this, other);
+  }
+  sub(other: Tensor | number): Tensor {
+    return ops.sub(this, other);
+  }
+  mul(other: Tensor | number): Tensor {
+    return ops.mul(this, other);
+  }
+  div(other: Tensor | number): Tensor {
+    return ops.div(this, other);
+  }
+  pow(exponent: number): Tensor {
+    return ops.pow(this, exponent);
+  }
+  neg(): Tensor {
+    return ops.neg(this);
+  }
+  exp(): Tensor {
+    return ops.exp(this);
+  }
+  log(): Tensor {
+    return ops.log(this);
+  }
+  sqrt(): Tensor {
+    return ops.sqrt(this);
+  }
+  relu(): Tensor {
+    return ops.relu(this);
+  }
+  /** Exact GELU: x·Φ(x) with the error function (as PyTorch's default nn.GELU). */
+  gelu(): Tensor {
+    return ops.gelu(this);
+  }
+  tanh(): Tensor {
+    return ops.tanh(this);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reductions (over one axis, or all elements when `dim` is omitted)
+
+  sum(dim?: number, keepDim = false): Tensor {
+    return ops.sum(this, dim, keepDim);
+  }
+  mean(dim?: number, keepDim = false): Tensor {
+    return ops.mean(this, dim, keepDim);
+  }
+  max(dim?: number, keepDim = false): Tensor {
+    return ops.max(this, dim, keepDim);
+  }
+  /** Indices of the maxima (as f32 values), no gradient. */
+  argmax(dim?: number, keepDim = false): Tensor {
+    return ops.argmax(this, dim, keepDim);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Linear algebra and neural-network ops
+
+  /** Matrix product over the last two dimensions, batched over the leading ones (broadcast). */
+  matmul(other: Tensor): Tensor {
+    return ops.matmul(this, other);
+  }
+  /** softmax((x − center) / temperature) over `dim` (only the last dimension is supported: -1). */
+  softmax(dim = -1, opts: SoftmaxOptions = {}): Tensor {
+    return ops.softmax(this, dim, opts);
+  }
+  logSoftmax(dim = -1, opts: SoftmaxOptions = {}): Tensor {
+    return ops.logSoftmax(this, dim, opts);
+  }
+  /** Layer normalisation over the last dimension with optional affine weight and bias. */
+  layerNorm(weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+    return ops.layerNorm(this, weight ?? null, bias ?? null, eps);
+  }
+  /** x / max(‖x‖₂, eps) over the last dimension (as torch.nn.functional.normalize). */
+  l2Normalize(eps = 1e-12): Tensor {
+    return ops.l2Normalize(this, eps);
+  }
+}
+
+/** Checks that `t` is a live tensor of `engine`; used by ops for clear errors. */
+export function checkTensor(t: Tensor, op: string): void {
+  if (!(t instanceof Tensor)) throw new TypeError(`${op}: expected a Tensor, got ${typeof t}`);
+  void t.storage; // throws UseAfterDisposeError when disposed
+}
+
+export { contiguousStrides, numel };

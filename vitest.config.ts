@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+// One GPU device per test file; on a 2-core CPU Vulkan driver, files run one at a time so their
+// kernels do not fight over the cores (lavapipe already uses every core for one dispatch).
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    fileParallelism: false,
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+  },
+});
