@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+// Bundles the package with esbuild:
+//   index.ts   -> dist/index.js  (platform neutral: runs in Node and in browsers; `webgpu` and
+//                                 node:* stay external, so browser bundles never pull in Dawn)
+//   bin/cli.ts -> dist/cli.js    (Node; `webgpu` stays external), run by bin/webdino.js
+// A missing entry point is skipped with a note. dist/.stamp is touched after a successful build;
+// scripts/setup.sh compares sources against it to decide whether to rebuild.
+import { build } from 'esbuild';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const dist = join(root, 'dist');
+
+const common = {
+  absWorkingDir: root,
+  bundle: true,
+  format: 'esm',
+  sourcemap: true,
+  logLevel: 'warning',
+};
+
+const targets = [
+  {
+    entry: 'index.ts',
+    outfile: 'dist/index.js',
+    options: {
+      platform: 'neutral',
+      target: 'es2022',
+      // 'neutral' resolves no package.json main fields by default; allow the usual ones in case a
+      // dependency ever gets bundled.
+      mainFields: ['module', 'main'],
+      external: ['webgpu', 'node:*'],
+    },
+  },
+  {
+    entry: 'bin/cli.ts',
+    outfile: 'dist/cli.js',
+    options: {
+      platform: 'node',
+      target: 'node20',
+      external: ['webgpu'],
+    },
+  },
+];
+
+mkdirSync(dist, { recursive: true });
+let failed = false;
+for (const t of targets) {
+  if (!existsSync(join(root, t.entry))) {
+    console.log(`build: ${t.entry} does not exist yet; skipping ${t.outfile}`);
+    continue;
+  }
+  try {
+    await build({ ...common, ...t.options, entryPoints: [t.entry], outfile: t.outfile });
+    console.log(`build: ${t.entry} -> ${t.outfile}`);
+  } catch {
+    // esbuild has already printed the errors.
+    console.error(`build: ${t.entry} failed`);
+    failed = true;
+  }
+}
+
+if (failed) {
+  process.exitCode = 1;
+} else {
+  writeFileSync(join(dist, '.stamp'), `${new Date().toISOString()}\n`);
+}
