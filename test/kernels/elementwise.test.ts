@@ -1,0 +1,209 @@
+/**
+ * Elementwise kernels against float64 references: every unary op forward and backward (reference
+ * derivative and central finite differences), binary ops with broadcasting, strided views read in
+ * place, scalar variants, and launches large enough to fold the grid into two dimensions.
+ */
+import { describe, expect, it } from 'vitest';
+import { binaryRef, broadcastRef, erfc64, unaryDerivRef, unaryRef, type UnaryOp } from '../../kernels/elementwise.js';
+import { grid1d } from '../../kernels/common.js';
+import { expectClose, finiteDiff, getEngine, randn, randu, read } from '../helpers.js';
+import type { Tensor } from '../../index.js';
+
+type Diffable = 'neg' | 'exp' | 'log' | 'sqrt' | 'relu' | 'gelu' | 'tanh';
+const SHAPES = [[1], [7], [13, 31], [3, 5, 67]];
+
+/** Inputs inside each op's domain, away from kinks (relu at 0). */
+function inputFor(op: string, n: number, seed: number): Float32Array {
+  if (op === 'log' || op === 'sqrt') return randu(n, seed, 0.1, 4);
+  if (op === 'gelu') return randn(n, seed, 3);
+  const x = randn(n, seed, 1.5);
+  if (op === 'relu') for (let i = 0; i < n; i++) if (Math.abs(x[i]) < 1e-3) x[i] = 0.5;
+  return x;
+}
+
+const apply = (t: Tensor, op: Diffable): Tensor => t[op]();
+
+describe('unary ops', () => {
+  for (const op of ['neg', 'exp', 'log', 'sqrt', 'relu', 'gelu', 'tanh'] as Diffable[]) {
+    it(`${op}: forward and backward vs float64, finite differences`, async () => {
+      const wd = await getEngine();
+      await wd.scope(async () => {
+        for (const shape of SHAPES) {
+          const n = shape.reduce((a, b) => a * b, 1);
+          const xs = inputFor(op, n, n + 1);
+          const gs = randn(n, n + 2);
+          const x = wd.tensor(xs, shape, { requiresGrad: true });
+          const y = apply(x, op);
+          const want = Array.from(xs, (v) => unaryRef[op](v, 0));
+          expectClose(await y.toArray(), want, 2e-6, 1e-7, `${op}${JSON.stringify(shape)} forward`);
+          y.mul(wd.tensor(gs, shape)).sum().backward();
+          const got = await read(x.grad!);
+          const d = unaryDerivRef[op as UnaryOp]!;
+          expectClose(got, Array.from(xs, (v, i) => gs[i] * d(v, 0)), 1e-5, 1e-6, `${op} vjp vs derivative`);
+          // Central differences of the float64 reference of sum(g · op(x)).
+          const fd = finiteDiff((xx) => xx.reduce((s, v, i) => s + gs[i] * unaryRef[op](v, 0), 0), xs);
+          expectClose(got, fd, 1e-4, 1e-5, `${op} vjp vs finite differences`);
+        }
+      });
+    });
+  }
+
+  it('pow with integer and fractional exponents, negative bases', async () => {
+    const wd = await getEngine();
+    await wd.scope(async () => {
+      const xs = randn(101, 5, 2);
+      for (const p of [2, 3, -1, 0.5]) {
+        const src = p === 0.5 || p === -1 ? xs.map((v) => Math.abs(v) + 0.2) : xs;
+        const x = wd.tensor(src, [101], { requiresGrad: true });
+        const y = x.pow(p);
+        expectClose(await y.toArray(), Array.from(src, (v) => Math.pow(v, p)), 1e-5, 1e-6, `pow ${p}`);
+        y.sum().backward();
+        expectClose(await x.grad!.toArray(), Array.from(src, (v) => p * Math.pow(v, p - 1)), 1e-4, 1e-5, `pow ${p} grad`);
+      }
+    });
+  });
+
+  it('gelu is exact (erf), accurate in the negative tail', async () => {
+    const wd = await getEngine();
+    const xs = Float32Array.from([-8, -6, -5, -3, -1, -0.1, 0, 0.1, 1, 3, 5, 8]);
+    const got = await wd.scope(() => wd.tensor(xs).gelu()).toArray();
+    // Relative accuracy holds even where x·Φ(x) is ~1e-15.
+    expectClose(got, Array.from(xs, (v) => unaryRef.gelu(v, 0)), 1e-5, 1e-30, 'gelu tail'); // f32 exp near -32: ~5e-6 relative
+    expect(erfc64(0.5)).toBeCloseTo(0.4795001221869535, 15);
+    expect(erfc64(3)).toBeCloseTo(2.209049699858544e-5, 18);
+  });
+});
+
+describe('binary ops', () => {
+  const cases: [number[], number[]][] = [
+    [[7], [7]],
+    [[13, 31], [31]],
+    [[4, 1, 6], [5, 1]],
+    [[1], [3, 7]],
+    [[2, 3, 5, 7], [3, 1, 7]],
+  ];
+  for (const op of ['add', 'sub', 'mul', 'div'] as const) {
+    it(`${op} with broadcasting, forward and both gradients`, async () => {
+      const wd = await getEngine();
+      await wd.scope(async () => {
+        for (const [sa, sb] of cases) {
+          const na = sa.reduce((p, q) => p * q, 1);
+          const nb = sb.reduce((p, q) => p * q, 1);
+          const as = randn(na, na);
+          const bs = op === 'div' ? randu(nb, nb + 7, 0.5, 2) : randn(nb, nb + 7);
+          const a = wd.tensor(as, sa, { requiresGrad: true });
+          const b = wd.tensor(bs, sb, { requiresGrad: true });
+          const y = a[op](b);
+          const ref = broadcastRef(as, sa, bs, sb, binaryRef[op]);
+          expect(y.shape).toEqual(ref.shape);
+          expectClose(await y.toArray(), ref.data, 1e-6, 1e-7, `${op} ${JSON.stringify([sa, sb])}`);
+          const gs = randn(ref.data.length, 99);
+          y.mul(wd.tensor(gs, ref.shape)).sum().backward();
+          const loss = (aa: ArrayLike<number>, bb: ArrayLike<number>) =>
+            broadcastRef(aa, sa, bb, sb, binaryRef[op]).data.reduce((s, v, i) => s + v * gs[i], 0);
+          expectClose(await read(a.grad!), finiteDiff((x) => loss(x, bs), as), 1e-4, 1e-5, `${op} grad a`);
+          expectClose(await read(b.grad!), finiteDiff((x) => loss(as, x), bs), 1e-4, 1e-5, `${op} grad b`);
+        }
+      });
+    });
+  }
+
+  it('scalar variants and rsub', async () => {
+    const wd = await getEngine();
+    await wd.scope(async () => {
+      const xs = randn(37, 3);
+      const x = wd.tensor(xs, [37], { requiresGrad: true });
+      const y = x.add(2).mul(3).sub(1).div(4);
+      expectClose(await y.toArray(), Array.from(xs, (v) => ((v + 2) * 3 - 1) / 4), 1e-6, 1e-6, 'scalar chain');
+      y.sum().backward();
+      expectClose(await x.grad!.toArray(), new Array(37).fill(0.75), 1e-6, 0, 'scalar chain grad');
+    });
+  });
+
+  it('shape mismatch names both shapes', async () => {
+    const wd = await getEngine();
+    wd.scope(() => {
+      const a = wd.zeros([2, 3]);
+      const b = wd.zeros([4]);
+      expect(() => a.add(b)).toThrow(/\[2, 3\].*\[4\]/);
+    });
+  });
+});
+
+describe('strided views read in place', () => {
+  it('transpose, permute, slice and broadcast views as inputs', async () => {
+    const wd = await getEngine();
+    await wd.scope(async () => {
+      const xs = randn(3 * 5 * 7, 11);
+      const x = wd.tensor(xs, [3, 5, 7]);
+      const p = x.permute(2, 0, 1); // (7, 3, 5)
+      const got = await p.exp().toArray();
+      const want: number[] = [];
+      for (let k = 0; k < 7; k++) for (let i = 0; i < 3; i++) for (let j = 0; j < 5; j++) want.push(Math.exp(xs[(i * 5 + j) * 7 + k]));
+      expectClose(got, want, 2e-6, 0, 'permuted exp');
+      const s = x.slice(1, 1, 4).slice(2, 2, 6); // (3, 3, 4)
+      const sw: number[] = [];
+      for (let i = 0; i < 3; i++) for (let j = 1; j < 4; j++) for (let k = 2; k < 6; k++) sw.push(xs[(i * 5 + j) * 7 + k]);
+      expectClose(await s.contiguous().toArray(), sw, 0, 0, 'double slice');
+      const sum = s.add(p.slice(0, 0, 4).permute(1, 2, 0).slice(1, 0, 3)); // both strided
+      const pv = await p.slice(0, 0, 4).permute(1, 2, 0).slice(1, 0, 3).contiguous().toArray();
+      expectClose(await sum.toArray(), sw.map((v, i) => v + pv[i]), 1e-6, 1e-7, 'strided + strided');
+    });
+  });
+
+  it('gradients flow through views back to the base tensor', async () => {
+    const wd = await getEngine();
+    await wd.scope(async () => {
+      const xs = randn(4 * 6, 12);
+      const x = wd.tensor(xs, [4, 6], { requiresGrad: true });
+      const y = x.transpose().slice(0, 1, 4).reshape(-1).mul(wd.tensor(randn(12, 13), [12]));
+      y.sum().backward();
+      const g = await x.grad!.toArray();
+      const gs = randn(12, 13);
+      const want = new Array(24).fill(0);
+      // transpose → (6, 4); rows 1..3 → (3, 4) flattened: element (r, c) = x[c, r + 1]
+      for (let r = 0; r < 3; r++) for (let c = 0; c < 4; c++) want[c * 6 + r + 1] = gs[r * 4 + c];
+      expectClose(g, want, 1e-6, 0, 'view grads');
+    });
+  });
+
+  it('concat along an axis, with gradients split back', async () => {
+    const wd = await getEngine();
+    const { concat } = await import('../../engine/ops.js');
+    await wd.scope(async () => {
+      const a = wd.tensor(randn(6, 1), [2, 3], { requiresGrad: true });
+      const b = wd.tensor(randn(10, 2), [2, 5], { requiresGrad: true });
+      const c = concat([a, b], 1);
+      expect(c.shape).toEqual([2, 8]);
+      const av = await a.toArray();
+      const bv = await b.toArray();
+      expectClose(await c.toArray(), [...av.slice(0, 3), ...bv.slice(0, 5), ...av.slice(3), ...bv.slice(5)], 0, 0, 'concat');
+      c.mul(wd.tensor(Array.from({ length: 16 }, (_, i) => i), [2, 8])).sum().backward();
+      expect(Array.from(await a.grad!.toArray())).toEqual([0, 1, 2, 8, 9, 10]);
+      expect(Array.from(await b.grad!.toArray())).toEqual([3, 4, 5, 6, 7, 11, 12, 13, 14, 15]);
+    });
+  });
+});
+
+describe('launch geometry', () => {
+  it('grid1d folds large launches under the per-dimension cap', () => {
+    expect(grid1d(1, 256)).toEqual([1, 1, 1]);
+    expect(grid1d(256 * 65535, 256)).toEqual([65535, 1, 1]);
+    const [x, y] = grid1d(256 * 65535 + 1, 256);
+    expect(x * y * 256).toBeGreaterThanOrEqual(256 * 65535 + 1);
+    expect(x).toBeLessThanOrEqual(65535);
+  });
+
+  it('a launch of more than 65535 workgroups covers every element exactly once', async () => {
+    const wd = await getEngine();
+    await wd.scope(async () => {
+      const n = 256 * 65535 + 1000; // 16.8 M elements: the grid folds into y
+      const x = wd.full([n], 0.5);
+      const y = x.add(0.25); // every element must be written
+      const s = await y.sum().item();
+      expect(s).toBeCloseTo(n * 0.75, -1);
+      const tail = await y.slice(0, n - 3, n).contiguous().toArray();
+      expect(Array.from(tail)).toEqual([0.75, 0.75, 0.75]);
+    });
+  });
+});
