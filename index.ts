@@ -28,6 +28,8 @@ export { Rng } from './engine/random.js';
 export type { PoolStats } from './engine/pool.js';
 export * as ops from './engine/ops.js';
 export type { MatmulOptions, AttentionOptions, CrossEntropyOptions, Conv2dOptions } from './engine/ops.js';
+export { ParamArena, AdamW, emaUpdate, gradNorms, clipGradients, tensorNorms, totalNorm, lerpInPlace, dinoDecayMask } from './engine/optim.js';
+export type { ParamArenaOptions, AddParamOptions, ParamInit, AdamWOptions, AdamWState } from './engine/optim.js';
 
 /**
  * Creates an engine on the best available WebGPU adapter (Dawn in Node, navigator.gpu in
