@@ -1,0 +1,138 @@
+/**
+ * Node-only file helpers for the format layer: reading files as Uint8Array, atomic writes, and
+ * zlib's raw inflate for zips with compressed entries. The parsers themselves (safetensors.ts,
+ * npy.ts, torch.ts, image.ts, ...) never import Node built-ins; only this file does.
+ *
+ * Atomic write: the content goes to a temporary file in the destination's directory (same file
+ * system), is flushed with fsync, then renamed over the destination. On any error the temporary
+ * file is removed and the destination is left as it was (absent, or its previous content), so a
+ * partial output file never appears.
+ */
+
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { inflateRawSync } from 'node:zlib';
+
+import { loadTorchCheckpoint, type TorchLoadSyncOptions } from './torch.js';
+import type { InflateRawSync } from './zip.js';
+
+/** Reads a whole file as a plain Uint8Array (a view of the Buffer's memory, no copy). */
+export async function readBytes(path: string): Promise<Uint8Array> {
+  const buf = await readFile(path);
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+/** Synchronous {@link readBytes}. */
+export function readBytesSync(path: string): Uint8Array {
+  const buf = readFileSync(path);
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+/** Raw-deflate decompression with Node's zlib, for `ZipArchive.read` / `loadTorchCheckpoint`. */
+export const nodeInflateRaw: InflateRawSync = (data) => {
+  const out = inflateRawSync(data);
+  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+};
+
+/** Streams content into an atomic write: call `write` for each chunk, in order. */
+export type AtomicWriter = (write: (chunk: Uint8Array | string) => Promise<void>) => Promise<void> | void;
+/** Synchronous {@link AtomicWriter}. */
+export type AtomicWriterSync = (write: (chunk: Uint8Array | string) => void) => void;
+
+function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+}
+
+function toBytes(chunk: Uint8Array | string): Uint8Array {
+  return typeof chunk === 'string' ? new TextEncoder().encode(chunk) : chunk;
+}
+
+/** Best-effort fsync of a directory so the rename itself is durable (not possible on Windows). */
+async function syncDir(dir: string): Promise<void> {
+  try {
+    const fh = await open(dir, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    // Directories cannot be opened or synced on some platforms; the rename is still atomic.
+  }
+}
+
+/**
+ * Writes `content` (bytes, text, or a writer callback that streams chunks) to `path` atomically:
+ * temp file in the same directory, fsync, rename. If anything throws (including the writer), the
+ * temp file is deleted, `path` is untouched, and the error is rethrown.
+ */
+export async function writeFileAtomic(path: string, content: Uint8Array | string | AtomicWriter): Promise<void> {
+  const tmp = tempPathFor(path);
+  const fh = await open(tmp, 'wx');
+  let closed = false;
+  try {
+    const write = async (chunk: Uint8Array | string): Promise<void> => {
+      const bytes = toBytes(chunk);
+      let off = 0;
+      while (off < bytes.length) {
+        const { bytesWritten } = await fh.write(bytes, off, bytes.length - off);
+        off += bytesWritten;
+      }
+    };
+    if (typeof content === 'function') await content(write);
+    else await write(content);
+    await fh.sync();
+    closed = true;
+    await fh.close();
+    await rename(tmp, path);
+  } catch (err) {
+    if (!closed) await fh.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+  await syncDir(dirname(path));
+}
+
+/** Synchronous {@link writeFileAtomic}. */
+export function writeFileAtomicSync(path: string, content: Uint8Array | string | AtomicWriterSync): void {
+  const tmp = tempPathFor(path);
+  const fd = openSync(tmp, 'wx');
+  let closed = false;
+  try {
+    const write = (chunk: Uint8Array | string): void => {
+      const bytes = toBytes(chunk);
+      let off = 0;
+      while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
+    };
+    if (typeof content === 'function') content(write);
+    else write(content);
+    fsyncSync(fd);
+    closed = true;
+    closeSync(fd);
+    renameSync(tmp, path);
+  } catch (err) {
+    if (!closed) {
+      try {
+        closeSync(fd);
+      } catch {
+        // already failing; keep the original error
+      }
+    }
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // the temp file may not exist any more
+    }
+    throw err;
+  }
+}
+
+/**
+ * Reads and parses a PyTorch checkpoint file (see `loadTorchCheckpoint`); compressed zip entries
+ * are inflated with Node's zlib, and error messages name the file.
+ */
+export async function loadTorchCheckpointFile(path: string, options: TorchLoadSyncOptions = {}): Promise<unknown> {
+  return loadTorchCheckpoint(await readBytes(path), { name: basename(path), inflateRaw: nodeInflateRaw, ...options });
+}
