@@ -1,10 +1,421 @@
-/** LayerNorm / l2-normalize family (owner: norm helper). STUB: to be replaced. */
+/**
+ * Normalisation family: LayerNorm over the last dimension (optional affine weight and bias) and
+ * L2 normalisation (torch.nn.functional.normalize), forward and backward kernels and their float64
+ * references.
+ *
+ * LayerNorm (per row of D elements; biased variance, as PyTorch)
+ *   forward   μ = Σx/D,  σ² = Σ(x − μ)²/D,  r = 1/√(σ² + eps),  x̂ = (x − μ)·r,  y = x̂·w + b
+ *   backward  ĝ = g ⊙ w
+ *             dx = r · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂))
+ *             dw = Σ_rows g ⊙ x̂,   db = Σ_rows g
+ *   Saved: μ and r per row (two [rows] buffers written by the forward), x, w.
+ *   Accuracy: two passes (never E[x²] − μ²), and both passes work on x − K with K = the row's
+ *   first element (exact in f32 for data clustered around a large mean), so rows with |μ| ≫ σ keep
+ *   their digits: the mean is K + Σ(x − K)/D and x − μ is formed as (x − K) − Σ(x − K)/D.
+ *
+ * L2 normalisation (per row)
+ *   forward   n = ‖x‖₂,  y = x / max(n, eps)
+ *   backward  n > eps:  dx = (g − y·(y·g)) / n       (∂y_j/∂x_k = (δ_jk − y_j y_k)/n)
+ *             n ≤ eps:  dx = g / eps                 (y = x/eps is linear)
+ *   Saved: y (the output) and n per row.
+ *
+ * Kernels: row kernels in the 'cpu' (one invocation per row) or 'gpu' (one workgroup per row)
+ * layout of kernels/common.ts; the LayerNorm parameter gradients are column sums computed by an
+ * elementwise-style kernel over (row chunk, column) pairs, then summed over the chunks.
+ * Rows are independent; inputs are read through `dense()`; outputs are new contiguous tensors;
+ * parameter gradients are returned as new tensors (autograd accumulates them with +=).
+ */
+import { record } from '../engine/autograd.js';
+import { Uniforms } from '../engine/device.js';
+import { fmt, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number): Tensor {
-  void x; void weight; void bias; void eps;
-  throw new Error('layerNorm: not implemented yet');
+import { checkTensor } from '../engine/tensor.js';
+import { dense, grid1d, linearIndexWgsl, release, rowForEachWgsl, rowGrid, rowKernelSource, rowSumsWgsl, type RowVariant } from './common.js';
+import { reduceAxisRaw } from './reduce.js';
+
+/** Rows summed by one invocation of the parameter-gradient kernel before the cross-chunk sum. */
+const PARAM_CHUNK = 64;
+const WG = 256;
+
+function storage(binding: number, name: string, write = false): string {
+  return `@group(0) @binding(${binding}) var<storage, ${write ? 'read_write' : 'read'}> ${name}: array<f32>;`;
 }
+
+/**
+ * WGSL of the LayerNorm forward. Bindings: Y, MEAN, RSTD (outputs), X, then W and B when present.
+ * Pure function of (layout, hasWeight, hasBias).
+ */
+export function layerNormForwardSource(variant: RowVariant, hasWeight: boolean, hasBias: boolean): string {
+  let b = 5;
+  const decls = `struct U { rows: u32, D: u32, eps: f32, pad: u32, }
+@group(0) @binding(0) var<uniform> u: U;
+${storage(1, 'Y', true)}
+${storage(2, 'MEAN', true)}
+${storage(3, 'RSTD', true)}
+${storage(4, 'X')}
+${hasWeight ? storage(b++, 'W') : ''}
+${hasBias ? storage(b++, 'B') : ''}`;
+  const affine = `${hasWeight ? ' * W[j]' : ''}${hasBias ? ' + B[j]' : ''}`;
+  const body = `
+  let base = row * u.D;
+  let k = X[base];
+  ${rowSumsWgsl({ s1: 'X[base + j] - k' })}
+  let m1 = s1 / f32(u.D);
+  ${rowSumsWgsl({ s2: 'd * d' }, 'let d = (X[base + j] - k) - m1;')}
+  let rstd = inverseSqrt(s2 / f32(u.D) + u.eps);
+  ${rowForEachWgsl(`Y[base + j] = ((X[base + j] - k) - m1) * rstd${affine};`)}
+  if (lid == 0u) {
+    MEAN[row] = k + m1;
+    RSTD[row] = rstd;
+  }`;
+  return rowKernelSource(variant, decls, body);
+}
+
+/**
+ * WGSL of the fused LayerNorm input-gradient kernel: DX (out) from X, G, MEAN, RSTD and W (when
+ * present). Pure function of (layout, hasWeight).
+ */
+export function layerNormBackwardSource(variant: RowVariant, hasWeight: boolean): string {
+  const decls = `struct U { rows: u32, D: u32, pad0: u32, pad1: u32, }
+@group(0) @binding(0) var<uniform> u: U;
+${storage(1, 'DX', true)}
+${storage(2, 'X')}
+${storage(3, 'G')}
+${storage(4, 'MEAN')}
+${storage(5, 'RSTD')}
+${hasWeight ? storage(6, 'W') : ''}`;
+  const perElement = `let xh = (X[base + j] - mean) * rstd; let gh = G[base + j]${hasWeight ? ' * W[j]' : ''};`;
+  const body = `
+  let base = row * u.D;
+  let mean = MEAN[row];
+  let rstd = RSTD[row];
+  ${rowSumsWgsl({ sg: 'gh', sgx: 'gh * xh' }, perElement)}
+  let mg = sg / f32(u.D);
+  let mgx = sgx / f32(u.D);
+  ${rowForEachWgsl(`${perElement} DX[base + j] = rstd * (gh - mg - xh * mgx);`)}`;
+  return rowKernelSource(variant, decls, body);
+}
+
+/**
+ * WGSL of the LayerNorm parameter-gradient kernel: for chunk c and column j,
+ * PW[c, j] = Σ_{r in chunk c} g[r, j]·x̂[r, j] and PB[c, j] = Σ g[r, j]. One invocation per (c, j):
+ * neighbouring invocations read neighbouring columns.
+ */
+export function layerNormParamGradSource(): string {
+  return /* wgsl */ `
+struct U { n: u32, D: u32, rows: u32, chunk: u32, }
+@group(0) @binding(0) var<uniform> u: U;
+${storage(1, 'PW', true)}
+${storage(2, 'PB', true)}
+${storage(3, 'X')}
+${storage(4, 'G')}
+${storage(5, 'MEAN')}
+${storage(6, 'RSTD')}
+${linearIndexWgsl(WG)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = linear_index(gid, nwg);
+  if (i >= u.n) { return; }
+  let c = i / u.D;
+  let j = i % u.D;
+  let r0 = c * u.chunk;
+  let r1 = min(r0 + u.chunk, u.rows);
+  var dw: f32 = 0.0;
+  var db: f32 = 0.0;
+  for (var r = r0; r < r1; r++) {
+    let g = G[r * u.D + j];
+    dw += g * (X[r * u.D + j] - MEAN[r]) * RSTD[r];
+    db += g;
+  }
+  PW[i] = dw;
+  PB[i] = db;
+}`;
+}
+
+function checkParam(x: Tensor, p: Tensor, D: number, what: string, op: string): void {
+  checkTensor(p, `${op} ${what}`);
+  if (p.rank !== 1 || p.shape[0] !== D) {
+    throw new ShapeError(`${op}: ${what} ${fmt(p.shape)} does not match the last dimension of x ${fmt(x.shape)} (expected [${D}])`);
+  }
+}
+
+function checkEps(op: string, eps: number): void {
+  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0) throw new RangeError(`${op}: eps must be a finite number ≥ 0, got ${eps}`);
+}
+
+/**
+ * (x − μ)/√(σ² + eps) · weight + bias over the last dimension; weight and bias (shape [D]) are
+ * optional. Differentiable in x, weight and bias.
+ */
+export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number): Tensor {
+  const op = 'layerNorm';
+  checkTensor(x, op);
+  if (x.rank < 1) throw new ShapeError(`${op}: x ${fmt(x.shape)} needs at least one dimension`);
+  checkEps(op, eps);
+  const D = x.shape[x.rank - 1];
+  if (weight) checkParam(x, weight, D, 'weight', op);
+  if (bias) checkParam(x, bias, D, 'bias', op);
+  const rows = D === 0 ? 0 : x.size / D;
+  const e = x.engine;
+  const dev = e.device;
+  const y = e.empty(x.shape, { label: op });
+  const mean = e.empty([rows], { label: `${op}_mean` });
+  const rstd = e.empty([rows], { label: `${op}_rstd` });
+  if (rows > 0) {
+    const xd = dense(x);
+    const wd = weight ? dense(weight) : null;
+    const bd = bias ? dense(bias) : null;
+    const variant = dev.variants;
+    const kernel = dev.kernel(`${op}_${variant}${wd ? '_w' : ''}${bd ? '_b' : ''}`, layerNormForwardSource(variant, !!wd, !!bd));
+    const buffers = [y.buffer, mean.buffer, rstd.buffer, xd.buffer];
+    if (wd) buffers.push(wd.buffer);
+    if (bd) buffers.push(bd.buffer);
+    dev.dispatch(kernel, { uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(), buffers, workgroups: rowGrid(variant, rows) });
+    release(xd, x);
+    if (wd && weight) release(wd, weight);
+    if (bd && bias) release(bd, bias);
+  }
+  record(y, op, [x, weight, bias], (g) => {
+    const dx = x.requiresGrad ? layerNormBackwardRaw(x, weight, mean, rstd, g, rows, D) : null;
+    let dw: Tensor | null = null;
+    let db: Tensor | null = null;
+    if (weight?.requiresGrad || bias?.requiresGrad) {
+      [dw, db] = layerNormParamGradRaw(x, mean, rstd, g, rows, D);
+      if (!weight?.requiresGrad) {
+        dw.dispose();
+        dw = null;
+      }
+      if (!bias?.requiresGrad) {
+        db.dispose();
+        db = null;
+      }
+    }
+    // The graph is released after one backward: the row statistics are not needed again.
+    mean.dispose();
+    rstd.dispose();
+    return [dx, dw, db];
+  });
+  if (!y.gradFn) {
+    mean.dispose();
+    rstd.dispose();
+  }
+  return y;
+}
+
+function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Tensor, rstd: Tensor, g: Tensor, rows: number, D: number): Tensor {
+  const e = x.engine;
+  const dev = e.device;
+  const dx = e.empty(x.shape, { label: 'layerNorm_grad' });
+  if (rows === 0) return dx;
+  const xd = dense(x);
+  const gd = dense(g);
+  const wd = weight ? dense(weight) : null;
+  const variant = dev.variants;
+  const buffers = [dx.buffer, xd.buffer, gd.buffer, mean.buffer, rstd.buffer];
+  if (wd) buffers.push(wd.buffer);
+  dev.dispatch(dev.kernel(`layerNorm_bwd_${variant}${wd ? '_w' : ''}`, layerNormBackwardSource(variant, !!wd)), {
+    uniforms: new Uniforms(4).u32(rows, D, 0, 0).bytes(),
+    buffers,
+    workgroups: rowGrid(variant, rows),
+  });
+  release(xd, x);
+  release(gd, g);
+  if (wd && weight) release(wd, weight);
+  return dx;
+}
+
+/** [dw, db] = [Σ_rows g ⊙ x̂, Σ_rows g], each of shape [D]. */
+function layerNormParamGradRaw(x: Tensor, mean: Tensor, rstd: Tensor, g: Tensor, rows: number, D: number): [Tensor, Tensor] {
+  const e = x.engine;
+  const dev = e.device;
+  if (rows === 0) return [e.zeros([D]), e.zeros([D])];
+  const chunks = Math.ceil(rows / PARAM_CHUNK);
+  const pw = e.empty([chunks, D], { label: 'layerNorm_dw_partial' });
+  const pb = e.empty([chunks, D], { label: 'layerNorm_db_partial' });
+  const xd = dense(x);
+  const gd = dense(g);
+  const n = chunks * D;
+  dev.dispatch(dev.kernel('layerNorm_param_grad', layerNormParamGradSource()), {
+    uniforms: new Uniforms(4).u32(n, D, rows, PARAM_CHUNK).bytes(),
+    buffers: [pw.buffer, pb.buffer, xd.buffer, gd.buffer, mean.buffer, rstd.buffer],
+    workgroups: grid1d(n, WG),
+  });
+  release(xd, x);
+  release(gd, g);
+  const finish = (p: Tensor): Tensor => {
+    const s = chunks === 1 ? p.view([D], [1], 0) : reduceAxisRaw('sum', p, 0, false);
+    p.dispose();
+    return s;
+  };
+  return [finish(pw), finish(pb)];
+}
+
+// -------------------------------------------------------------------------------------------------
+// L2 normalisation
+
+/** WGSL of the l2-normalize forward: Y, NORM (outputs), X. Pure function of the layout. */
+export function l2NormalizeForwardSource(variant: RowVariant): string {
+  const decls = `struct U { rows: u32, D: u32, eps: f32, pad: u32, }
+@group(0) @binding(0) var<uniform> u: U;
+${storage(1, 'Y', true)}
+${storage(2, 'NORM', true)}
+${storage(3, 'X')}`;
+  const body = `
+  let base = row * u.D;
+  ${rowSumsWgsl({ ss: 'X[base + j] * X[base + j]' })}
+  let n = sqrt(ss);
+  let inv = 1.0 / max(n, u.eps);
+  ${rowForEachWgsl('Y[base + j] = X[base + j] * inv;')}
+  if (lid == 0u) { NORM[row] = n; }`;
+  return rowKernelSource(variant, decls, body);
+}
+
+/** WGSL of the fused l2-normalize backward: DX (out) from Y, G, NORM. Pure function of the layout. */
+export function l2NormalizeBackwardSource(variant: RowVariant): string {
+  const decls = `struct U { rows: u32, D: u32, eps: f32, pad: u32, }
+@group(0) @binding(0) var<uniform> u: U;
+${storage(1, 'DX', true)}
+${storage(2, 'Y')}
+${storage(3, 'G')}
+${storage(4, 'NORM')}`;
+  const body = `
+  let base = row * u.D;
+  let n = NORM[row];
+  let big = n > u.eps;
+  let inv = 1.0 / max(n, u.eps);
+  ${rowSumsWgsl({ yg: 'Y[base + j] * G[base + j]' })}
+  ${rowForEachWgsl('DX[base + j] = select(G[base + j], G[base + j] - Y[base + j] * yg, big) * inv;')}`;
+  return rowKernelSource(variant, decls, body);
+}
+
+/** x / max(‖x‖₂, eps) over the last dimension (torch.nn.functional.normalize). Differentiable. */
 export function l2Normalize(x: Tensor, eps: number): Tensor {
-  void x; void eps;
-  throw new Error('l2Normalize: not implemented yet');
+  const op = 'l2Normalize';
+  checkTensor(x, op);
+  if (x.rank < 1) throw new ShapeError(`${op}: x ${fmt(x.shape)} needs at least one dimension`);
+  checkEps(op, eps);
+  const D = x.shape[x.rank - 1];
+  const rows = D === 0 ? 0 : x.size / D;
+  const e = x.engine;
+  const dev = e.device;
+  const y = e.empty(x.shape, { label: op });
+  const norm = e.empty([rows], { label: `${op}_norm` });
+  const variant = dev.variants;
+  const uniforms = new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes();
+  if (rows > 0) {
+    const xd = dense(x);
+    dev.dispatch(dev.kernel(`${op}_${variant}`, l2NormalizeForwardSource(variant)), {
+      uniforms,
+      buffers: [y.buffer, norm.buffer, xd.buffer],
+      workgroups: rowGrid(variant, rows),
+    });
+    release(xd, x);
+  }
+  record(y, op, [x], (g) => {
+    const dx = e.empty(x.shape, { label: `${op}_grad` });
+    if (rows > 0) {
+      const gd = dense(g);
+      dev.dispatch(dev.kernel(`${op}_bwd_${variant}`, l2NormalizeBackwardSource(variant)), {
+        uniforms,
+        buffers: [dx.buffer, y.buffer, gd.buffer, norm.buffer],
+        workgroups: rowGrid(variant, rows),
+      });
+      release(gd, g);
+    }
+    norm.dispose(); // the graph is released after one backward
+    return [dx];
+  });
+  if (!y.gradFn) norm.dispose();
+  return y;
+}
+
+// -------------------------------------------------------------------------------------------------
+// Float64 references (row-major data, rows of length D)
+
+/** Float64 LayerNorm: y, and the per-row mean and 1/√(σ² + eps). */
+export function layerNormRef(
+  x: ArrayLike<number>,
+  D: number,
+  weight: ArrayLike<number> | null,
+  bias: ArrayLike<number> | null,
+  eps: number,
+): { y: Float64Array; mean: Float64Array; rstd: Float64Array } {
+  const rows = D === 0 ? 0 : x.length / D;
+  const y = new Float64Array(x.length);
+  const mean = new Float64Array(rows);
+  const rstd = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let j = 0; j < D; j++) s += x[r * D + j];
+    const mu = s / D;
+    let v = 0;
+    for (let j = 0; j < D; j++) v += (x[r * D + j] - mu) ** 2;
+    const rs = 1 / Math.sqrt(v / D + eps);
+    for (let j = 0; j < D; j++) y[r * D + j] = (x[r * D + j] - mu) * rs * (weight ? weight[j] : 1) + (bias ? bias[j] : 0);
+    mean[r] = mu;
+    rstd[r] = rs;
+  }
+  return { y, mean, rstd };
+}
+
+/** Float64 VJP of LayerNorm: dx, dw = Σ_rows g·x̂, db = Σ_rows g. */
+export function layerNormVjpRef(
+  x: ArrayLike<number>,
+  D: number,
+  weight: ArrayLike<number> | null,
+  eps: number,
+  g: ArrayLike<number>,
+): { dx: Float64Array; dw: Float64Array; db: Float64Array } {
+  const { mean, rstd } = layerNormRef(x, D, weight, null, eps);
+  const rows = mean.length;
+  const dx = new Float64Array(x.length);
+  const dw = new Float64Array(D);
+  const db = new Float64Array(D);
+  for (let r = 0; r < rows; r++) {
+    let sg = 0;
+    let sgx = 0;
+    for (let j = 0; j < D; j++) {
+      const xh = (x[r * D + j] - mean[r]) * rstd[r];
+      const gh = g[r * D + j] * (weight ? weight[j] : 1);
+      sg += gh;
+      sgx += gh * xh;
+      dw[j] += g[r * D + j] * xh;
+      db[j] += g[r * D + j];
+    }
+    for (let j = 0; j < D; j++) {
+      const xh = (x[r * D + j] - mean[r]) * rstd[r];
+      const gh = g[r * D + j] * (weight ? weight[j] : 1);
+      dx[r * D + j] = rstd[r] * (gh - sg / D - (xh * sgx) / D);
+    }
+  }
+  return { dx, dw, db };
+}
+
+/** Float64 x / max(‖x‖₂, eps) per row. */
+export function l2NormalizeRef(x: ArrayLike<number>, D: number, eps: number): Float64Array {
+  const y = new Float64Array(x.length);
+  for (let r = 0; r * D < x.length; r++) {
+    let ss = 0;
+    for (let j = 0; j < D; j++) ss += x[r * D + j] ** 2;
+    const d = Math.max(Math.sqrt(ss), eps);
+    for (let j = 0; j < D; j++) y[r * D + j] = x[r * D + j] / d;
+  }
+  return y;
+}
+
+/** Float64 VJP of l2-normalize: (g − y (y·g))/‖x‖ when ‖x‖ > eps, else g/eps. */
+export function l2NormalizeVjpRef(x: ArrayLike<number>, D: number, eps: number, g: ArrayLike<number>): Float64Array {
+  const y = l2NormalizeRef(x, D, eps);
+  const dx = new Float64Array(x.length);
+  for (let r = 0; r * D < x.length; r++) {
+    let ss = 0;
+    let yg = 0;
+    for (let j = 0; j < D; j++) {
+      ss += x[r * D + j] ** 2;
+      yg += y[r * D + j] * g[r * D + j];
+    }
+    const n = Math.sqrt(ss);
+    for (let j = 0; j < D; j++) dx[r * D + j] = n > eps ? (g[r * D + j] - y[r * D + j] * yg) / n : g[r * D + j] / eps;
+  }
+  return dx;
 }
