@@ -7,7 +7,7 @@
  * temperature and center, layernorm, attention, cross-entropy) ship a forward/backward kernel pair.
  */
 import { record } from './autograd.js';
-import { fmt, inferReshape, normAxis, type Shape, ShapeError } from './shape.js';
+import { broadcastShapes, broadcastStrides, fmt, inferReshape, normAxis, sameShape, type Shape, ShapeError } from './shape.js';
 import type { SoftmaxOptions, Tensor } from './tensor.js';
 import { checkTensor } from './tensor.js';
 import { copyRaw, fillInPlace, makeElementwiseOps, stridedCopy } from '../kernels/elementwise.js';
@@ -123,6 +123,18 @@ export function slice(x: Tensor, dim: number, start: number, end: number): Tenso
   });
 }
 
+/**
+ * `x` broadcast to `shape` (NumPy rules) as a view with stride 0 on the broadcast dimensions; the
+ * gradient sums back over them.
+ */
+export function expand(x: Tensor, shape: Shape): Tensor {
+  checkTensor(x, 'expand');
+  const target = broadcastShapes(x.shape, shape, 'expand');
+  if (!sameShape(target, shape)) throw new ShapeError(`expand: ${fmt(x.shape)} cannot be expanded to ${fmt(shape)}`);
+  const y = x.view(shape, broadcastStrides(x.shape, x.strides, shape), x.offset);
+  return record(y, 'expand', [x], (g) => [sumTo(g, x.shape)]);
+}
+
 /** Concatenates tensors along `dim` (differentiable). */
 export function concat(xs: readonly Tensor[], dim = 0): Tensor {
   if (xs.length === 0) throw new ShapeError('concat: no tensors');
@@ -234,6 +246,11 @@ export interface Conv2dOptions {
 /** 2-D convolution, NCHW input, weight [Cout, Cin, kh, kw], optional bias [Cout]. */
 export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
   return cv.conv2d(x, weight, bias, opts);
+}
+
+/** 2-D max pooling, NCHW, −∞ padding (ResNet: {kernel: 3, stride: 2, padding: 1}). */
+export function maxPool2d(x: Tensor, opts: cv.MaxPool2dOptions): Tensor {
+  return cv.maxPool2d(x, opts);
 }
 
 function lastDim(x: Tensor, dim: number, op: string): number {
