@@ -3,6 +3,7 @@
 //   index.ts   -> dist/index.js  (platform neutral: runs in Node and in browsers; `webgpu` and
 //                                 node:* stay external, so browser bundles never pull in Dawn)
 //   bin/cli.ts -> dist/cli.js    (Node; `webgpu` stays external), run by bin/webdino.js
+//   train/data/decode-worker-node.ts -> dist/decode-worker.js (Node worker thread: image decoding)
 // A missing entry point is skipped with a note. dist/.stamp is touched after a successful build;
 // scripts/setup.sh compares sources against it to decide whether to rebuild.
 import { build } from 'esbuild';
@@ -41,6 +42,16 @@ const targets = [
       platform: 'node',
       target: 'node20',
       external: ['webgpu'],
+    },
+  },
+  // The image-decoding worker thread of train/data/loader-node.ts (Node cannot start a worker from
+  // TypeScript); it looks for this file next to dist/cli.js.
+  {
+    entry: 'train/data/decode-worker-node.ts',
+    outfile: 'dist/decode-worker.js',
+    options: {
+      platform: 'node',
+      target: 'node20',
     },
   },
 ];

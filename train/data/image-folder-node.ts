@@ -1,0 +1,144 @@
+/**
+ * Node-only: listing an ImageFolder directory (torchvision layout) and opening it with a worker-thread
+ * decoder.
+ *
+ * Layout and order follow torchvision.datasets.ImageFolder: classes are the sorted names of the
+ * sub-folders of `root`; each class folder is walked recursively (symlinks followed), directories in
+ * sorted path order, files sorted by name within a directory; label = class index. Two deliberate
+ * differences: hidden sub-folders of root (".ipynb_checkpoints", ".git") are not classes, and only
+ * .jpg/.jpeg/.png files are images (the decoders we have); other image files (.webp, .bmp, ...) are
+ * ignored and reported in one warning, hidden files are ignored silently. Sorting is by UTF-16 code
+ * units, which agrees with Python's code-point order except for characters outside the BMP.
+ */
+
+import { readdirSync, realpathSync, statSync } from 'node:fs';
+import { extname, join } from 'node:path';
+
+import { ImageFolder, type ImageFolderListing } from './dataset.js';
+import { createNodeImageReader, type NodeImageReaderOptions } from './loader-node.js';
+
+/** Extensions decoded (lower case). */
+export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png'];
+/** Image extensions torchvision accepts that we cannot decode: reported, not silently dropped. */
+const UNSUPPORTED_IMAGE_EXTENSIONS = new Set(['.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp', '.gif', '.heic', '.heif', '.avif']);
+
+/** A listing plus the image files that were left out for their format. */
+export interface ImageFolderScan extends ImageFolderListing {
+  /** Image files with a format we cannot decode (paths). */
+  unsupported: string[];
+}
+
+/** Options of {@link scanImageFolder}. */
+export interface ScanImageFolderOptions {
+  /** Accept classes without any image (torchvision's allow_empty; default false: error). */
+  allowEmptyClasses?: boolean;
+}
+
+/** Lists `root/<class>/**` (see the file header). Throws a clear Error for a missing or empty root. */
+export function scanImageFolder(root: string, options: ScanImageFolderOptions = {}): ImageFolderScan {
+  let rootStat;
+  try {
+    rootStat = statSync(root);
+  } catch (e) {
+    throw new Error(`ImageFolder: cannot open ${root}: ${(e as Error).message}`, { cause: e });
+  }
+  if (!rootStat.isDirectory()) throw new Error(`ImageFolder: ${root} is not a directory`);
+
+  const classNames = readdirSync(root)
+    .filter((name) => !name.startsWith('.') && isDirectory(join(root, name)))
+    .sort(compareStrings);
+  if (classNames.length === 0) {
+    throw new Error(`ImageFolder: no class sub-folders in ${root} (expected ${join(root, '<class>', '<image>.jpg')})`);
+  }
+
+  const files: { path: string; label: number }[] = [];
+  const unsupported: string[] = [];
+  const empty: string[] = [];
+  classNames.forEach((name, label) => {
+    const before = files.length;
+    walk(join(root, name), (path) => {
+      const ext = extname(path).toLowerCase();
+      if (IMAGE_EXTENSIONS.includes(ext)) files.push({ path, label });
+      else if (UNSUPPORTED_IMAGE_EXTENSIONS.has(ext)) unsupported.push(path);
+    });
+    if (files.length === before) empty.push(name);
+  });
+  if (files.length === 0) {
+    throw new Error(`ImageFolder: no .jpg/.jpeg/.png images under ${root}` + (unsupported.length ? ` (${unsupported.length} files in other formats: ${describeExtensions(unsupported)})` : ''));
+  }
+  if (empty.length && !options.allowEmptyClasses) {
+    throw new Error(`ImageFolder: no .jpg/.jpeg/.png images in class folder${empty.length === 1 ? '' : 's'} ${empty.join(', ')} of ${root} (pass allowEmptyClasses to keep empty classes)`);
+  }
+  return { root, classNames, files, unsupported };
+}
+
+/**
+ * Visits the files under `dir` (recursively, symlinks followed, cycles cut) in the order of Python's
+ * `for root, _, fnames in sorted(os.walk(dir)): for fname in sorted(fnames)`: directories by their
+ * full path string, files by name within one directory.
+ */
+function walk(dir: string, visit: (path: string) => void): void {
+  const dirs: { path: string; files: string[] }[] = [];
+  const seen = new Set<string>();
+  const collect = (d: string): void => {
+    let real: string;
+    try {
+      real = realpathSync(d);
+    } catch {
+      return;
+    }
+    if (seen.has(real)) return; // a symlink cycle
+    seen.add(real);
+    const files: string[] = [];
+    const subdirs: string[] = [];
+    for (const name of readdirSync(d)) {
+      const path = join(d, name);
+      if (isDirectory(path)) subdirs.push(path);
+      else if (!name.startsWith('.')) files.push(name);
+    }
+    dirs.push({ path: d, files: files.sort(compareStrings) });
+    for (const sub of subdirs) collect(sub);
+  };
+  collect(dir);
+  dirs.sort((a, b) => compareStrings(a.path, b.path));
+  for (const d of dirs) for (const f of d.files) visit(join(d.path, f));
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false; // a dangling symlink
+  }
+}
+
+function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function describeExtensions(paths: string[]): string {
+  const counts = new Map<string, number>();
+  for (const p of paths) counts.set(extname(p).toLowerCase(), (counts.get(extname(p).toLowerCase()) ?? 0) + 1);
+  return [...counts].map(([ext, n]) => `${ext} ×${n}`).join(', ');
+}
+
+/** Options of {@link openImageFolder}. */
+export interface OpenImageFolderOptions extends ScanImageFolderOptions, NodeImageReaderOptions {
+  /** Receives the one warning about unsupported files (default console.warn). */
+  onWarning?: (message: string) => void;
+}
+
+/**
+ * Lists `root` and returns an ImageFolder that decodes in a pool of worker threads (main thread when
+ * workers is 0 or no worker script is built; `folder.decoder` says which). Call `close()` when done.
+ */
+export function openImageFolder(root: string, options: OpenImageFolderOptions = {}): ImageFolder {
+  const scan = scanImageFolder(root, options);
+  if (scan.unsupported.length) {
+    (options.onWarning ?? ((m: string) => console.warn(m)))(
+      `ImageFolder: ignored ${scan.unsupported.length} image file${scan.unsupported.length === 1 ? '' : 's'} in formats that cannot be decoded (${describeExtensions(scan.unsupported)}; first: ${scan.unsupported[0]}); only .jpg/.jpeg/.png are read`,
+    );
+  }
+  const reader = createNodeImageReader(options);
+  return new ImageFolder(scan, reader.read, { close: reader.close, decoder: reader.description });
+}
