@@ -1,7 +1,736 @@
-/** Attention family (owner: attention helper). STUB: to be replaced. */
+/**
+ * Fused scaled dot-product attention: out = softmax(Q·Kᵀ·scale)·V, forward and backward, without
+ * ever materialising the N×N score matrix (FlashAttention-2's recurrences; rows per invocation).
+ *
+ * Shapes and layouts
+ * - q [..., Nq, d], k [..., Nk, d], v [..., Nk, d] with the same leading (batch) dims: usually
+ *   [B, H, N, d] or [BH, N, d]; any number of batch dims is accepted. out has q's shape (contiguous).
+ * - Inputs (and the upstream gradient dO) are read IN PLACE through offsets and strides in the
+ *   uniform block: the batch dims collapse into at most two levels (b, h), each with a stride
+ *   (size-1 dims dropped, adjacent dims merged where every operand allows). So the views ViT makes,
+ *   `qkv.reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4).slice(0, i, i + 1)`, cost no copy.
+ *   An operand is copied with `dense()` only when the views need three batch levels or, with
+ *   d % 4 == 0, when its rows are not vec4-aligned (d-stride ≠ 1, or an offset/stride that is not
+ *   a multiple of 4). With d % 4 ≠ 0 (the scalar path) any d-stride is read in place.
+ * - d is a compile-time constant (≤ MAX_HEAD_DIM): rows are held per invocation as NC chunks,
+ *   vec4 when d % 4 == 0 (buffers bound as array<vec4<f32>>), f32 otherwise. Shapes and strides
+ *   are uniforms: one pipeline per (kernel, d, variant, probs), never per shape.
+ *
+ * Math (per batch-head; rows i of Q, rows j of K and V; s = scale)
+ *   forward   S_ij = s·Q_i·K_j,  m_i = max_j S_ij,  L_i = m_i + log Σ_j exp(S_ij − m_i)
+ *             P_ij = exp(S_ij − L_i),  O_i = Σ_j P_ij V_j
+ *   online softmax (one pass over the keys in blocks of 4, one rescale of A per block):
+ *             m' = max(m, max_block S),  c = exp(m − m'),  ℓ' = c·ℓ + Σ_block exp(S_j − m'),
+ *             A' = c·A + Σ_block exp(S_j − m')·V_j;   finally O_i = A/ℓ, L_i = m + log ℓ.
+ *   backward  (dO = upstream gradient; P recomputed from the saved L as exp(S_ij − L_i))
+ *             D_i   = Σ_e dO_ie·O_ie                (= Σ_j P_ij·(dO_i·V_j))
+ *             dS_ij = P_ij·(dO_i·V_j − D_i)         (the softmax Jacobian applied to dP = dO·Vᵀ)
+ *             dQ_i = s·Σ_j dS_ij·K_j,   dK_j = s·Σ_i dS_ij·Q_i,   dV_j = Σ_i P_ij·dO_i
+ *
+ * Kernels (barrier-free, no workgroup memory, no atomics; every row's sums run in one invocation)
+ * - attention_fwd: per query row, one pass over the keys with the online softmax; writes O_i and
+ *   L_i. With returnProbs, a second pass over the keys (L_i now known) writes P_i.
+ * - attention_bwd_dq: per query row: D_i, then one pass over the keys → dQ_i; writes D for dK/dV.
+ * - attention_bwd_dkv: per key row, one pass over the query rows → dK_j and dV_j.
+ * Workgroup id y (and z past 65 535) is the batch-head, x the block of rows: all invocations of a
+ * workgroup read the same K/V (or Q/dO) chunk at the same time from a workgroup-uniform address,
+ * which lavapipe compiles to one scalar load broadcast to its SIMD lanes (and GPUs serve from L1).
+ * Keys (queries in dK/dV) go 4 at a time, the tail block clamped to the last row and masked.
+ *
+ * Variants (AttentionConsts)
+ * - 'cpu' (lavapipe, SwiftShader): each invocation owns several rows (forward 4, dQ 2, dK/dV 2) so
+ *   each broadcast K/V chunk feeds several rows; the loops over the d-chunks take their trip count
+ *   from the uniform block, so LLVM keeps them as loops (unrolled, the d = 64 kernels took 20–100 s
+ *   to compile on the 2-core test machine and ran no faster); workgroups of 16.
+ * - 'gpu': one row per invocation, workgroups of 64, chunk loops with a constant trip count that
+ *   the driver unrolls into registers (per thread 2·d floats in the forward, 3·d in dQ, 4·d in
+ *   dK/dV: 256 at d = 64, NVIDIA's register limit, so expect spills there).
+ *   A tiled GPU variant would stage 32–64 K/V rows (Q/dO/L/D rows in dK/dV) in workgroup memory
+ *   per step, loaded cooperatively as vec4 behind one barrier, shared by a workgroup of 64–128 rows
+ *   (each K/V element then leaves global memory once per workgroup instead of once per subgroup),
+ *   and would split dK/dV's accumulators over two threads per key row. On CPU drivers barriers cost
+ *   more than they save (shared/reference/wgsl-performance.md), so that stays a GPU-only variant.
+ *
+ * Saved for backward: q, k, v (the caller's tensors), out, and L. L lives in out's own storage,
+ * behind the O rows at a binding-aligned offset (out is a contiguous view of the first BH·Nq·d
+ * elements), so it lives exactly as long as out: nothing extra to keep or dispose. Backward needs
+ * `out` undisposed (scopes keep it). D is a temporary of the backward.
+ *
+ * probs (returnProbs) carry NO gradient: they are an extra output for inspection (DINO's attention
+ * maps); gradients flow through `out` only.
+ *
+ * Limits: u32 index arithmetic (each tensor, and probs, below 2³² elements); 1 ≤ d ≤ 256; Nk ≥ 1.
+ */
+import { record } from '../engine/autograd.js';
+import { type BufferBinding, Uniforms } from '../engine/device.js';
+import type { Engine } from '../engine/engine.js';
 import type { AttentionOptions } from '../engine/ops.js';
-import type { Tensor } from '../engine/tensor.js';
-export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): { out: Tensor; probs?: Tensor } {
-  void q; void k; void v; void opts;
-  throw new Error('attention: not implemented yet');
+import { contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
+import { checkTensor, type Tensor } from '../engine/tensor.js';
+import { dense, release } from './common.js';
+
+/** Largest head dim: the accumulators of one row must fit in registers (or the spill area). */
+export const MAX_HEAD_DIM = 256;
+/** Most negative finite f32: the running max before the first key, and the score of masked keys. */
+const NEG_BIG = '-3.402823e38';
+
+// -------------------------------------------------------------------------------------------------
+// Layout: batch dims collapsed into (b, h) with strides
+
+/** Element strides of one operand seen as [B, H, N, d]. */
+interface Strided4 {
+  off: number;
+  sb: number;
+  sh: number;
+  sn: number;
+  sd: number;
+}
+
+interface Collapsed {
+  B: number;
+  H: number;
+  views: Strided4[];
+}
+
+/**
+ * Collapses the batch dims (all but the last two) of tensors with the same batch shape into at most
+ * two levels (B, H) such that batch index bh = b·H + h is the row-major flat batch index. Returns
+ * null when some tensor's layout needs three levels.
+ */
+function collapseBatch(ts: readonly Tensor[]): Collapsed | null {
+  const r = ts[0].rank - 2;
+  const dims = [...Array(r).keys()].filter((i) => ts[0].shape[i] !== 1);
+  // Groups of consecutive batch dims that merge in every tensor: stride[a] = stride[a+1]·shape[a+1].
+  const groups: number[][] = [];
+  for (const a of dims) {
+    const last = groups[groups.length - 1];
+    const prev = last?.[last.length - 1];
+    if (prev !== undefined && ts.every((t) => t.strides[prev] === t.strides[a] * t.shape[a])) last.push(a);
+    else groups.push([a]);
+  }
+  if (groups.length > 2) return null;
+  while (groups.length < 2) groups.unshift([]);
+  const size = (g: number[]) => g.reduce((p, a) => p * ts[0].shape[a], 1);
+  const stride = (t: Tensor, g: number[]) => (g.length ? t.strides[g[g.length - 1]] : 0);
+  return {
+    B: size(groups[0]),
+    H: size(groups[1]),
+    views: ts.map((t) => ({
+      off: t.offset,
+      sb: stride(t, groups[0]),
+      sh: stride(t, groups[1]),
+      sn: t.shape[t.rank - 2] === 1 ? 0 : t.strides[t.rank - 2],
+      sd: t.shape[t.rank - 1] === 1 ? 1 : t.strides[t.rank - 1],
+    })),
+  };
+}
+
+/** True when every view can be read as vec4 rows: unit stride along d, offsets and strides ≡ 0 mod 4. */
+function vec4Aligned(s: Strided4): boolean {
+  return s.sd === 1 && [s.off, s.sb, s.sh, s.sn].every((x) => x % 4 === 0);
+}
+
+/**
+ * Collapses the batch dims of the operands. Operands are copied to contiguous tensors (`used`;
+ * release them with `release`) only when their views need three batch levels or, with d % 4 == 0,
+ * are not vec4-aligned (a unit stride along d and offsets/strides that are multiples of 4).
+ */
+function layout(ts: readonly Tensor[], d: number): { c: Collapsed; used: Tensor[] } {
+  let c = collapseBatch(ts);
+  let used = [...ts];
+  if (!c) {
+    used = ts.map(dense);
+    c = collapseBatch(used)!;
+  }
+  if (d % 4 === 0 && !c.views.every(vec4Aligned)) {
+    used = used.map((t, i) => (vec4Aligned(c!.views[i]) ? t : dense(t)));
+    c = collapseBatch(used)!;
+  }
+  return { c, used };
+}
+
+/** The problem size shared by the three kernels. */
+interface Dims {
+  B: number;
+  H: number;
+  BH: number;
+  nq: number;
+  nk: number;
+  d: number;
+  scale: number;
+}
+
+function checkShapes(q: Tensor, k: Tensor, v: Tensor): { nq: number; nk: number; d: number } {
+  checkTensor(q, 'attention');
+  checkTensor(k, 'attention');
+  checkTensor(v, 'attention');
+  const all = `q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)}`;
+  if (q.rank < 3 || k.rank !== q.rank || v.rank !== q.rank) {
+    throw new ShapeError(`attention: q, k, v must have one rank ≥ 3 ([B, H, N, d] or [BH, N, d]); got ${all}`);
+  }
+  if (q.engine !== k.engine || q.engine !== v.engine) throw new Error('attention: q, k, v belong to different engines');
+  const r = q.rank;
+  for (let i = 0; i < r - 2; i++) {
+    if (k.shape[i] !== q.shape[i] || v.shape[i] !== q.shape[i]) {
+      throw new ShapeError(`attention: the batch dims (all but the last two) of q, k, v differ: ${all}`);
+    }
+  }
+  const d = q.shape[r - 1];
+  if (k.shape[r - 1] !== d) {
+    throw new ShapeError(`attention: q ${fmt(q.shape)} and k ${fmt(k.shape)} have different head dims (${d} vs ${k.shape[r - 1]})`);
+  }
+  if (k.shape[r - 2] !== v.shape[r - 2]) {
+    throw new ShapeError(`attention: k ${fmt(k.shape)} and v ${fmt(v.shape)} have different lengths (${k.shape[r - 2]} vs ${v.shape[r - 2]})`);
+  }
+  if (v.shape[r - 1] !== d) {
+    throw new ShapeError(`attention: v ${fmt(v.shape)} must have the head dim of q ${fmt(q.shape)} (${d})`);
+  }
+  if (d < 1 || d > MAX_HEAD_DIM) throw new ShapeError(`attention: head dim ${d} of q ${fmt(q.shape)} is outside 1..${MAX_HEAD_DIM}`);
+  const nk = k.shape[r - 2];
+  if (nk < 1) throw new ShapeError(`attention: no keys (k ${fmt(k.shape)})`);
+  return { nq: q.shape[r - 2], nk, d };
+}
+
+// -------------------------------------------------------------------------------------------------
+// WGSL builders (pure functions of the compile-time constants)
+
+/** Compile-time constants of the attention kernels. */
+export interface AttentionConsts {
+  /** Head dim. d % 4 == 0 selects the vec4 layout (buffers bound as array<vec4<f32>>). */
+  d: number;
+  /** Invocations per workgroup (rows per workgroup). */
+  wg: number;
+  /**
+   * 'gpu': loops over the d-chunks have the constant trip count d/4 (unrolled by the driver, rows
+   * in registers). 'cpu': the trip count comes from the uniform block, so lavapipe keeps them as
+   * loops: its LLVM takes tens of seconds on the unrolled d = 64 kernels and runs them no faster.
+   */
+  variant: 'cpu' | 'gpu';
+  /** Rows per invocation (query rows in the forward and dQ, key rows in dK/dV). */
+  rows: number;
+}
+
+const OPERANDS = ['q', 'k', 'v', 'g'] as const;
+
+/** Register chunks of a row: vec4 when d % 4 == 0 (offsets/strides then in vec4 units), else f32. */
+function chunks(c: AttentionConsts): { n: number; vec: boolean; ty: string; nc: string } {
+  const vec = c.d % 4 === 0;
+  const n = vec ? c.d / 4 : c.d;
+  return { n, vec, ty: vec ? 'vec4<f32>' : 'f32', nc: c.variant === 'cpu' ? 'u.nc' : `${n}u` };
+}
+
+function header(c: AttentionConsts): string {
+  const fields = OPERANDS.map((o) => `${o}_off: u32, ${o}_b: u32, ${o}_h: u32, ${o}_n: u32, ${o}_d: u32,`).join('\n  ');
+  const { n, ty } = chunks(c);
+  return /* wgsl */ `
+// nq, nk: rows of Q and of K/V per batch-head; nh: heads (inner batch level); nbh: batch-heads;
+// nc: chunks per row (= NC). <x>_{off,b,h,n,d}: offset and strides of q, k, v, dO, in chunks.
+struct U {
+  nq: u32, nk: u32, nh: u32, nbh: u32,
+  scale: f32, nc: u32, pad0: u32, pad1: u32,
+  ${fields}
+}
+@group(0) @binding(0) var<uniform> u: U;
+const NC: u32 = ${n}u;
+alias Chunk = ${ty};
+alias Row = array<Chunk, NC>;`;
+}
+
+/** A storage binding of row data: array<vec4<f32>> in the vec4 layout, else array<f32>. */
+function rowBuffer(binding: number, name: string, write: boolean): string {
+  return `@group(0) @binding(${binding}) var<storage, ${write ? 'read_write' : 'read'}> ${name}: array<Chunk>;`;
+}
+
+/** A storage binding of one f32 per row (L, D, P). */
+function scalars(binding: number, name: string, write: boolean): string {
+  return `@group(0) @binding(${binding}) var<storage, ${write ? 'read_write' : 'read'}> ${name}: array<f32>;`;
+}
+
+/** WGSL expression: chunk `c` of the strided row starting at `row` of `buf` (operand `o`). */
+function at(c: AttentionConsts, buf: string, o: string, row: string): string {
+  return chunks(c).vec ? `${buf}[${row} + c]` : `${buf}[${row} + c * u.${o}_d]`;
+}
+
+/** WGSL expression: the dot product of two chunks. */
+function dotc(c: AttentionConsts, a: string, b: string): string {
+  return chunks(c).vec ? `dot(${a}, ${b})` : `${a} * ${b}`;
+}
+
+/** `for c in 0..NC` (a loop the cpu variant keeps as a loop; see AttentionConsts.variant). */
+function forChunks(c: AttentionConsts, body: string): string {
+  return `for (var c = 0u; c < ${chunks(c).nc}; c++) {\n${body.trim()}\n}`;
+}
+
+/** Re-indents generated WGSL by brace depth (two spaces per level), so the source reads cleanly. */
+function indent(src: string): string {
+  let depth = 0;
+  const out: string[] = [];
+  for (const raw of src.split('\n')) {
+    const line = raw.trim();
+    if (line === '') continue;
+    const opens = (line.match(/[{(]/g) ?? []).length;
+    const closes = (line.match(/[})]/g) ?? []).length;
+    const lead = /^[})]/.test(line) ? 1 : 0;
+    out.push('  '.repeat(Math.max(depth - lead, 0)) + line);
+    depth = Math.max(depth + opens - closes, 0);
+  }
+  return out.join('\n') + '\n';
+}
+
+const T4 = [0, 1, 2, 3];
+const LANES = 'vec4<u32>(0u, 1u, 2u, 3u)';
+
+/** Prologue: the batch-head from the workgroup id (uniform across the workgroup) and its (b, h). */
+function entry(c: AttentionConsts): string {
+  return /* wgsl */ `@compute @workgroup_size(${c.wg})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let bh = wid.y + wid.z * nwg.y;
+  if (bh >= u.nbh) { return; }
+  let b = bh / u.nh;
+  let h = bh % u.nh;`;
+}
+
+/** Row base of operand `o` for batch-head (b, h). */
+const base = (o: string) => `u.${o}_off + b * u.${o}_b + h * u.${o}_h`;
+
+/** `let <name>t = <base> + min(<i0> + t, <n> − 1)·<stride>` for the 4 rows of a block (clamped). */
+function blockRows(name: string, baseExpr: string, i0: string, n: string, stride: string): string {
+  return T4.map((t) => `let ${name}${t} = ${baseExpr} + min(${i0} + ${t}u, ${n} - 1u) * ${stride};`).join('\n    ');
+}
+
+/** vec4 of a per-row expression over the 4 rows of a block. */
+const vec4Of = (f: (t: number) => string) => `vec4<f32>(${T4.map(f).join(', ')})`;
+
+/** One line per row r of an invocation's block of `c.rows` rows. */
+function perRow(c: AttentionConsts, f: (r: number) => string, sep = '\n    '): string {
+  return Array.from({ length: c.rows }, (_, r) => f(r)).join(sep);
+}
+
+/**
+ * Forward: one invocation per `rows` query rows; online softmax over blocks of 4 keys.
+ * Bindings: O (rows, rw), L (rw), [P (rw) when probs], Q, K, V.
+ */
+export function forwardSource(c: AttentionConsts, probs: boolean): string {
+  const nb = probs ? 4 : 3;
+  const R = c.rows;
+  return indent(/* wgsl */ `${header(c)}
+${rowBuffer(1, 'O', true)}
+${scalars(2, 'L', true)}
+${probs ? scalars(3, 'P', true) : ''}
+${rowBuffer(nb, 'Q', false)}
+${rowBuffer(nb + 1, 'K', false)}
+${rowBuffer(nb + 2, 'V', false)}
+${entry(c)}
+  let i0 = gid.x * ${R}u;
+  let kbase = ${base('k')};
+  let vbase = ${base('v')};
+  // Rows past nq compute on row nq − 1 and skip the writes (no early return: lanes stay in step).
+  ${perRow(c, (r) => `let qrow${r} = ${base('q')} + min(i0 + ${r}u, u.nq - 1u) * u.q_n;`, '\n  ')}
+  // The query rows, pre-multiplied by the scale (S_ij = (s·Q_i)·K_j), and the accumulators A.
+  ${perRow(c, (r) => `var q${r}: Row;\n  var a${r}: Row;\n  var m${r}: f32 = ${NEG_BIG};\n  var l${r}: f32 = 0.0;`, '\n  ')}
+  ${forChunks(c, perRow(c, (r) => `q${r}[c] = ${at(c, 'Q', 'q', `qrow${r}`)} * u.scale;\na${r}[c] = Chunk(0.0);`, '\n'))}
+  for (var j0 = 0u; j0 < u.nk; j0 += 4u) {
+    // Keys j0..j0+3 (clamped to nk − 1; the clamped duplicates are masked below).
+    ${blockRows('kr', 'kbase', 'j0', 'u.nk', 'u.k_n')}
+    ${blockRows('vr', 'vbase', 'j0', 'u.nk', 'u.v_n')}
+    let valid = vec4<u32>(j0) + ${LANES} < vec4<u32>(u.nk);
+    ${perRow(c, (r) => `var s${r} = vec4<f32>(0.0);`)}
+    ${forChunks(c, `${T4.map((t) => `let k${t} = ${at(c, 'K', 'k', `kr${t}`)};`).join('\n')}\n${perRow(c, (r) => `s${r} += ${vec4Of((t) => dotc(c, `q${r}[c]`, `k${t}`))};`, '\n')}`)}
+    ${perRow(
+      c,
+      (r) => `s${r} = select(vec4<f32>(${NEG_BIG}), s${r}, valid);
+    let mn${r} = max(m${r}, max(max(s${r}.x, s${r}.y), max(s${r}.z, s${r}.w)));
+    let corr${r} = exp(m${r} - mn${r});
+    let p${r} = exp(s${r} - vec4<f32>(mn${r}));
+    l${r} = l${r} * corr${r} + ((p${r}.x + p${r}.y) + (p${r}.z + p${r}.w));
+    m${r} = mn${r};`,
+    )}
+    ${forChunks(c, `${T4.map((t) => `let v${t} = ${at(c, 'V', 'v', `vr${t}`)};`).join('\n')}\n${perRow(c, (r) => `a${r}[c] = a${r}[c] * corr${r} + ((p${r}.x * v0 + p${r}.y * v1) + (p${r}.z * v2 + p${r}.w * v3));`, '\n')}`)}
+  }
+  ${perRow(
+    c,
+    (r) => `if (i0 + ${r}u < u.nq) {
+    let row = bh * u.nq + i0 + ${r}u;
+    let inv = 1.0 / l${r};
+    let lse = m${r} + log(l${r});
+    ${forChunks(c, `O[row * NC + c] = a${r}[c] * inv;`)}
+    L[row] = lse;${
+      probs
+        ? `
+    // P_ij = exp(S_ij − L_i), recomputed now that L_i is known.
+    for (var j = 0u; j < u.nk; j++) {
+      let kr = kbase + j * u.k_n;
+      var s = 0.0;
+      ${forChunks(c, `s += ${dotc(c, `q${r}[c]`, at(c, 'K', 'k', 'kr'))};`)}
+      P[row * u.nk + j] = exp(s - lse);
+    }`
+        : ''
+    }
+  }`,
+    '\n  ',
+  )}
+}`);
+}
+
+/**
+ * Backward, query side: one invocation per `rows` query rows, blocks of 4 keys. D_i = dO_i·O_i,
+ * then dQ_i = s·Σ_j P_ij (dO_i·V_j − D_i) K_j. Bindings: dQ (rows, rw), Dv (rw), Q, K, V, G (= dO),
+ * O, L.
+ */
+export function backwardDqSource(c: AttentionConsts): string {
+  const R = c.rows;
+  return indent(/* wgsl */ `${header(c)}
+${rowBuffer(1, 'dQ', true)}
+${scalars(2, 'Dv', true)}
+${rowBuffer(3, 'Q', false)}
+${rowBuffer(4, 'K', false)}
+${rowBuffer(5, 'V', false)}
+${rowBuffer(6, 'G', false)}
+${rowBuffer(7, 'O', false)}
+${scalars(8, 'L', false)}
+${entry(c)}
+  let i0 = gid.x * ${R}u;
+  let kbase = ${base('k')};
+  let vbase = ${base('v')};
+  ${perRow(
+    c,
+    (r) => `let iq${r} = min(i0 + ${r}u, u.nq - 1u);
+  let row${r} = bh * u.nq + iq${r};
+  let qrow${r} = ${base('q')} + iq${r} * u.q_n;
+  let grow${r} = ${base('g')} + iq${r} * u.g_n;
+  var q${r}: Row;
+  var g${r}: Row;
+  var a${r}: Row;
+  var D${r} = 0.0;`,
+    '\n  ',
+  )}
+  ${forChunks(c, perRow(c, (r) => `q${r}[c] = ${at(c, 'Q', 'q', `qrow${r}`)} * u.scale;\ng${r}[c] = ${at(c, 'G', 'g', `grow${r}`)};\na${r}[c] = Chunk(0.0);\nD${r} += ${dotc(c, `g${r}[c]`, `O[row${r} * NC + c]`)};`, '\n'))}
+  ${perRow(c, (r) => `let L${r} = L[row${r}];`, '\n  ')}
+  for (var j0 = 0u; j0 < u.nk; j0 += 4u) {
+    ${blockRows('kr', 'kbase', 'j0', 'u.nk', 'u.k_n')}
+    ${blockRows('vr', 'vbase', 'j0', 'u.nk', 'u.v_n')}
+    let valid = vec4<u32>(j0) + ${LANES} < vec4<u32>(u.nk);
+    ${perRow(c, (r) => `var s${r} = vec4<f32>(0.0);\n    var dp${r} = vec4<f32>(0.0);`)}
+    ${forChunks(
+      c,
+      `${T4.map((t) => `let k${t} = ${at(c, 'K', 'k', `kr${t}`)};\nlet v${t} = ${at(c, 'V', 'v', `vr${t}`)};`).join('\n')}
+${perRow(c, (r) => `s${r} += ${vec4Of((t) => dotc(c, `q${r}[c]`, `k${t}`))};\ndp${r} += ${vec4Of((t) => dotc(c, `g${r}[c]`, `v${t}`))};`, '\n')}`,
+    )}
+    ${perRow(c, (r) => `let ds${r} = select(vec4<f32>(0.0), exp(s${r} - vec4<f32>(L${r})), valid) * (dp${r} - vec4<f32>(D${r}));`)}
+    ${forChunks(
+      c,
+      `${T4.map((t) => `let k${t} = ${at(c, 'K', 'k', `kr${t}`)};`).join('\n')}
+${perRow(c, (r) => `a${r}[c] += (ds${r}.x * k0 + ds${r}.y * k1) + (ds${r}.z * k2 + ds${r}.w * k3);`, '\n')}`,
+    )}
+  }
+  ${perRow(
+    c,
+    (r) => `if (i0 + ${r}u < u.nq) {
+    ${forChunks(c, `dQ[row${r} * NC + c] = a${r}[c] * u.scale;`)}
+    Dv[row${r}] = D${r};
+  }`,
+    '\n  ',
+  )}
+}`);
+}
+
+/**
+ * Backward, key side: one invocation per `rows` key rows, blocks of 4 query rows:
+ * dV_j = Σ_i P_ij dO_i, dK_j = s·Σ_i P_ij (dO_i·V_j − D_i) Q_i.
+ * Bindings: dK, dV (rows, rw), Q, K, V, G (= dO), L, Dv.
+ */
+export function backwardDkvSource(c: AttentionConsts): string {
+  const R = c.rows;
+  return indent(/* wgsl */ `${header(c)}
+${rowBuffer(1, 'dK', true)}
+${rowBuffer(2, 'dV', true)}
+${rowBuffer(3, 'Q', false)}
+${rowBuffer(4, 'K', false)}
+${rowBuffer(5, 'V', false)}
+${rowBuffer(6, 'G', false)}
+${scalars(7, 'L', false)}
+${scalars(8, 'Dv', false)}
+${entry(c)}
+  let j0 = gid.x * ${R}u;
+  let qbase = ${base('q')};
+  let gbase = ${base('g')};
+  let rbase = bh * u.nq;
+  // The key rows, pre-multiplied by the scale (S_ij = Q_i·(s·K_j)), the value rows, dK and dV.
+  ${perRow(
+    c,
+    (r) => `let krow${r} = ${base('k')} + min(j0 + ${r}u, u.nk - 1u) * u.k_n;
+  let vrow${r} = ${base('v')} + min(j0 + ${r}u, u.nk - 1u) * u.v_n;
+  var k${r}: Row;
+  var v${r}: Row;
+  var dk${r}: Row;
+  var dv${r}: Row;`,
+    '\n  ',
+  )}
+  ${forChunks(c, perRow(c, (r) => `k${r}[c] = ${at(c, 'K', 'k', `krow${r}`)} * u.scale;\nv${r}[c] = ${at(c, 'V', 'v', `vrow${r}`)};\ndk${r}[c] = Chunk(0.0);\ndv${r}[c] = Chunk(0.0);`, '\n'))}
+  for (var i0 = 0u; i0 < u.nq; i0 += 4u) {
+    // Query rows i0..i0+3 (clamped to nq − 1; the duplicates are masked below).
+    ${blockRows('qr', 'qbase', 'i0', 'u.nq', 'u.q_n')}
+    ${blockRows('gr', 'gbase', 'i0', 'u.nq', 'u.g_n')}
+    let it = rbase + min(vec4<u32>(i0) + ${LANES}, vec4<u32>(u.nq - 1u));
+    let valid = vec4<u32>(i0) + ${LANES} < vec4<u32>(u.nq);
+    let Li = ${vec4Of((t) => `L[it.${'xyzw'[t]}]`)};
+    let Di = ${vec4Of((t) => `Dv[it.${'xyzw'[t]}]`)};
+    ${perRow(c, (r) => `var s${r} = vec4<f32>(0.0);\n    var dp${r} = vec4<f32>(0.0);`)}
+    ${forChunks(
+      c,
+      `${T4.map((t) => `let q${t} = ${at(c, 'Q', 'q', `qr${t}`)};\nlet g${t} = ${at(c, 'G', 'g', `gr${t}`)};`).join('\n')}
+${perRow(c, (r) => `s${r} += ${vec4Of((t) => dotc(c, `q${t}`, `k${r}[c]`))};\ndp${r} += ${vec4Of((t) => dotc(c, `g${t}`, `v${r}[c]`))};`, '\n')}`,
+    )}
+    ${perRow(c, (r) => `let p${r} = select(vec4<f32>(0.0), exp(s${r} - Li), valid);\n    let ds${r} = p${r} * (dp${r} - Di);`)}
+    ${forChunks(
+      c,
+      `${T4.map((t) => `let q${t} = ${at(c, 'Q', 'q', `qr${t}`)};\nlet g${t} = ${at(c, 'G', 'g', `gr${t}`)};`).join('\n')}
+${perRow(c, (r) => `dv${r}[c] += (p${r}.x * g0 + p${r}.y * g1) + (p${r}.z * g2 + p${r}.w * g3);\ndk${r}[c] += (ds${r}.x * q0 + ds${r}.y * q1) + (ds${r}.z * q2 + ds${r}.w * q3);`, '\n')}`,
+    )}
+  }
+  ${perRow(
+    c,
+    (r) => `if (j0 + ${r}u < u.nk) {
+    let orow = (bh * u.nk + j0 + ${r}u) * NC;
+    ${forChunks(c, `dK[orow + c] = dk${r}[c] * u.scale;\ndV[orow + c] = dv${r}[c];`)}
+  }`,
+    '\n  ',
+  )}
+}`);
+}
+
+// -------------------------------------------------------------------------------------------------
+// Launch
+
+/** Workgroups for `rows` rows per batch-head × BH batch-heads (BH folded into y·z past 65 535). */
+function grid(nrows: number, wg: number, BH: number): [number, number, number] {
+  const z = Math.ceil(BH / 65535);
+  return [Math.ceil(nrows / wg), Math.ceil(BH / z), z];
+}
+
+/** The uniform block; offsets and strides divided by 4 in the vec4 layout. */
+function uniforms(dm: Dims, views: readonly Strided4[]): ArrayBuffer {
+  const div = dm.d % 4 === 0 ? 4 : 1;
+  const u = new Uniforms(8 + 5 * OPERANDS.length).u32(dm.nq, dm.nk, dm.H, dm.BH).f32(dm.scale).u32(dm.d / div, 0, 0);
+  for (let i = 0; i < OPERANDS.length; i++) {
+    const s = views[i] ?? { off: 0, sb: 0, sh: 0, sn: 0, sd: 0 };
+    u.u32(s.off / div, s.sb / div, s.sh / div, s.sn / div, s.sd);
+  }
+  return u.bytes();
+}
+
+/**
+ * Rows per invocation of the cpu variant: each broadcast K/V (Q/dO) chunk then feeds that many
+ * rows. Measured on lavapipe (2 shared cores) at B·H = 6, N = 197, d = 64, CPU time per call for
+ * 1 / 2 / 4 rows: forward 42 / 24 / 17 ms; dQ ~45 / 25 / 22 ms; dK/dV ~40 / 38 / 40 ms. LLVM's
+ * compile time grows with the rows (2–4 s per kernel at 4 rows on that machine).
+ */
+const CPU_ROWS = { fwd: 4, dq: 2, dkv: 2 } as const;
+
+/** Compile-time constants of one kernel on this engine's variant. */
+function consts(e: Engine, d: number, kernel: keyof typeof CPU_ROWS): AttentionConsts {
+  const variant = e.device.variants;
+  return variant === 'cpu' ? { d, wg: 16, variant, rows: CPU_ROWS[kernel] } : { d, wg: 64, variant, rows: 1 };
+}
+
+/**
+ * Where L sits behind the O rows in out's storage: the first element offset at or after BH·Nq·d
+ * that is aligned for a storage binding (so O and L bind as two non-overlapping ranges).
+ */
+function tailOffset(e: Engine, n: number): number {
+  const align = e.device.limits.minStorageBufferOffsetAlignment / 4;
+  return Math.ceil(n / align) * align;
+}
+
+/** A contiguous tensor of `shape` whose storage holds `total` ≥ numel(shape) elements. */
+function withTail(e: Engine, shape: Shape, total: number, label: string): Tensor {
+  const big = e.empty([total], { label });
+  const t = big.view(shape, contiguousStrides(shape), 0, label);
+  big.dispose();
+  return t;
+}
+
+/** Binding of `n` f32 elements of `t`'s storage from element `start`. */
+function range(t: Tensor, start: number, n: number): BufferBinding {
+  return { buffer: t.buffer, offset: start * 4, size: Math.max(n, 1) * 4 };
+}
+
+/**
+ * softmax(q·kᵀ·scale)·v, fused (see the file header). Returns `{ out, probs? }`: out has q's shape;
+ * probs [..., Nq, Nk] (with `returnProbs`) carry no gradient. Records the FlashAttention-2 backward
+ * when an input requires a gradient.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): { out: Tensor; probs?: Tensor } {
+  const { nq, nk, d } = checkShapes(q, k, v);
+  const scale = opts.scale ?? 1 / Math.sqrt(d);
+  if (!Number.isFinite(scale)) throw new Error(`attention: scale must be finite (got ${scale})`);
+  const e = q.engine;
+  const { c: lay, used } = layout([q, k, v], d);
+  const dm: Dims = { B: lay.B, H: lay.H, BH: lay.B * lay.H, nq, nk, d, scale };
+  const nrows = dm.BH * nq;
+  const lOff = tailOffset(e, nrows * d);
+  const out = withTail(e, q.shape, lOff + nrows, 'attention');
+  const probs = opts.returnProbs ? e.empty([...q.shape.slice(0, -2), nq, nk], { label: 'attention_probs' }) : undefined;
+  if (nrows > 0) {
+    const c = consts(e, d, 'fwd');
+    const dev = e.device;
+    dev.dispatch(dev.kernel(`attention_fwd_d${d}`, forwardSource(c, !!probs)), {
+      uniforms: uniforms(dm, lay.views),
+      buffers: [range(out, 0, nrows * d), range(out, lOff, nrows), ...(probs ? [probs.buffer] : []), ...used.map((t) => t.buffer)],
+      workgroups: grid(Math.ceil(nq / c.rows), c.wg, dm.BH),
+    });
+  }
+  used.forEach((t, i) => release(t, [q, k, v][i]));
+  record(out, 'attention', [q, k, v], (g) => attentionBackward(q, k, v, out, lOff, g, dm));
+  return probs ? { out, probs } : { out };
+}
+
+/**
+ * The three gradients [dq, dk, dv] (null where an input needs none) from the upstream gradient g.
+ * `fwd` is the forward's problem size; the (b, h) split is redone with g, whose layout may group
+ * the batch dims differently (the flat batch-head index, and so O and L, are the same).
+ */
+function attentionBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lOff: number, g: Tensor, fwd: Dims): (Tensor | null)[] {
+  const e = q.engine;
+  const dev = e.device;
+  const inputs = [q, k, v, g];
+  const { c: lay, used } = layout(inputs, fwd.d);
+  const dm: Dims = { ...fwd, B: lay.B, H: lay.H };
+  const nrows = dm.BH * dm.nq;
+  const cq = consts(e, dm.d, 'dq');
+  const ckv = consts(e, dm.d, 'dkv');
+  const u = uniforms(dm, lay.views);
+  const [qb, kb, vb, gb] = used.map((t) => t.buffer);
+  const O = range(out, 0, nrows * dm.d);
+  const L = range(out, lOff, nrows);
+  const dq = e.empty(q.shape, { label: 'attention_dq' });
+  const D = e.empty([Math.max(nrows, 1)], { label: 'attention_D' });
+  if (nrows > 0) {
+    dev.dispatch(dev.kernel(`attention_bwd_dq_d${dm.d}`, backwardDqSource(cq)), {
+      uniforms: u,
+      buffers: [dq.buffer, D.buffer, qb, kb, vb, gb, O, L],
+      workgroups: grid(Math.ceil(dm.nq / cq.rows), cq.wg, dm.BH),
+    });
+  }
+  let dk: Tensor | null = null;
+  let dv: Tensor | null = null;
+  if (k.requiresGrad || v.requiresGrad) {
+    dk = e.empty(k.shape, { label: 'attention_dk' });
+    dv = e.empty(v.shape, { label: 'attention_dv' });
+    // With nq = 0 the loop over queries is empty and dK = dV = 0 are written all the same.
+    if (dm.BH * dm.nk > 0) {
+      dev.dispatch(dev.kernel(`attention_bwd_dkv_d${dm.d}`, backwardDkvSource(ckv)), {
+        uniforms: u,
+        buffers: [dk.buffer, dv.buffer, qb, kb, vb, gb, L, D.buffer],
+        workgroups: grid(Math.ceil(dm.nk / ckv.rows), ckv.wg, dm.BH),
+      });
+    }
+  }
+  D.dispose();
+  used.forEach((t, i) => release(t, inputs[i]));
+  const keepIf = (t: Tensor | null, needed: boolean): Tensor | null => {
+    if (t && !needed) t.dispose();
+    return needed ? t : null;
+  };
+  return [keepIf(dq, q.requiresGrad), keepIf(dk, k.requiresGrad), keepIf(dv, v.requiresGrad)];
+}
+
+// -------------------------------------------------------------------------------------------------
+// Float64 references (the oracle of the tests)
+
+/** Sizes of a reference problem: rows are laid out [bh, n, d], row-major. */
+export interface AttentionRefDims {
+  /** Batch-heads (product of the batch dims). */
+  bh: number;
+  nq: number;
+  nk: number;
+  d: number;
+}
+
+/**
+ * Float64 attention on row-major arrays q [bh, nq, d], k and v [bh, nk, d]: the scores, a
+ * max-subtracted softmax and the weighted sum, computed directly (no online recurrence).
+ * Returns out [bh, nq, d], probs [bh, nq, nk] and the row logsumexp L [bh, nq].
+ */
+export function attentionRef(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  dims: AttentionRefDims,
+  scale = 1 / Math.sqrt(dims.d),
+): { out: Float64Array; probs: Float64Array; lse: Float64Array } {
+  const { bh, nq, nk, d } = dims;
+  const out = new Float64Array(bh * nq * d);
+  const probs = new Float64Array(bh * nq * nk);
+  const lse = new Float64Array(bh * nq);
+  for (let b = 0; b < bh; b++) {
+    for (let i = 0; i < nq; i++) {
+      const qi = (b * nq + i) * d;
+      const pr = (b * nq + i) * nk;
+      let m = -Infinity;
+      for (let j = 0; j < nk; j++) {
+        const kj = (b * nk + j) * d;
+        let s = 0;
+        for (let e = 0; e < d; e++) s += q[qi + e] * k[kj + e];
+        probs[pr + j] = s * scale;
+        m = Math.max(m, s * scale);
+      }
+      let z = 0;
+      for (let j = 0; j < nk; j++) z += Math.exp(probs[pr + j] - m);
+      lse[b * nq + i] = m + Math.log(z);
+      for (let j = 0; j < nk; j++) {
+        const p = Math.exp(probs[pr + j] - m) / z;
+        probs[pr + j] = p;
+        const vj = (b * nk + j) * d;
+        for (let e = 0; e < d; e++) out[qi + e] += p * v[vj + e];
+      }
+    }
+  }
+  return { out, probs, lse };
+}
+
+/**
+ * Float64 vector-Jacobian product of `attentionRef`'s out for the upstream gradient gOut
+ * [bh, nq, d], by the textbook chain rule (deliberately not the D_i = dO_i·O_i shortcut the
+ * kernels use): dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP)), dQ = s·dS·K, dK = s·dSᵀ·Q, dV = Pᵀ·dO.
+ */
+export function attentionVjpRef(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  gOut: ArrayLike<number>,
+  dims: AttentionRefDims,
+  scale = 1 / Math.sqrt(dims.d),
+): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
+  const { bh, nq, nk, d } = dims;
+  const { probs } = attentionRef(q, k, v, dims, scale);
+  const dq = new Float64Array(bh * nq * d);
+  const dk = new Float64Array(bh * nk * d);
+  const dv = new Float64Array(bh * nk * d);
+  const dP = new Float64Array(nk);
+  for (let b = 0; b < bh; b++) {
+    for (let i = 0; i < nq; i++) {
+      const qi = (b * nq + i) * d;
+      const pr = (b * nq + i) * nk;
+      let rs = 0;
+      for (let j = 0; j < nk; j++) {
+        const vj = (b * nk + j) * d;
+        let s = 0;
+        for (let e = 0; e < d; e++) s += gOut[qi + e] * v[vj + e];
+        dP[j] = s;
+        rs += probs[pr + j] * s;
+      }
+      for (let j = 0; j < nk; j++) {
+        const p = probs[pr + j];
+        const ds = p * (dP[j] - rs) * scale;
+        const kj = (b * nk + j) * d;
+        for (let e = 0; e < d; e++) {
+          dq[qi + e] += ds * k[kj + e];
+          dk[kj + e] += ds * q[qi + e];
+          dv[kj + e] += p * gOut[qi + e];
+        }
+      }
+    }
+  }
+  return { dq, dk, dv };
 }
