@@ -62,7 +62,8 @@ export const BINARY = {
 export type UnaryOp = keyof typeof UNARY;
 export type BinaryOp = keyof typeof BINARY;
 
-const MATH_WGSL = /* wgsl */ `
+/** WGSL helpers shared by kernels: erfc_, ncdf (Φ), gelu, gelu_grad, powp. */
+export const MATH_WGSL = /* wgsl */ `
 // erfc(z) with fractional error < 1.2e-7 (Chebyshev fit, Numerical Recipes' erfcc).
 fn erfc_(z: f32) -> f32 {
   let az = abs(z);
