@@ -32,9 +32,14 @@ export class Rng {
 
   static fromState(state: number[]): Rng {
     const r = new Rng(0);
-    r.s = new Uint32Array(state.slice(0, 4));
-    r.spare = state.length > 4 && !Number.isNaN(state[4]) ? state[4] : null;
+    r.setState(state);
     return r;
+  }
+
+  /** Restores a state from `state()` in place (holders of this generator see the change). */
+  setState(state: number[]): void {
+    this.s = new Uint32Array(state.slice(0, 4));
+    this.spare = state.length > 4 && !Number.isNaN(state[4]) ? state[4] : null;
   }
 
   /** A uniformly distributed u32. */

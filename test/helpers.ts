@@ -85,3 +85,26 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
 export async function read(t: Tensor): Promise<Float64Array> {
   return Float64Array.from(await t.toArray());
 }
+
+/**
+ * Asserts max|got − want| <= rtol · max|want|: error relative to the tensor's scale. Used for
+ * gradients of deep models, where entries near zero come from cancelling sums and an elementwise
+ * relative bound would measure f32 rounding, not correctness.
+ */
+export function expectCloseScaled(got: ArrayLike<number>, want: ArrayLike<number>, rtol: number, what = 'values'): void {
+  expect(got.length, `${what}: length`).toBe(want.length);
+  let scale = 0;
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < want.length; i++) {
+    scale = Math.max(scale, Math.abs(want[i]));
+    const err = Math.abs(got[i] - want[i]);
+    if (!(err <= worst)) {
+      worst = err;
+      at = i;
+    }
+  }
+  if (!(worst <= rtol * scale)) {
+    throw new Error(`${what}: max |err| ${worst} at element ${at} (got ${got[at]}, expected ${want[at]}) exceeds ${rtol} × max|want| ${scale}`);
+  }
+}

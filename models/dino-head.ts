@@ -1,0 +1,107 @@
+/**
+ * DINO's projection head (vision_transformer.DINOHead), with its parameter names:
+ *
+ *   mlp: Linear(in → 2048) · GELU · Linear(2048 → 2048) · GELU · Linear(2048 → 256)   (mlp.0/2/4)
+ *   → l2-normalise → last_layer: weight-normalised Linear(256 → K, no bias)
+ *     W = g · v / ‖v‖ row-wise (weight_norm, dim 0): last_layer.weight_g [K, 1], weight_v [K, 256].
+ *
+ * With normLastLayer (the default) weight_g is fixed to 1 and receives no gradient, so every
+ * prototype is a unit vector and the logits are cosine similarities. `nlayers = 1` is a single
+ * Linear(in → bottleneck). Init: trunc_normal(0.02) for the MLP weights, zero biases; weight_v
+ * keeps PyTorch's default Linear init, as in the official code (created after _init_weights).
+ *
+ * Size: K = 65536 with bottleneck 256 is a 64 MiB weight, inside every adapter's binding limit
+ * (the spec's minimum maxStorageBufferBindingSize is 128 MiB); the logits of R rows are R·K·4
+ * bytes, checked against the limit with a clear error.
+ */
+import type { Tensor } from '../engine/tensor.js';
+import * as ops from '../engine/ops.js';
+import { init, Linear, Module, type ModuleContext } from './nn.js';
+
+export interface DINOHeadConfig {
+  inDim: number;
+  outDim: number;
+  hiddenDim: number;
+  bottleneckDim: number;
+  nlayers: number;
+  normLastLayer: boolean;
+}
+
+export function dinoHeadConfig(c: Partial<DINOHeadConfig> & { inDim: number }): DINOHeadConfig {
+  return { outDim: 65536, hiddenDim: 2048, bottleneckDim: 256, nlayers: 3, normLastLayer: true, ...c };
+}
+
+class WeightNormLinear extends Module {
+  weightG: Tensor;
+  weightV: Tensor;
+  constructor(ctx: ModuleContext, inDim: number, outDim: number, fixG: boolean) {
+    super(ctx);
+    this.weightG = this.param('weight_g', [outDim, 1], init.ones(), !fixG);
+    this.weightV = this.param('weight_v', [outDim, inDim], init.torchDefault(inDim));
+  }
+  protected override onReplace(name: string, t: Tensor): void {
+    if (name === 'weight_g') this.weightG = t;
+    if (name === 'weight_v') this.weightV = t;
+  }
+  /** The effective weight g · v/‖v‖ (rows). */
+  weight(): Tensor {
+    const unit = this.weightV.l2Normalize(0); // torch's weight_norm divides by the plain norm
+    return this.weightG.requiresGrad ? unit.mul(this.weightG) : unit;
+  }
+  forward(x: Tensor): Tensor {
+    const K = this.weightV.shape[0];
+    const rows = x.size / x.shape[x.rank - 1];
+    const limit = this.engine.device.limits.maxStorageBufferBindingSize;
+    if (rows * K * 4 > limit) {
+      throw new Error(`DINO head: ${rows} rows × ${K} prototypes of logits exceed the adapter's storage binding limit (${limit} bytes); use a smaller batch or out_dim`);
+    }
+    return ops.linear(x, this.weight());
+  }
+}
+
+export class DINOHead extends Module {
+  readonly cfg: DINOHeadConfig;
+  readonly layers: Linear[] = [];
+  readonly lastLayer: WeightNormLinear;
+
+  constructor(ctx: ModuleContext, cfg: DINOHeadConfig) {
+    super(ctx);
+    this.cfg = cfg;
+    const tn = init.truncNormal(0.02);
+    const z = init.zeros();
+    const mlp = this.child('mlp', new Module(ctx));
+    const add = (i: number, a: number, b: number) => {
+      const l = new Linear(ctx, a, b, { weightInit: tn, biasInit: z });
+      mlp.addModule(String(i), l);
+      this.layers.push(l);
+    };
+    if (cfg.nlayers === 1) {
+      // A single Linear is registered as `mlp` itself in the official code.
+      this.children.delete('mlp');
+      this.layers.push(this.child('mlp', new Linear(ctx, cfg.inDim, cfg.bottleneckDim, { weightInit: tn, biasInit: z })));
+    } else {
+      add(0, cfg.inDim, cfg.hiddenDim);
+      for (let i = 1; i < cfg.nlayers - 1; i++) add(2 * i, cfg.hiddenDim, cfg.hiddenDim);
+      add(2 * (cfg.nlayers - 1), cfg.hiddenDim, cfg.bottleneckDim);
+    }
+    this.lastLayer = this.child('last_layer', new WeightNormLinear(ctx, cfg.bottleneckDim, cfg.outDim, cfg.normLastLayer));
+  }
+
+  /** (R, inDim) → (R, K) */
+  forward(x: Tensor): Tensor {
+    let h = x;
+    this.layers.forEach((l, i) => {
+      h = l.forward(h, i < this.layers.length - 1 ? 'gelu' : 'none');
+    });
+    return this.lastLayer.forward(h.l2Normalize());
+  }
+
+  /** The bottleneck features before the last layer (l2-normalised). */
+  bottleneck(x: Tensor): Tensor {
+    let h = x;
+    this.layers.forEach((l, i) => {
+      h = l.forward(h, i < this.layers.length - 1 ? 'gelu' : 'none');
+    });
+    return h.l2Normalize();
+  }
+}
