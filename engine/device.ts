@@ -186,6 +186,13 @@ export class Device {
   readonly stats = { dispatches: 0, submits: 0, pipelines: 0 };
   /** Called at every submit; the buffer pool uses it to return buffers released during recording. */
   onSubmit: (() => void) | null = null;
+  /** Per-kernel GPU time while profiling (see `startProfile`). */
+  private profile: {
+    querySet: GPUQuerySet;
+    names: string[];
+    totals: Map<string, { ms: number; count: number }>;
+    pending: Promise<void>[];
+  } | null = null;
 
   private constructor(gpu: GPUDevice, adapter: AdapterDescription, features: DeviceFeatures, opts: DeviceOptions) {
     this.gpu = gpu;
@@ -342,6 +349,21 @@ export class Device {
       throw new RangeError(`webdino: kernel '${kernel.name}' dispatch ${x}x${y}x${z} exceeds ${maxDim} workgroups per dimension`);
     }
     if (x === 0 || y === 0 || z === 0) return;
+    if (this.profile) {
+      // One pass per dispatch, bracketed by timestamps, read back at the next submit.
+      const p = this.profile;
+      const enc = this.encoderForCopy();
+      const i = p.names.length;
+      const pass = enc.beginComputePass({ timestampWrites: { querySet: p.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+      pass.setPipeline(kernel.pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(x, y, z);
+      pass.end();
+      p.names.push(kernel.name);
+      this.stats.dispatches++;
+      if (p.names.length * 2 >= p.querySet.count) this.flush();
+      return;
+    }
     const pass = this.ensurePass();
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup);
@@ -395,12 +417,66 @@ export class Device {
       this.gpu.queue.writeBuffer(this.uniformBuffer, 0, this.uniformStaging, 0, this.uniformUsed);
       this.uniformUsed = 0;
     }
+    const readProfile = this.profile && this.profile.names.length ? this.resolveProfile(this.encoder) : null;
     const cb = this.encoder.finish();
     this.encoder = null;
     this.dispatchesInSubmit = 0;
     this.gpu.queue.submit([cb]);
     this.stats.submits++;
+    readProfile?.();
     this.onSubmit?.();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Profiling
+
+  /**
+   * Starts per-kernel GPU timing (needs 'timestamp-query'): every dispatch then runs in its own
+   * timestamped pass, which serialises work, so use it to find hot kernels, not for throughput.
+   */
+  startProfile(): void {
+    this.require('timestampQuery');
+    this.flush();
+    const count = 2 * 256;
+    this.profile = { querySet: this.gpu.createQuerySet({ type: 'timestamp', count }), names: [], totals: new Map(), pending: [] };
+  }
+
+  /** Stops profiling and returns GPU milliseconds and dispatch counts per kernel name, largest first. */
+  async stopProfile(): Promise<{ kernel: string; ms: number; count: number }[]> {
+    const p = this.profile;
+    if (!p) return [];
+    this.flush();
+    await Promise.all(p.pending);
+    this.profile = null;
+    p.querySet.destroy();
+    return [...p.totals].map(([kernel, v]) => ({ kernel, ...v })).sort((a, b) => b.ms - a.ms);
+  }
+
+  private resolveProfile(enc: GPUCommandEncoder): () => void {
+    const p = this.profile!;
+    const n = p.names.length;
+    const names = p.names.splice(0);
+    const resolve = this.gpu.createBuffer({ size: n * 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const read = this.gpu.createBuffer({ size: n * 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    enc.resolveQuerySet(p.querySet, 0, 2 * n, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, read, 0, n * 16);
+    return () => {
+      p.pending.push(
+        read.mapAsync(GPUMapMode.READ).then(() => {
+          const t = new BigUint64Array(read.getMappedRange());
+          names.forEach((name, i) => {
+            const ms = Number(t[2 * i + 1] - t[2 * i]) / 1e6;
+            const e = p.totals.get(name) ?? { ms: 0, count: 0 };
+            e.ms += ms;
+            e.count++;
+            p.totals.set(name, e);
+          });
+          read.unmap();
+          read.destroy();
+          resolve.destroy();
+        }),
+      );
+    };
   }
 
   /** Submits and waits until the GPU has finished all submitted work. */

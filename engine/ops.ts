@@ -224,6 +224,14 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   return at.attention(q, k, v, opts);
 }
 
+/**
+ * Attention on a packed qkv tensor [3, ..., N, d] (e.g. ViT's permuted qkv projection): the same
+ * result as `attention(qkv[0], qkv[1], qkv[2])`, with one gradient for qkv instead of three.
+ */
+export function attentionPacked(qkv: Tensor, opts: AttentionOptions = {}): { out: Tensor; probs?: Tensor } {
+  return at.attentionPacked(qkv, opts);
+}
+
 export interface CrossEntropyOptions {
   /** Temperature of the student logits (DINO: 0.1). */
   temperature?: number;

@@ -561,6 +561,50 @@ function range(t: Tensor, start: number, n: number): BufferBinding {
  * when an input requires a gradient.
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): { out: Tensor; probs?: Tensor } {
+  const f = attentionForward(q, k, v, opts);
+  record(f.out, 'attention', [q, k, v], (g) => attentionBackward(q, k, v, f.out, f.lOff, g, f.dm));
+  return f.probs ? { out: f.out, probs: f.probs } : { out: f.out };
+}
+
+/**
+ * Attention on a packed qkv tensor [3, ..., N, d] (any strides: ViT's permuted qkv projection),
+ * with ONE gradient for it: dq, dk and dv are copied into the three contiguous blocks of a single
+ * [3, ..., N, d] tensor, instead of three zero-padded gradients (one per slice) that autograd would
+ * then add together.
+ */
+export function attentionPacked(qkv: Tensor, opts: AttentionOptions = {}): { out: Tensor; probs?: Tensor } {
+  if (qkv.rank < 3 || qkv.shape[0] !== 3) throw new ShapeError(`attentionPacked: qkv must be [3, ..., N, d], got ${fmt(qkv.shape)}`);
+  const shape = qkv.shape.slice(1);
+  const strides = qkv.strides.slice(1);
+  const part = (i: number): Tensor => {
+    const t = qkv.view(shape, strides, qkv.offset + i * qkv.strides[0], `qkv[${i}]`);
+    t.requiresGrad = qkv.requiresGrad;
+    return t;
+  };
+  const [q, k, v] = [part(0), part(1), part(2)];
+  const f = attentionForward(q, k, v, opts);
+  record(f.out, 'attention', [qkv], (g) => {
+    const grads = attentionBackward(q, k, v, f.out, f.lOff, g, f.dm);
+    const e = qkv.engine;
+    const gq = e.empty(qkv.shape, { label: 'attention_dqkv' });
+    const n = q.size;
+    grads.forEach((t, i) => {
+      if (t) e.device.copy(t.buffer, 0, gq.buffer, i * n * 4, n * 4);
+      t?.dispose();
+    });
+    return [gq];
+  });
+  return f.probs ? { out: f.out, probs: f.probs } : { out: f.out };
+}
+
+interface ForwardResult {
+  out: Tensor;
+  probs?: Tensor;
+  lOff: number;
+  dm: Dims;
+}
+
+function attentionForward(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): ForwardResult {
   const { nq, nk, d } = checkShapes(q, k, v);
   const scale = opts.scale ?? 1 / Math.sqrt(d);
   if (!Number.isFinite(scale)) throw new Error(`attention: scale must be finite (got ${scale})`);
@@ -581,8 +625,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     });
   }
   used.forEach((t, i) => release(t, [q, k, v][i]));
-  record(out, 'attention', [q, k, v], (g) => attentionBackward(q, k, v, out, lOff, g, dm));
-  return probs ? { out, probs } : { out };
+  return { out, probs, lOff, dm };
 }
 
 /**

@@ -4,7 +4,8 @@
  * nothing of models or training.
  */
 import type { Engine } from '../engine/engine.js';
-import type { Shape } from '../engine/shape.js';
+import { isContiguous, type Shape } from '../engine/shape.js';
+import type { BufferBinding } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
 
 /** Workgroups for `n` invocations of `wgSize`, folded into x·y so x stays under the 65 535 cap. */
@@ -31,6 +32,22 @@ export function output(engine: Engine, shape: Shape, label: string): Tensor {
 /** A contiguous tensor with offset 0: `t` itself when it already is, else a copy (caller disposes). */
 export function dense(t: Tensor): Tensor {
   return t.isContiguous ? t : t.contiguous();
+}
+
+/**
+ * A tensor whose elements are row-major and gapless from its offset, with the offset aligned for a
+ * storage binding (parameters in an arena are such views): `t` itself, else a contiguous copy.
+ * Bind it with `bind()`, never with `.buffer` (which would start at element 0).
+ */
+export function denseAligned(t: Tensor): Tensor {
+  const align = t.engine.device.limits.minStorageBufferOffsetAlignment;
+  if (isContiguous(t.shape, t.strides) && (t.offset * 4) % align === 0) return t;
+  return t.contiguous();
+}
+
+/** The buffer range holding a dense tensor's elements (from `denseAligned` or `dense`). */
+export function bind(t: Tensor): BufferBinding {
+  return { buffer: t.buffer, offset: t.offset * 4, size: Math.max(t.size, 1) * 4 };
 }
 
 /** Disposes `t` if it is a temporary made by `dense` from `orig`. */

@@ -94,8 +94,11 @@ function params(rank: number, prefix: string): string {
 }
 
 /** WGSL of one elementwise kernel. Pure function of (op expression, arity, layout). */
-export function elementwiseSource(expr: string, arity: 0 | 1 | 2, flat: boolean): string {
+export function elementwiseSource(expr: string, arity: 0 | 1 | 2, flat: boolean, rank = MAX_RANK): string {
   const R = MAX_RANK;
+  // Only the trailing `rank` dimensions are decomposed (leading ones are 1): the rank is a
+  // compile-time constant, so a rank-3 view costs 3 divisions per element, not 6.
+  const used = Math.max(1, Math.min(rank, R));
   const inputs =
     arity === 2
       ? `@group(0) @binding(2) var<storage, read> A: array<f32>;
@@ -107,7 +110,7 @@ export function elementwiseSource(expr: string, arity: 0 | 1 | 2, flat: boolean)
   const decompose = flat
     ? `let ia = i; ${arity === 2 ? 'let ib = i;' : ''}`
     : `var rem = i32(i); var ia = u.offA; ${arity === 2 ? 'var ib = u.offB;' : ''}
-       ${Array.from({ length: R }, (_, k) => {
+       ${Array.from({ length: used }, (_, k) => {
          const d = R - 1 - k;
          return `{ let c = rem % u.d${d}; rem = rem / u.d${d}; ia += c * u.sa${d}; ${arity === 2 ? `ib += c * u.sb${d};` : ''} }`;
        }).join('\n       ')}`;
@@ -144,7 +147,8 @@ function launch(op: string, expr: string, out: Tensor, a: Tensor, b: Tensor | nu
   const flat = aIsFlat && bIsFlat;
   const arity = op === 'fill' ? 0 : b ? 2 : 1;
   const dev = out.engine.device;
-  const kernel = dev.kernel(`${op}${flat ? '' : '_strided'}`, elementwiseSource(expr, arity, flat));
+  const rank = flat ? MAX_RANK : out.rank;
+  const kernel = dev.kernel(`${op}${flat ? '' : '_strided'}`, elementwiseSource(expr, arity, flat, rank));
   const u = new Uniforms(4 + 3 * MAX_RANK).u32(n).i32(a.offset, b ? b.offset : 0).f32(p);
   const dims = padTo(out.shape, 1);
   const sa = padTo(broadcastStrides(a.shape, a.strides, out.shape), 0);
@@ -190,8 +194,9 @@ export function copyRaw(x: Tensor): Tensor {
 }
 
 /** WGSL of the strided scatter-copy: Y[offY + Σ c·sy] = X[offX + Σ c·sx]. */
-function scatterSource(): string {
+function scatterSource(rank: number): string {
   const R = MAX_RANK;
+  const used = Math.max(1, Math.min(rank, R));
   return /* wgsl */ `
 struct U { n: u32, offY: i32, offX: i32, pad: u32, ${params(R, 'd')} ${params(R, 'sy')} ${params(R, 'sx')} }
 @group(0) @binding(0) var<uniform> u: U;
@@ -203,7 +208,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let i = linear_index(gid, nwg);
   if (i >= u.n) { return; }
   var rem = i32(i); var iy = u.offY; var ix = u.offX;
-  ${Array.from({ length: R }, (_, k) => {
+  ${Array.from({ length: used }, (_, k) => {
     const d = R - 1 - k;
     return `{ let c = rem % u.d${d}; rem = rem / u.d${d}; iy += c * u.sy${d}; ix += c * u.sx${d}; }`;
   }).join('\n  ')}
@@ -224,7 +229,7 @@ export function stridedCopy(dst: Tensor, src: Tensor): void {
   const dev = dst.engine.device;
   const u = new Uniforms(4 + 3 * MAX_RANK).u32(n).i32(dst.offset, s.offset).u32(0);
   u.i32(...padTo(dst.shape, 1), ...padTo(dst.strides, 0), ...padTo(s.strides, 0));
-  dev.dispatch(dev.kernel('strided_copy', scatterSource()), {
+  dev.dispatch(dev.kernel('strided_copy', scatterSource(dst.rank)), {
     uniforms: u.bytes(),
     buffers: [dst.buffer, s.buffer],
     workgroups: grid1d(n, WG),

@@ -26,11 +26,11 @@
  * parameter gradients are returned as new tensors (autograd accumulates them with +=).
  */
 import { record } from '../engine/autograd.js';
-import { Uniforms } from '../engine/device.js';
+import { type BufferBinding, Uniforms } from '../engine/device.js';
 import { fmt, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
 import { checkTensor } from '../engine/tensor.js';
-import { dense, grid1d, linearIndexWgsl, release, rowForEachWgsl, rowGrid, rowKernelSource, rowSumsWgsl, type RowVariant } from './common.js';
+import { bind, dense, denseAligned, grid1d, linearIndexWgsl, release, rowForEachWgsl, rowGrid, rowKernelSource, rowSumsWgsl, type RowVariant } from './common.js';
 import { reduceAxisRaw } from './reduce.js';
 
 /** Rows summed by one invocation of the parameter-gradient kernel before the cross-chunk sum. */
@@ -162,14 +162,15 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   const mean = e.empty([rows], { label: `${op}_mean` });
   const rstd = e.empty([rows], { label: `${op}_rstd` });
   if (rows > 0) {
-    const xd = dense(x);
-    const wd = weight ? dense(weight) : null;
-    const bd = bias ? dense(bias) : null;
+    // Parameters are usually aligned arena views: bound in place, never copied.
+    const xd = denseAligned(x);
+    const wd = weight ? denseAligned(weight) : null;
+    const bd = bias ? denseAligned(bias) : null;
     const variant = dev.variants;
     const kernel = dev.kernel(`${op}_${variant}${wd ? '_w' : ''}${bd ? '_b' : ''}`, layerNormForwardSource(variant, !!wd, !!bd));
-    const buffers = [y.buffer, mean.buffer, rstd.buffer, xd.buffer];
-    if (wd) buffers.push(wd.buffer);
-    if (bd) buffers.push(bd.buffer);
+    const buffers: (GPUBuffer | BufferBinding)[] = [y.buffer, mean.buffer, rstd.buffer, bind(xd)];
+    if (wd) buffers.push(bind(wd));
+    if (bd) buffers.push(bind(bd));
     dev.dispatch(kernel, { uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(), buffers, workgroups: rowGrid(variant, rows) });
     release(xd, x);
     if (wd && weight) release(wd, weight);
@@ -207,12 +208,12 @@ function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Tensor, rs
   const dev = e.device;
   const dx = e.empty(x.shape, { label: 'layerNorm_grad' });
   if (rows === 0) return dx;
-  const xd = dense(x);
-  const gd = dense(g);
-  const wd = weight ? dense(weight) : null;
+  const xd = denseAligned(x);
+  const gd = denseAligned(g);
+  const wd = weight ? denseAligned(weight) : null;
   const variant = dev.variants;
-  const buffers = [dx.buffer, xd.buffer, gd.buffer, mean.buffer, rstd.buffer];
-  if (wd) buffers.push(wd.buffer);
+  const buffers: (GPUBuffer | BufferBinding)[] = [dx.buffer, bind(xd), bind(gd), mean.buffer, rstd.buffer];
+  if (wd) buffers.push(bind(wd));
   dev.dispatch(dev.kernel(`layerNorm_bwd_${variant}${wd ? '_w' : ''}`, layerNormBackwardSource(variant, !!wd)), {
     uniforms: new Uniforms(4).u32(rows, D, 0, 0).bytes(),
     buffers,
@@ -232,12 +233,12 @@ function layerNormParamGradRaw(x: Tensor, mean: Tensor, rstd: Tensor, g: Tensor,
   const chunks = Math.ceil(rows / PARAM_CHUNK);
   const pw = e.empty([chunks, D], { label: 'layerNorm_dw_partial' });
   const pb = e.empty([chunks, D], { label: 'layerNorm_db_partial' });
-  const xd = dense(x);
-  const gd = dense(g);
+  const xd = denseAligned(x);
+  const gd = denseAligned(g);
   const n = chunks * D;
   dev.dispatch(dev.kernel('layerNorm_param_grad', layerNormParamGradSource()), {
     uniforms: new Uniforms(4).u32(n, D, rows, PARAM_CHUNK).bytes(),
-    buffers: [pw.buffer, pb.buffer, xd.buffer, gd.buffer, mean.buffer, rstd.buffer],
+    buffers: [pw.buffer, pb.buffer, bind(xd), bind(gd), mean.buffer, rstd.buffer],
     workgroups: grid1d(n, WG),
   });
   release(xd, x);

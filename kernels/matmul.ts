@@ -54,7 +54,7 @@ import { type Device, Uniforms } from '../engine/device.js';
 import type { MatmulOptions } from '../engine/ops.js';
 import { broadcastShapes, broadcastStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
 import { type Tensor, checkTensor } from '../engine/tensor.js';
-import { dense, release } from './common.js';
+import { bind, dense, denseAligned, release } from './common.js';
 import { binaryRaw, MATH_WGSL, unaryDerivRef, unaryRef } from './elementwise.js';
 import { sumTo } from './reduce.js';
 
@@ -488,7 +488,7 @@ export function matmulRaw(a: Tensor, b: Tensor, epi: MatmulEpilogue = {}, tuning
   const db = lb0 ? b : dense(b);
   const la = la0 ?? matrixLayout(da)!;
   const lb = lb0 ?? matrixLayout(db)!;
-  const biasD = bias ? dense(bias) : null;
+  const biasD = bias ? denseAligned(bias) : null; // an arena view: bound in place
 
   let sa = broadcastStrides(da.shape.slice(0, -2), da.strides.slice(0, -2), batch);
   let sb = broadcastStrides(db.shape.slice(0, -2), db.strides.slice(0, -2), batch);
@@ -533,7 +533,7 @@ export function matmulRaw(a: Tensor, b: Tensor, epi: MatmulEpilogue = {}, tuning
   const groupsX = cpu ? Math.ceil(N / (tile.W * tile.TN)) : Math.ceil(N / G.BN);
   const groupsY = Math.ceil(rowsM / rowsPerGroup);
   if (groupsX > maxDim || groupsY > maxDim) throw new ShapeError(`matmul: ${fmt(a.shape)} @ ${fmt(b.shape)} needs more than ${maxDim} workgroups per dimension`);
-  const buffers = [y.buffer, ...(z ? [z.buffer] : []), da.buffer, db.buffer, ...(biasD ? [biasD.buffer] : [])];
+  const buffers = [y.buffer, ...(z ? [z.buffer] : []), da.buffer, db.buffer, ...(biasD ? [bind(biasD)] : [])];
   for (let z0 = 0; z0 < nBatch; z0 += maxDim) {
     const u = new Uniforms(8 + 3 * MAX_BATCH)
       .u32(rowsM, N, K, lda, lb.ld, da.offset, db.offset, z0)

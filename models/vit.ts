@@ -98,11 +98,8 @@ class Attention extends Module {
     const [B, N, D] = x.shape;
     const H = this.numHeads;
     const qkv = this.qkv.forward(x).reshape(B, N, 3, H, D / H).permute(2, 0, 3, 1, 4); // (3, B, H, N, d)
-    // (1, B, H, N, d) views, read in place by the attention kernel (no copies).
-    const q = qkv.slice(0, 0, 1);
-    const k = qkv.slice(0, 1, 2);
-    const v = qkv.slice(0, 2, 3);
-    const a = ops.attention(q, k, v, { scale: (D / H) ** -0.5, returnProbs });
+    // q, k, v are read in place from the permuted projection; one gradient flows back into it.
+    const a = ops.attentionPacked(qkv, { scale: (D / H) ** -0.5, returnProbs });
     const merged = a.out.reshape(B, H, N, D / H).transpose(1, 2).reshape(B, N, D); // (B, N, H, d) → (B, N, D)
     const probs = a.probs?.reshape(B, H, N, N);
     return { out: this.proj.forward(merged), probs };

@@ -7,12 +7,15 @@
 // A missing entry point is skipped with a note. dist/.stamp is touched after a successful build;
 // scripts/setup.sh compares sources against it to decide whether to rebuild.
 import { build } from 'esbuild';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
+// Runtime dependencies are installed next to the package, so the Node bundles import them rather
+// than inline them (cli-progress is CommonJS and requires Node built-ins at run time).
+const deps = Object.keys(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).dependencies ?? {});
 
 const common = {
   absWorkingDir: root,
@@ -32,7 +35,7 @@ const targets = [
       // 'neutral' resolves no package.json main fields by default; allow the usual ones in case a
       // dependency ever gets bundled.
       mainFields: ['module', 'main'],
-      external: ['webgpu', 'node:*'],
+      external: ['webgpu', 'node:*', ...deps],
     },
   },
   {
@@ -41,7 +44,7 @@ const targets = [
     options: {
       platform: 'node',
       target: 'node20',
-      external: ['webgpu'],
+      external: ['webgpu', ...deps],
     },
   },
   // The image-decoding worker thread of train/data/loader-node.ts (Node cannot start a worker from

@@ -408,3 +408,28 @@ describe('attention: references, probs, errors, memory', () => {
     expect(wd.memory().liveBytes).toBe(before);
   });
 });
+
+describe('attentionPacked', () => {
+  it('equals attention on the three slices, with one gradient for the packed tensor', async () => {
+    const { attentionPacked } = await import('../../engine/ops.js');
+    const wd = await getEngine('cpu');
+    await wd.scope(async () => {
+      const B = 2, N = 11, H = 3, d = 8;
+      const xs = randn(B * N * 3 * H * d, 31);
+      const gs = randn(B * H * N * d, 32);
+      const run = async (packed: boolean) => {
+        const x = wd.tensor(xs, [B, N, 3 * H * d], { requiresGrad: true });
+        const qkv = x.reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4); // (3, B, H, N, d)
+        const out = packed
+          ? attentionPacked(qkv, { returnProbs: true })
+          : attention(qkv.slice(0, 0, 1), qkv.slice(0, 1, 2), qkv.slice(0, 2, 3), { returnProbs: true });
+        out.out.reshape(B, H, N, d).mul(wd.tensor(gs, [B, H, N, d])).sum().backward();
+        return [await out.out.toArray(), await out.probs!.toArray(), await x.grad!.toArray()];
+      };
+      const [a, b] = [await run(true), await run(false)];
+      expectClose(a[0], b[0], 1e-6, 1e-7, 'out');
+      expectClose(a[1], b[1], 1e-6, 1e-7, 'probs');
+      expectClose(a[2], b[2], 1e-6, 1e-7, 'grad');
+    });
+  });
+});

@@ -1,0 +1,53 @@
+/**
+ * Opens a dataset from a command-line spec (Node):
+ *   synthetic[:train|val]      the embedded procedural dataset (no download)
+ *   <dir>                      an ImageFolder (class sub-folders of JPEG/PNG), or a folder that
+ *                              holds the CIFAR-10/100 binary files
+ *   cifar10:<dir>, cifar100:<dir>[:train|test]
+ */
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Dataset } from './data/dataset.js';
+import { SyntheticShapes } from './data/synthetic.js';
+import { openImageFolder } from './data/image-folder-node.js';
+import { openCifar } from './data/cifar-node.js';
+
+export interface OpenDatasetOptions {
+  /** Split used when the spec names none ('train' for training, 'val' for evaluation). */
+  defaultSplit: 'train' | 'val';
+  /** Side of the synthetic images. */
+  syntheticSize?: number;
+  /** Number of synthetic images (default: 5000 train / 1000 val). */
+  syntheticLength?: number;
+  onWarning?: (message: string) => void;
+}
+
+function looksLikeCifar(dir: string): 'cifar10' | 'cifar100' | null {
+  const names = new Set<string>();
+  const walk = (d: string, depth: number) => {
+    for (const n of readdirSync(d)) {
+      names.add(n);
+      if (depth < 1 && statSync(join(d, n)).isDirectory()) walk(join(d, n), depth + 1);
+    }
+  };
+  walk(dir, 0);
+  if (names.has('data_batch_1.bin') || names.has('cifar-10-batches-bin')) return 'cifar10';
+  if (names.has('train.bin') || names.has('cifar-100-binary')) return 'cifar100';
+  return null;
+}
+
+/** A dataset from a spec; throws a clear error for a path that does not exist. */
+export function openDataset(spec: string, opts: OpenDatasetOptions): Dataset {
+  const m = /^synthetic(?::(train|val))?$/.exec(spec);
+  if (m) {
+    const split = (m[1] as 'train' | 'val' | undefined) ?? opts.defaultSplit;
+    return new SyntheticShapes({ split, size: opts.syntheticSize ?? 64, length: opts.syntheticLength ?? (split === 'train' ? 5000 : 1000) });
+  }
+  const cm = /^(cifar10|cifar100):(.+?)(?::(train|test))?$/.exec(spec);
+  const split = opts.defaultSplit === 'train' ? 'train' : 'test';
+  if (cm) return openCifar(cm[2], { variant: cm[1] as 'cifar10' | 'cifar100', split: (cm[3] as 'train' | 'test') ?? split });
+  if (!existsSync(spec)) throw new Error(`dataset '${spec}' not found: give 'synthetic', 'synthetic:val', an image folder, or a CIFAR folder`);
+  const cifar = looksLikeCifar(spec);
+  if (cifar) return openCifar(spec, { variant: cifar, split });
+  return openImageFolder(spec, { onWarning: opts.onWarning });
+}

@@ -1,0 +1,50 @@
+/**
+ * Periodic evaluation during training: weighted k-NN (DINO's eval_knn) of the teacher backbone,
+ * features from the evaluation transform of a training subset and a held-out split.
+ */
+import type { Engine } from '../engine/engine.js';
+import type { Dataset } from './data/dataset.js';
+import { datasetFeatures } from './features.js';
+import { knnClassify } from './knn.js';
+import type { DinoTrainer } from './trainer.js';
+
+export interface KnnEvaluatorOptions {
+  train: Dataset;
+  val: Dataset;
+  /** Training images used as the k-NN memory (default: all). */
+  trainLimit?: number;
+  /** k of the reported accuracy (default 20, DINO's recommendation). */
+  k?: number;
+}
+
+/** A subset view of the first `n` samples of a dataset. */
+export function firstN(ds: Dataset, n: number): Dataset {
+  if (n >= ds.length) return ds;
+  return { ...ds, numClasses: ds.numClasses, classNames: ds.classNames, length: n, get: (i: number) => ds.get(i) } as Dataset;
+}
+
+/** Returns an evaluation hook for runTraining: { knn_top1, knn_top5 } of the teacher. */
+export function knnEvaluator(engine: Engine, opts: KnnEvaluatorOptions): (trainer: DinoTrainer) => Promise<Record<string, number>> {
+  const k = opts.k ?? 20;
+  return async (trainer) => {
+    const backbone = trainer.teacherBackbone;
+    const crop = trainer.config.globalSize;
+    const trainSet = firstN(opts.train, opts.trainLimit ?? opts.train.length);
+    const tr = await datasetFeatures(engine, backbone, trainSet, { crop });
+    const va = await datasetFeatures(engine, backbone, opts.val, { crop });
+    try {
+      const [r] = await knnClassify({
+        trainFeatures: tr.features,
+        trainLabels: tr.labels,
+        testFeatures: va.features,
+        testLabels: va.labels,
+        numClasses: opts.train.numClasses,
+        ks: [Math.min(k, trainSet.length)],
+      });
+      return { knn_top1: r.top1, knn_top5: r.top5 };
+    } finally {
+      tr.features.dispose();
+      va.features.dispose();
+    }
+  };
+}

@@ -1,0 +1,169 @@
+/**
+ * A headless DINO training run in Node: what `webdino train` does.
+ *
+ *   out/checkpoint.safetensors        full state, rewritten atomically every `checkpointEvery`
+ *                                     iterations and at the end (resume continues exactly)
+ *   out/teacher_backbone.safetensors  the teacher backbone under the official key names
+ *   out/metrics.jsonl                 one JSON object per iteration (loss, lr, wd, momentum,
+ *                                     teacher temperature, images/s) and per evaluation
+ *   out/loss.png                      the loss curve (raw and smoothed)
+ *
+ * A non-finite loss stops the run with NonFiniteLossError before any update, and the last
+ * checkpoint on disk stays as it was. Ctrl-C (an aborted signal) stops after the current step and
+ * writes a checkpoint, so no work is lost.
+ */
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Engine } from '../engine/engine.js';
+import { writeFileAtomic } from '../models/io/node-files.js';
+import { DataLoader, type LoaderPosition } from './data/loader.js';
+import type { Dataset } from './data/dataset.js';
+import { checkpointBytes, exportTeacherBackbone, readCheckpointMeta, restoreCheckpoint } from './checkpoint.js';
+import { DinoTrainer, type StepResult, type TrainConfig } from './trainer.js';
+import { lineChartPng, smooth } from './plot.js';
+
+export interface RunOptions {
+  config: Partial<TrainConfig>;
+  dataset: Dataset;
+  outDir: string;
+  /** Continue from outDir/checkpoint.safetensors when it exists (its config wins). */
+  resume?: boolean;
+  /** Write a checkpoint every this many iterations (0: only at the end). */
+  checkpointEvery?: number;
+  /** Stop after this many iterations of this process (for tests); the schedule is unchanged. */
+  maxIterations?: number;
+  /** Evaluation hook, called every `evalEvery` iterations and at the end (e.g. k-NN). */
+  evalEvery?: number;
+  evaluate?: (trainer: DinoTrainer) => Promise<Record<string, number>>;
+  onStep?: (r: StepResult & { imagesPerSecond: number; total: number }) => void;
+  onLog?: (line: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface RunResult {
+  trainer: DinoTrainer;
+  iterations: number;
+  lastLoss: number;
+  checkpoint: string;
+  teacherBackbone: string;
+  evals: Record<string, number>[];
+}
+
+const CKPT = 'checkpoint.safetensors';
+
+/** Trains (or resumes) and returns the trainer, still alive: the caller disposes it. */
+export async function runTraining(engine: Engine, opts: RunOptions): Promise<RunResult> {
+  const out = opts.outDir;
+  mkdirSync(out, { recursive: true });
+  const ckptPath = join(out, CKPT);
+  const metricsPath = join(out, 'metrics.jsonl');
+  const log = opts.onLog ?? (() => {});
+  let config = opts.config;
+  let resumeBytes: Uint8Array | null = null;
+  if (opts.resume && existsSync(ckptPath)) {
+    resumeBytes = new Uint8Array(readFileSync(ckptPath));
+    const meta = readCheckpointMeta(resumeBytes);
+    // The checkpoint's config defines the run; only the length may be extended.
+    config = { ...meta.config, ...(opts.config.epochs !== undefined ? { epochs: opts.config.epochs } : {}) };
+    log(`resuming from ${ckptPath} at iteration ${meta.iteration}`);
+  } else if (opts.resume) {
+    log(`no checkpoint at ${ckptPath}: starting a new run`);
+  }
+  const trainer = new DinoTrainer(engine, config);
+  const c = trainer.config;
+  const loader = new DataLoader(opts.dataset, { batchSize: c.batchSize, shuffle: true, seed: c.seed, dropLast: true, onWarning: (m) => log(`warning: ${m}`) });
+  const itersPerEpoch = loader.batchesPerEpoch;
+  if (itersPerEpoch === 0) throw new Error(`the dataset has ${opts.dataset.length} images, fewer than one batch of ${c.batchSize}`);
+  trainer.setItersPerEpoch(itersPerEpoch);
+  if (resumeBytes) {
+    const meta = restoreCheckpoint(trainer, resumeBytes);
+    trainer.setItersPerEpoch(itersPerEpoch);
+    const pos = (meta.extra as { loader?: LoaderPosition } | null)?.loader;
+    if (pos) loader.seek(pos);
+    truncateMetrics(metricsPath, trainer.iteration);
+  } else if (existsSync(metricsPath)) {
+    writeFileSync(metricsPath, '');
+  }
+
+  const total = trainer.totalIterations;
+  const stopAt = Math.min(total, opts.maxIterations !== undefined ? trainer.iteration + opts.maxIterations : total);
+  let position: LoaderPosition = loader.position;
+  const save = async () => {
+    const bytes = await checkpointBytes(trainer, itersPerEpoch, { loader: position });
+    await writeFileAtomic(ckptPath, bytes);
+  };
+  const evals: Record<string, number>[] = [];
+  const runEval = async () => {
+    if (!opts.evaluate) return;
+    const r = await opts.evaluate(trainer);
+    const rec = { iteration: trainer.iteration, ...r };
+    evals.push(rec);
+    appendFileSync(metricsPath, JSON.stringify({ type: 'eval', ...rec }) + '\n');
+  };
+
+  let lastLoss = NaN;
+  let t0 = performance.now();
+  let imagesSince = 0;
+  let rate = 0;
+  outer: while (trainer.iteration < stopAt) {
+    for await (const batch of loader.batches()) {
+      const r = await trainer.stepImages(batch.samples.map((s) => s.image));
+      position = batch.next;
+      lastLoss = r.loss;
+      imagesSince += r.images;
+      const dt = (performance.now() - t0) / 1000;
+      if (dt > 2 || rate === 0) {
+        rate = imagesSince / dt;
+        t0 = performance.now();
+        imagesSince = 0;
+      }
+      appendFileSync(
+        metricsPath,
+        JSON.stringify({ type: 'step', iteration: r.iteration, epoch: r.epoch, loss: r.loss, lr: r.lr, wd: r.weightDecay, momentum: r.momentum, teacher_temp: r.teacherTemp, images_per_s: +rate.toFixed(2) }) + '\n',
+      );
+      opts.onStep?.({ ...r, imagesPerSecond: rate, total });
+      const it = trainer.iteration;
+      if (opts.checkpointEvery && it % opts.checkpointEvery === 0 && it < stopAt) await save();
+      if (opts.evalEvery && it % opts.evalEvery === 0 && it < stopAt) await runEval();
+      if (it >= stopAt || opts.signal?.aborted) break outer;
+    }
+  }
+  await save();
+  const teacherPath = join(out, 'teacher_backbone.safetensors');
+  await writeFileAtomic(teacherPath, await exportTeacherBackbone(trainer));
+  writeLossCurve(metricsPath, join(out, 'loss.png'));
+  if (trainer.iteration >= total || opts.evalEvery) await runEval();
+  return { trainer, iterations: trainer.iteration, lastLoss, checkpoint: ckptPath, teacherBackbone: teacherPath, evals };
+}
+
+/** Keeps only the metric lines of iterations before `iteration` (a resumed run rewrites the rest). */
+function truncateMetrics(path: string, iteration: number): void {
+  if (!existsSync(path)) return;
+  const keep = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((l) => {
+      if (!l.trim()) return false;
+      try {
+        const o = JSON.parse(l) as { iteration?: number };
+        return (o.iteration ?? 0) < iteration || (o.iteration === iteration && (o as { type?: string }).type === 'eval');
+      } catch {
+        return false;
+      }
+    });
+  writeFileSync(path, keep.map((l) => l + '\n').join(''));
+}
+
+/** Draws loss.png from metrics.jsonl: raw loss (light) and its moving average (dark). */
+export function writeLossCurve(metricsPath: string, pngPath: string): void {
+  const losses: number[] = [];
+  for (const l of readFileSync(metricsPath, 'utf8').split('\n')) {
+    if (!l.trim()) continue;
+    const o = JSON.parse(l) as { type: string; loss?: number };
+    if (o.type === 'step' && typeof o.loss === 'number') losses.push(o.loss);
+  }
+  const png = lineChartPng([
+    { y: losses, color: [170, 200, 235] },
+    { y: smooth(losses, 0.05), color: [30, 90, 180] },
+  ]);
+  writeFileSync(pngPath, png);
+}

@@ -1,0 +1,320 @@
+/**
+ * The DINO trainer: one explicit step in the order of main_dino.train_one_epoch.
+ *
+ *   crops ← multi-crop augmentation (GPU) of a batch of decoded images
+ *   teacher_out ← teacher(2 global crops)                       (no gradient, no drop path)
+ *   student_out ← student(all crops, one backbone pass per resolution, one head pass)
+ *   loss ← DINO loss (centering + sharpening); stop with a clear error if it is not finite
+ *   backward; per-tensor clipping (3.0); cancel last-layer gradients while epoch < freeze_last_layer
+ *   AdamW with this iteration's lr and weight decay (none on biases and 1-D tensors)
+ *   teacher ← m·teacher + (1 − m)·student  (one fused dispatch per arena chunk)
+ *   center ← 0.9·center + 0.1·mean(teacher_out)                 (inside the loss)
+ *
+ * Schedules are precomputed per iteration (train/schedules.ts). Student and teacher parameters live
+ * in two parameter arenas of the same layout, so AdamW, clipping and the EMA each touch every
+ * tensor in one dispatch per chunk; the only readback in a step is the loss (one float).
+ *
+ * The trainer holds no global state: several can run in one process on one or several engines.
+ */
+import type { Engine } from '../engine/engine.js';
+import { Rng } from '../engine/random.js';
+import type { Tensor } from '../engine/tensor.js';
+import { AdamW, clipGradients, dinoDecayMask, emaUpdate, ParamArena } from '../engine/optim.js';
+import { DINOHead, dinoHeadConfig } from '../models/dino-head.js';
+import { MultiCropWrapper } from '../models/multicrop.js';
+import type { Module, ModuleContext } from '../models/nn.js';
+import { VisionTransformer, vitConfig, type ViTArch } from '../models/vit.js';
+import { MultiCropAugmenter } from './augment.js';
+import type { ImageLike } from '../kernels/augment.js';
+import { DinoLoss } from './loss.js';
+import { dinoSchedules, type DinoSchedules } from './schedules.js';
+
+/** Everything that defines a run. Defaults are DINO's except where the CPU default config says. */
+export interface TrainConfig {
+  /** 'vit_tiny' | 'vit_small' | 'vit_base', or 'custom' with embedDim/depth/numHeads below. */
+  arch: ViTArch | 'custom';
+  embedDim: number;
+  depth: number;
+  numHeads: number;
+  patchSize: number;
+  dropPathRate: number;
+  /** Prototypes K of the head (DINO: 65536). */
+  outDim: number;
+  headHidden: number;
+  headBottleneck: number;
+  normLastLayer: boolean;
+  epochs: number;
+  batchSize: number;
+  /** Base lr before the linear scaling rule lr·batch/256 (DINO: 5e-4). */
+  lr: number;
+  minLr: number;
+  warmupEpochs: number;
+  weightDecay: number;
+  weightDecayEnd: number;
+  momentumTeacher: number;
+  /** Per-tensor gradient clipping (0 disables). */
+  clipGrad: number;
+  freezeLastLayer: number;
+  studentTemp: number;
+  teacherTemp: number;
+  warmupTeacherTemp: number;
+  warmupTeacherTempEpochs: number;
+  centerMomentum: number;
+  globalSize: number;
+  localSize: number;
+  localCrops: number;
+  globalScale: [number, number];
+  localScale: [number, number];
+  seed: number;
+}
+
+/** DINO's official defaults (main_dino.py) for a ViT-S/16 run. */
+export const DINO_DEFAULTS: TrainConfig = {
+  arch: 'vit_small',
+  embedDim: 384,
+  depth: 12,
+  numHeads: 6,
+  patchSize: 16,
+  dropPathRate: 0.1,
+  outDim: 65536,
+  headHidden: 2048,
+  headBottleneck: 256,
+  normLastLayer: true,
+  epochs: 100,
+  batchSize: 64,
+  lr: 5e-4,
+  minLr: 1e-6,
+  warmupEpochs: 10,
+  weightDecay: 0.04,
+  weightDecayEnd: 0.4,
+  momentumTeacher: 0.996,
+  clipGrad: 3.0,
+  freezeLastLayer: 1,
+  studentTemp: 0.1,
+  teacherTemp: 0.04,
+  warmupTeacherTemp: 0.04,
+  warmupTeacherTempEpochs: 0,
+  centerMomentum: 0.9,
+  globalSize: 224,
+  localSize: 96,
+  localCrops: 8,
+  globalScale: [0.4, 1],
+  localScale: [0.05, 0.4],
+  seed: 0,
+};
+
+/**
+ * The default of `webdino train`: a small ViT that learns the embedded 64 px dataset within about
+ * 15 minutes on two CPU cores (lavapipe). Global crops 32 px and local crops 16 px with patch 4
+ * give 8×8 and 4×4 token grids; K = 1024 prototypes suit 10 classes and keep the head cheap.
+ * Teacher momentum 0.99 instead of 0.996: a short run with a small batch (DINO's help text advises
+ * adjusting it with the batch size). Everything else is DINO's default.
+ */
+export const CPU_DEFAULT_CONFIG: Partial<TrainConfig> = {
+  arch: 'custom',
+  embedDim: 96,
+  depth: 4,
+  numHeads: 3,
+  patchSize: 4,
+  outDim: 1024,
+  headHidden: 512,
+  headBottleneck: 128,
+  epochs: 4,
+  batchSize: 32,
+  lr: 5e-4,
+  warmupEpochs: 1,
+  momentumTeacher: 0.99,
+  warmupTeacherTempEpochs: 1,
+  globalSize: 32,
+  localSize: 16,
+  localCrops: 6,
+  globalScale: [0.4, 1],
+  localScale: [0.05, 0.4],
+};
+
+/** What one step reports. */
+export interface StepResult {
+  iteration: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  weightDecay: number;
+  momentum: number;
+  teacherTemp: number;
+  /** Images in the batch. */
+  images: number;
+}
+
+/** The loss became NaN or infinite: training stops, the last checkpoint stays as it was. */
+export class NonFiniteLossError extends Error {
+  constructor(
+    readonly loss: number,
+    readonly iteration: number,
+  ) {
+    super(
+      `webdino train: the loss is ${loss} at iteration ${iteration}; stopping (the last checkpoint is kept). ` +
+        'Try a lower --lr, a larger --warmup-epochs, or --clip-grad 3.',
+    );
+    this.name = 'NonFiniteLossError';
+  }
+}
+
+type Model = MultiCropWrapper<VisionTransformer, DINOHead>;
+
+/** Fills the architecture fields from a preset name. */
+export function resolveConfig(partial: Partial<TrainConfig> = {}): TrainConfig {
+  const c = { ...DINO_DEFAULTS, ...partial };
+  if (c.arch !== 'custom') {
+    const v = vitConfig(c.arch);
+    c.embedDim = v.embedDim;
+    c.depth = v.depth;
+    c.numHeads = v.numHeads;
+  }
+  return c;
+}
+
+function buildModel(ctx: ModuleContext, c: TrainConfig, dropPathRate: number): Model {
+  const backbone = new VisionTransformer(
+    ctx,
+    vitConfig({ embedDim: c.embedDim, depth: c.depth, numHeads: c.numHeads }, { imgSize: c.globalSize, patchSize: c.patchSize, dropPathRate }),
+  );
+  const head = new DINOHead(
+    ctx,
+    dinoHeadConfig({ inDim: c.embedDim, outDim: c.outDim, hiddenDim: c.headHidden, bottleneckDim: c.headBottleneck, normLastLayer: c.normLastLayer }),
+  );
+  return new MultiCropWrapper(ctx, backbone, head);
+}
+
+/** Moves every parameter of `m` into `arena` (same order for student and teacher). */
+function moveToArena(m: Module, arena: ParamArena, requiresGrad: boolean | null): void {
+  for (const [name, t] of m.namedParameters()) {
+    const view = arena.add(name, t, undefined, { requiresGrad: requiresGrad ?? t.requiresGrad });
+    const wasTrainable = t.requiresGrad;
+    const old = m.replaceTensor(name, view);
+    view.requiresGrad = requiresGrad ?? wasTrainable;
+    old.dispose();
+  }
+}
+
+export class DinoTrainer {
+  readonly config: TrainConfig;
+  readonly student: Model;
+  readonly teacher: Model;
+  readonly studentParams: ParamArena;
+  readonly teacherParams: ParamArena;
+  readonly optimizer: AdamW;
+  readonly loss: DinoLoss;
+  readonly augmenter: MultiCropAugmenter;
+  /** Generator of the augmentation parameters (checkpointed). */
+  augRng: Rng;
+  /** Iterations done so far (the next step uses schedules[iteration]). */
+  iteration = 0;
+  private schedules: DinoSchedules | null = null;
+  private itersPerEpoch = 0;
+
+  constructor(
+    readonly engine: Engine,
+    config: Partial<TrainConfig> = {},
+  ) {
+    const c = (this.config = resolveConfig(config));
+    const initRng = new Rng(c.seed);
+    this.student = buildModel({ engine, rng: initRng }, c, c.dropPathRate);
+    // The teacher starts as a copy of the student and has no drop path (DINO builds it without).
+    this.teacher = buildModel({ engine, rng: new Rng(c.seed) }, c, 0);
+    const capacity = this.student.numParameters() + 64 * this.student.namedParameters().length;
+    this.studentParams = new ParamArena(engine, { capacity, label: 'student' });
+    this.teacherParams = new ParamArena(engine, { capacity, requiresGrad: false, label: 'teacher' });
+    moveToArena(this.student, this.studentParams, null);
+    moveToArena(this.teacher, this.teacherParams, false);
+    this.teacherParams.copyFrom(this.studentParams);
+    this.teacher.train(); // DINO never switches the teacher to eval; it has no dropout anyway
+    this.optimizer = new AdamW(this.studentParams, { lr: 0, weightDecay: c.weightDecay, wdMask: dinoDecayMask });
+    this.loss = new DinoLoss(engine, { outDim: c.outDim, ncrops: 2 + c.localCrops, studentTemp: c.studentTemp, centerMomentum: c.centerMomentum });
+    this.augmenter = new MultiCropAugmenter(engine, {
+      globalSize: c.globalSize,
+      localSize: c.localSize,
+      localCrops: c.localCrops,
+      globalScale: c.globalScale,
+      localScale: c.localScale,
+    });
+    this.augRng = new Rng(c.seed + 1);
+  }
+
+  /** Precomputes the schedules for a run of `config.epochs` epochs of `itersPerEpoch` iterations. */
+  setItersPerEpoch(itersPerEpoch: number): void {
+    const c = this.config;
+    this.itersPerEpoch = itersPerEpoch;
+    this.schedules = dinoSchedules({ ...c, itersPerEpoch });
+  }
+
+  get totalIterations(): number {
+    return this.config.epochs * this.itersPerEpoch;
+  }
+
+  get epoch(): number {
+    return this.itersPerEpoch ? Math.floor(this.iteration / this.itersPerEpoch) : 0;
+  }
+
+  /** Augments a batch of decoded images on the GPU and runs one step. */
+  async stepImages(images: readonly ImageLike[]): Promise<StepResult> {
+    return this.engine.scope(async () => {
+      const { globals, locals } = this.augmenter.augment(images, this.augRng);
+      return this.step(globals, locals);
+    });
+  }
+
+  /**
+   * One DINO step on given crops: `globals` (2B, 3, G, G) and `locals` (nB, 3, L, L) or null, rows
+   * crop-major. Intermediate tensors are freed before it returns.
+   */
+  async step(globals: Tensor, locals: Tensor | null): Promise<StepResult> {
+    if (!this.schedules) throw new Error('DinoTrainer: call setItersPerEpoch() before training');
+    const it = this.iteration;
+    if (it >= this.schedules.lr.length) throw new Error(`DinoTrainer: iteration ${it} is past the end of the schedule (${this.schedules.lr.length})`);
+    const c = this.config;
+    const epoch = this.epoch;
+    const s = this.schedules;
+    const lr = s.lr[it];
+    const weightDecay = s.wd[it];
+    const momentum = s.momentum[it];
+    const teacherTemp = s.teacherTemp[Math.min(epoch, s.teacherTemp.length - 1)];
+    const e = this.engine;
+    const lossValue = await e.scope(async () => {
+      const teacherOut = e.noGrad(() => this.teacher.forward([globals]));
+      const studentOut = this.student.forward(locals ? [globals, locals] : [globals]);
+      const loss = this.loss.forward(studentOut, teacherOut, teacherTemp);
+      const value = await loss.item();
+      if (!Number.isFinite(value)) throw new NonFiniteLossError(value, it);
+      loss.backward();
+      const arena = this.studentParams;
+      arena.gatherGrads();
+      if (c.clipGrad > 0) clipGradients(arena, c.clipGrad);
+      if (epoch < c.freezeLastLayer) arena.cancelGradients((n) => n.includes('last_layer'));
+      this.optimizer.lr = lr;
+      this.optimizer.weightDecay = weightDecay;
+      this.optimizer.step();
+      this.optimizer.zeroGrad();
+      emaUpdate(this.teacherParams, arena, momentum);
+      return value;
+    });
+    this.iteration++;
+    return { iteration: it, epoch, loss: lossValue, lr, weightDecay, momentum, teacherTemp, images: globals.shape[0] / 2 };
+  }
+
+  /** The teacher backbone (what evaluation uses, as DINO's scripts do). */
+  get teacherBackbone(): VisionTransformer {
+    return this.teacher.backbone;
+  }
+
+  /** Frees every GPU buffer the trainer owns. */
+  dispose(): void {
+    this.optimizer.dispose();
+    this.loss.dispose();
+    this.studentParams.dispose();
+    this.teacherParams.dispose();
+    for (const m of [this.student, this.teacher]) {
+      for (const [, b] of m.namedBuffers()) b.dispose();
+      m.backbone.dispose();
+    }
+  }
+}
