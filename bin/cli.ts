@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { type Command, type Io, type OptionSpec, type Values, UsageError } from './command.js';
 import { bench } from './commands/bench.js';
 import { train } from './commands/train.js';
+import { attention, embed } from './commands/attention.js';
 export { UsageError } from './command.js';
 export type { Io } from './command.js';
 
@@ -28,7 +29,7 @@ const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
 };
 
 /** Every command, in the order `--help` lists them. */
-export const COMMANDS: readonly Command[] = [train, bench];
+export const COMMANDS: readonly Command[] = [train, embed, attention, bench];
 
 // -------------------------------------------------------------------------------------------------
 // Help
