@@ -282,9 +282,17 @@ export class DinoTrainer {
     const lossValue = await e.scope(async () => {
       const teacherOut = e.noGrad(() => this.teacher.forward([globals]));
       const studentOut = this.student.forward(locals ? [globals, locals] : [globals]);
+      // The loss updates the center as it runs (DINO's order); keep the old one so that a
+      // non-finite loss leaves the state as it was (a NaN teacher output would poison the center).
+      const center = this.loss.center;
+      const savedCenter = e.empty(center.shape, { label: 'center-saved' });
+      e.device.copy(center.buffer, center.offset * 4, savedCenter.buffer, 0, center.size * 4);
       const loss = this.loss.forward(studentOut, teacherOut, teacherTemp);
       const value = await loss.item();
-      if (!Number.isFinite(value)) throw new NonFiniteLossError(value, it);
+      if (!Number.isFinite(value)) {
+        e.device.copy(savedCenter.buffer, 0, center.buffer, center.offset * 4, center.size * 4);
+        throw new NonFiniteLossError(value, it);
+      }
       loss.backward();
       const arena = this.studentParams;
       arena.gatherGrads();

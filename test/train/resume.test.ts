@@ -1,0 +1,148 @@
+/**
+ * Exact resume: a run interrupted by `maxIterations` and continued with `resume: true` (a new
+ * trainer, restored from checkpoint.safetensors) gives the same losses as an uninterrupted run,
+ * BITWISE, and ends with the same checkpoint and teacher export, byte for byte.
+ *
+ * Why bitwise and not a tolerance: the GPU work of a step is a fixed sequence of dispatches whose
+ * every output element is computed by one invocation in a fixed order (no atomics, no
+ * order-dependent reductions), so equal inputs give equal bits; the checkpoint stores every piece
+ * of state exactly (f32 parameters, AdamW moments and per-tensor step counts, the center, the
+ * augmentation and drop-path generator states, the loader position). A difference in the last bit
+ * therefore means some state was not restored, and the test should say so rather than hide it
+ * under a tolerance.
+ *
+ * The run: 24 synthetic 32 px images, batch 4 → 6 iterations per epoch, 2 epochs = 12 iterations,
+ * warm-up of 1 epoch, last layer frozen in epoch 0, drop path 0.2 on block 1 of 2. The interrupted
+ * run stops at iteration 4 (mid-epoch), resumes to 6 (the epoch boundary), then resumes to the end:
+ * both kinds of loader positions and the freeze_last_layer switch are crossed after a restore.
+ * A control resumes from a checkpoint whose drop-path generator state was altered and checks that
+ * the loss changes (the drop-path state really matters to this comparison).
+ */
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { parseSafetensorsWithMetadata, writeSafetensors } from '../../models/io/safetensors.js';
+import { readCheckpointMeta } from '../../train/checkpoint.js';
+import { SyntheticShapes } from '../../train/data/synthetic.js';
+import { runTraining, type RunOptions } from '../../train/run-node.js';
+import type { TrainConfig } from '../../train/trainer.js';
+import { getEngine } from '../helpers.js';
+
+const tmpRoots: string[] = [];
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'webdino-resume-'));
+  tmpRoots.push(d);
+  return d;
+}
+afterAll(() => {
+  for (const d of tmpRoots) rmSync(d, { recursive: true, force: true });
+});
+
+const CONFIG: Partial<TrainConfig> = {
+  arch: 'custom',
+  embedDim: 16,
+  depth: 2,
+  numHeads: 2,
+  patchSize: 4,
+  dropPathRate: 0.2,
+  outDim: 32,
+  headHidden: 32,
+  headBottleneck: 16,
+  epochs: 2,
+  batchSize: 4,
+  lr: 5e-3,
+  warmupEpochs: 1,
+  freezeLastLayer: 1,
+  globalSize: 16,
+  localSize: 8,
+  localCrops: 2,
+  seed: 11,
+};
+
+const dataset = () => new SyntheticShapes({ size: 32, length: 24, seed: 2 });
+
+/** Runs (or resumes) in `outDir`; returns the losses by iteration and the log lines. */
+async function run(outDir: string, extra: Partial<RunOptions> = {}): Promise<{ losses: Map<number, number>; log: string[]; iterations: number }> {
+  const wd = await getEngine();
+  const losses = new Map<number, number>();
+  const log: string[] = [];
+  const r = await runTraining(wd, {
+    config: CONFIG,
+    dataset: dataset(),
+    outDir,
+    checkpointEvery: 4,
+    onStep: (s) => {
+      expect(losses.has(s.iteration), `iteration ${s.iteration} ran twice`).toBe(false);
+      losses.set(s.iteration, s.loss);
+    },
+    onLog: (l) => log.push(l),
+    ...extra,
+  });
+  const iterations = r.iterations;
+  r.trainer.dispose();
+  return { losses, log, iterations };
+}
+
+/** The step lines of metrics.jsonl. */
+function stepLines(dir: string): { iteration: number; loss: number }[] {
+  return readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as { type: string; iteration: number; loss: number })
+    .filter((o) => o.type === 'step');
+}
+
+describe('resume', () => {
+  it('gives the same losses as an uninterrupted run (bitwise), and the same final files', async () => {
+    const a = tempDir();
+    const full = await run(a);
+    expect(full.iterations).toBe(12);
+    expect([...full.losses.keys()]).toEqual([...Array(12).keys()]);
+
+    const b = tempDir();
+    const part1 = await run(b, { maxIterations: 4 }); // stops mid-epoch 0
+    expect(readCheckpointMeta(readFileSync(join(b, 'checkpoint.safetensors'))).iteration).toBe(4);
+    const part2 = await run(b, { resume: true, maxIterations: 2 }); // to the epoch boundary
+    expect(part2.log.some((l) => /resuming from .* at iteration 4/.test(l))).toBe(true);
+    const part3 = await run(b, { resume: true }); // to the end (epoch 1: last layer trained)
+    expect(part3.log.some((l) => /at iteration 6/.test(l))).toBe(true);
+    expect([...part1.losses.keys()]).toEqual([0, 1, 2, 3]);
+    expect([...part2.losses.keys()]).toEqual([4, 5]);
+    expect([...part3.losses.keys()]).toEqual([6, 7, 8, 9, 10, 11]);
+
+    const resumed = new Map([...part1.losses, ...part2.losses, ...part3.losses]);
+    for (let it = 0; it < 12; it++) {
+      // Object.is: bitwise for finite floats (see the header for why no tolerance).
+      expect(Object.is(resumed.get(it), full.losses.get(it)), `iteration ${it}: ${resumed.get(it)} vs ${full.losses.get(it)}`).toBe(true);
+    }
+    expect(new Set(full.losses.values()).size, 'the losses change from step to step').toBe(12);
+
+    // The final state is identical: every tensor (student, teacher, AdamW moments, center) and the metadata.
+    const ca = parseSafetensorsWithMetadata(readFileSync(join(a, 'checkpoint.safetensors')));
+    const cb = parseSafetensorsWithMetadata(readFileSync(join(b, 'checkpoint.safetensors')));
+    expect([...cb.tensors.keys()]).toEqual([...ca.tensors.keys()]);
+    for (const [name, t] of ca.tensors) expect(Buffer.compare(Buffer.from(cb.tensors.get(name)!.data.buffer), Buffer.from(t.data.buffer)), name).toBe(0);
+    expect(JSON.parse(cb.metadata.webdino)).toEqual(JSON.parse(ca.metadata.webdino));
+    expect(Buffer.compare(readFileSync(join(b, 'teacher_backbone.safetensors')), readFileSync(join(a, 'teacher_backbone.safetensors')))).toBe(0);
+
+    // metrics.jsonl of the resumed run: one line per iteration, in order, no duplicates, the same values.
+    const lines = stepLines(b);
+    expect(lines.map((l) => l.iteration)).toEqual([...Array(12).keys()]);
+    expect(lines.map((l) => l.loss)).toEqual(stepLines(a).map((l) => l.loss));
+
+    // Control: the same resume with another drop-path generator state gives another loss.
+    const c = tempDir();
+    const src = tempDir();
+    await run(src, { maxIterations: 4 });
+    const { tensors, metadata } = parseSafetensorsWithMetadata(readFileSync(join(src, 'checkpoint.safetensors')));
+    const meta = JSON.parse(metadata.webdino) as { dropRng: (number | null)[] };
+    meta.dropRng = [1, 2, 3, 4, null];
+    writeFileSync(join(c, 'checkpoint.safetensors'), writeSafetensors(tensors, { webdino: JSON.stringify(meta) }));
+    copyFileSync(join(src, 'metrics.jsonl'), join(c, 'metrics.jsonl'));
+    const altered = await run(c, { resume: true, maxIterations: 1 });
+    expect(altered.losses.get(4), 'a different drop-path state changes the loss').not.toBe(full.losses.get(4));
+  });
+});
