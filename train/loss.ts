@@ -32,6 +32,11 @@ export interface DinoLossConfig {
 export class DinoLoss {
   /** The center c [1, K]: state, saved in checkpoints. */
   readonly center: Tensor;
+  /**
+   * Mean entropy (nats) of the teacher's sharpened distribution in the last `forward`: a scalar
+   * tensor of that step's scope. Collapse shows as ln K (uniform) or 0 (one prototype).
+   */
+  lastTeacherEntropy: Tensor | null = null;
 
   constructor(
     readonly engine: Engine,
@@ -57,6 +62,7 @@ export class DinoLoss {
     const e = this.engine;
     const target = e.noGrad(() => {
       const q = ops.softmax(teacher.detach(), -1, { temperature: teacherTemp, center: this.center }); // [2B, K]
+      this.lastTeacherEntropy = q.mul(q.add(1e-30).log()).sum(-1).mean().neg();
       const q0 = q.slice(0, 0, B);
       const q1 = q.slice(0, B, 2 * B);
       const parts = [q1, q0];

@@ -143,6 +143,8 @@ export interface StepResult {
   teacherTemp: number;
   /** Images in the batch. */
   images: number;
+  /** Mean entropy (nats) of the teacher's sharpened output distribution; ln K means collapse to uniform, 0 to one prototype. */
+  teacherEntropy: number;
 }
 
 /** The loss became NaN or infinite: training stops, the last checkpoint stays as it was. */
@@ -279,6 +281,7 @@ export class DinoTrainer {
     const momentum = s.momentum[it];
     const teacherTemp = s.teacherTemp[Math.min(epoch, s.teacherTemp.length - 1)];
     const e = this.engine;
+    let teacherEntropy = NaN;
     const lossValue = await e.scope(async () => {
       const teacherOut = e.noGrad(() => this.teacher.forward([globals]));
       const studentOut = this.student.forward(locals ? [globals, locals] : [globals]);
@@ -289,6 +292,7 @@ export class DinoTrainer {
       e.device.copy(center.buffer, center.offset * 4, savedCenter.buffer, 0, center.size * 4);
       const loss = this.loss.forward(studentOut, teacherOut, teacherTemp);
       const value = await loss.item();
+      teacherEntropy = this.loss.lastTeacherEntropy ? await this.loss.lastTeacherEntropy.item() : NaN;
       if (!Number.isFinite(value)) {
         e.device.copy(savedCenter.buffer, 0, center.buffer, center.offset * 4, center.size * 4);
         throw new NonFiniteLossError(value, it);
@@ -306,7 +310,7 @@ export class DinoTrainer {
       return value;
     });
     this.iteration++;
-    return { iteration: it, epoch, loss: lossValue, lr, weightDecay, momentum, teacherTemp, images: globals.shape[0] / 2 };
+    return { iteration: it, epoch, loss: lossValue, lr, weightDecay, momentum, teacherTemp, images: globals.shape[0] / 2, teacherEntropy };
   }
 
   /** The teacher backbone (what evaluation uses, as DINO's scripts do). */
