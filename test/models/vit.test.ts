@@ -85,3 +85,36 @@ describe('ViT + DINO head vs PyTorch', () => {
     vit.dispose();
   });
 });
+
+describe('DINO head at the official size', () => {
+  it('K = 65536 prototypes: forward and backward of the weight-normalised last layer', async () => {
+    const wd = await getEngine();
+    const head = new DINOHead({ engine: wd, rng: new Rng(3) }, dinoHeadConfig({ inDim: 48, outDim: 65536, hiddenDim: 64, bottleneckDim: 256 }));
+    await wd.scope(async () => {
+      const x = wd.randn([20, 48], { seed: 4 });
+      const y = head.forward(x); // (20, 65536): 5 MB of logits, a 64 MiB weight
+      expect(y.shape).toEqual([20, 65536]);
+      // Logits are cosine similarities (unit prototypes, l2-normalised bottleneck).
+      const m = await y.max().item();
+      expect(m).toBeLessThanOrEqual(1 + 1e-5);
+      // Row 0 against the float64 product of the bottleneck and the normalised prototypes 0..7.
+      const z = await head.bottleneck(x).toArray();
+      const v = await head.lastLayer.weightV.slice(0, 0, 8).contiguous().toArray();
+      const got = (await y.toArray()).slice(0, 8);
+      const want = Array.from({ length: 8 }, (_, k) => {
+        let dot = 0;
+        let nv = 0;
+        for (let j = 0; j < 256; j++) {
+          dot += z[j] * v[k * 256 + j];
+          nv += v[k * 256 + j] ** 2;
+        }
+        return dot / Math.sqrt(nv);
+      });
+      expectClose(got, want, 1e-4, 1e-6, 'logits of K = 65536');
+      y.sum().backward();
+      expect(head.lastLayer.weightV.grad!.shape).toEqual([65536, 256]);
+      expect(head.lastLayer.weightG.grad).toBeNull(); // norm_last_layer: weight_g is fixed
+    });
+    head.dispose();
+  });
+});
