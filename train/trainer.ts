@@ -19,6 +19,7 @@
 import type { Engine } from '../engine/engine.js';
 import { Rng } from '../engine/random.js';
 import type { Tensor } from '../engine/tensor.js';
+import * as ops from '../engine/ops.js';
 import { AdamW, clipGradients, dinoDecayMask, emaUpdate, ParamArena } from '../engine/optim.js';
 import { DINOHead, dinoHeadConfig } from '../models/dino-head.js';
 import { MultiCropWrapper } from '../models/multicrop.js';
@@ -293,8 +294,10 @@ export class DinoTrainer {
       const savedCenter = e.empty(center.shape, { label: 'center-saved' });
       e.device.copy(center.buffer, center.offset * 4, savedCenter.buffer, 0, center.size * 4);
       const loss = this.loss.forward(studentOut, teacherOut, teacherTemp);
-      const value = await loss.item();
-      teacherEntropy = this.loss.lastTeacherEntropy ? await this.loss.lastTeacherEntropy.item() : NaN;
+      // One readback per step: the loss and the teacher entropy together.
+      const ent = this.loss.lastTeacherEntropy ?? e.full([], NaN);
+      const [value, entValue] = await ops.concat([loss.reshape(1), ent.reshape(1)], 0).toArray();
+      teacherEntropy = entValue;
       if (!Number.isFinite(value)) {
         e.device.copy(savedCenter.buffer, 0, center.buffer, center.offset * 4, center.size * 4);
         throw new NonFiniteLossError(value, it);
