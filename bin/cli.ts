@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { type Command, type Io, type OptionSpec, type Values, UsageError } from './command.js';
 import { bench } from './commands/bench.js';
 import { train } from './commands/train.js';
+import { evalKnn } from './commands/eval.js';
 import { attention, embed } from './commands/attention.js';
 export { UsageError } from './command.js';
 export type { Io } from './command.js';
@@ -29,7 +30,7 @@ const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
 };
 
 /** Every command, in the order `--help` lists them. */
-export const COMMANDS: readonly Command[] = [train, embed, attention, bench];
+export const COMMANDS: readonly Command[] = [train, evalKnn, embed, attention, bench];
 
 // -------------------------------------------------------------------------------------------------
 // Help
@@ -115,8 +116,12 @@ export async function main(argv: readonly string[], io: Io = stdio): Promise<num
     io.err(usage());
     return 2;
   }
-  const name = argv[i];
-  const cmd = COMMANDS.find((c) => c.name === name);
+  // Two-word commands (`eval knn`) are matched before one-word ones.
+  const two = i + 1 < argv.length ? `${argv[i]} ${argv[i + 1]}` : '';
+  const cmd2 = COMMANDS.find((c) => c.name === two);
+  const name = cmd2 ? two : argv[i];
+  const cmd = cmd2 ?? COMMANDS.find((c) => c.name === name);
+  const rest = argv.slice(i + (cmd2 ? 2 : 1));
   if (!cmd) {
     io.err(`webdino: unknown command '${name}'`);
     io.err('');
@@ -126,7 +131,7 @@ export async function main(argv: readonly string[], io: Io = stdio): Promise<num
 
   let values: Values;
   try {
-    ({ values } = parseArgs({ args: [...argv.slice(i + 1)], options: { ...cmd.options, ...GLOBAL_OPTIONS }, strict: true, allowPositionals: false }));
+    ({ values } = parseArgs({ args: [...rest], options: { ...cmd.options, ...GLOBAL_OPTIONS }, strict: true, allowPositionals: false }));
   } catch (e) {
     io.err(`webdino ${cmd.name}: ${parseErrorMessage(e as Error)}`);
     io.err('');

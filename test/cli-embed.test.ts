@@ -359,3 +359,27 @@ describe('attention maps (DINO th_attn)', () => {
     expect(Array.from(up)).toEqual([1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4]);
   });
 });
+
+describe('webdino eval knn', () => {
+  it('prints top-1 and top-5 per k, equal to knnClassify on the same features', async () => {
+    const r = await webdino('eval', 'knn', '--weights', weights, '--train-limit', '40', '--val-limit', '20', '--k', '1,5', '--image-size', '32');
+    expect(r.code, r.err).toBe(0);
+    const { SyntheticShapes } = await import('../train/data/synthetic.js');
+    const { firstN } = await import('../train/eval-node.js');
+    const { datasetFeatures } = await import('../train/features.js');
+    const { knnClassify } = await import('../train/knn.js');
+    const wd = await getEngine();
+    const tr = await datasetFeatures(wd, model, firstN(new SyntheticShapes({ split: 'train' }), 40), { crop: 32 });
+    const va = await datasetFeatures(wd, model, firstN(new SyntheticShapes({ split: 'val' }), 20), { crop: 32 });
+    const want = await knnClassify({ trainFeatures: tr.features, trainLabels: tr.labels, testFeatures: va.features, testLabels: va.labels, numClasses: 10, ks: [1, 5] });
+    tr.features.dispose();
+    va.features.dispose();
+    for (const w of want) expect(r.out).toContain(`k=${w.k}: top-1 ${w.top1.toFixed(2)} %, top-5 ${w.top5.toFixed(2)} %`);
+  });
+
+  it('a k larger than the training set is a usage error', async () => {
+    const r = await webdino('eval', 'knn', '--weights', weights, '--train-limit', '10', '--k', '20');
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/every k exceeds the 10 training images/);
+  });
+});
