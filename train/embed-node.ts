@@ -35,7 +35,7 @@ import { cropBatchRaw, IMAGENET_NORM, uploadImages } from '../kernels/augment.js
 import { decodeImage, type RgbImage } from '../models/io/image.js';
 import { readBytes, nodeInflateRaw } from '../models/io/node-files.js';
 import { parseNpy } from '../models/io/npy.js';
-import { parseSafetensorsWithMetadata } from '../models/io/safetensors.js';
+import { looksLikeLegacyTorch, looksLikeSafetensors, parseSafetensorsWithMetadata } from '../models/io/safetensors.js';
 import { selectCheckpointEntry, stripPrefixes } from '../models/io/state-dict.js';
 import { flattenStateDict, loadTorchCheckpoint } from '../models/io/torch.js';
 import { looksLikeZip } from '../models/io/zip.js';
@@ -84,7 +84,7 @@ export async function readBackboneWeights(path: string, opts: { checkpointKey?: 
     let raw: Weights;
     let recorded: ArchSpec | undefined;
     let format: BackboneWeights['format'];
-    if (looksLikeZip(bytes) || (bytes.length > 1 && bytes[0] === 0x80)) {
+    if (!looksLikeSafetensors(bytes) && (looksLikeZip(bytes) || looksLikeLegacyTorch(bytes))) {
       format = 'torch';
       const ckpt = loadTorchCheckpoint(bytes, { name: basename(path), inflateRaw: nodeInflateRaw });
       raw = flattenStateDict(selectCheckpointEntry(ckpt, key));

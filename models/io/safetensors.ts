@@ -275,3 +275,23 @@ export function writeSafetensors(
   }
   return out;
 }
+
+/**
+ * True when the bytes look like a safetensors file: an 8-byte little-endian header length that fits
+ * the file, followed by a JSON object ('{'). Format sniffing must check this before a pickle's
+ * PROTO byte (0x80), which can also be the first byte of a safetensors header length.
+ */
+export function looksLikeSafetensors(bytes: Uint8Array): boolean {
+  if (bytes.length < 10) return false;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const n = Number(view.getBigUint64(0, true));
+  return n >= 2 && 8 + n <= bytes.length && bytes[8] === 0x7b;
+}
+
+/**
+ * True for PyTorch's legacy (pre-1.6) checkpoint format: a pickle (PROTO 2..5) whose first value is
+ * torch's magic number written with LONG1 (0x8a). Zip checkpoints are recognised by their header.
+ */
+export function looksLikeLegacyTorch(bytes: Uint8Array): boolean {
+  return bytes.length > 3 && bytes[0] === 0x80 && bytes[1] >= 2 && bytes[1] <= 5 && bytes[2] === 0x8a;
+}

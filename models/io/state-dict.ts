@@ -8,7 +8,7 @@
  */
 
 import { formatShape } from './dtypes.js';
-import { parseSafetensors } from './safetensors.js';
+import { looksLikeLegacyTorch, looksLikeSafetensors, parseSafetensors } from './safetensors.js';
 import { flattenStateDict, loadTorchCheckpoint, TorchTensor } from './torch.js';
 import { looksLikeZip } from './zip.js';
 
@@ -159,7 +159,7 @@ export interface LoadedStateDict {
  * or safetensors. Names are returned as stored; apply {@link stripPrefixes} as needed.
  */
 export function loadStateDict(bytes: Uint8Array, options: { key?: string; name?: string } = {}): LoadedStateDict {
-  if (looksLikeZip(bytes) || (bytes.length > 1 && bytes[0] === 0x80)) {
+  if (!looksLikeSafetensors(bytes) && (looksLikeZip(bytes) || looksLikeLegacyTorch(bytes))) {
     const ckpt = loadTorchCheckpoint(bytes, { name: options.name });
     return { format: 'torch', tensors: flattenStateDict(selectCheckpointEntry(ckpt, options.key)) };
   }

@@ -175,3 +175,22 @@ describe('writeSafetensors', () => {
     );
   });
 });
+
+describe('format sniffing', () => {
+  it('a safetensors file whose header length starts with byte 0x80 is not taken for a pickle', async () => {
+    const { loadStateDict } = await import('../../models/io/state-dict.js');
+    const { looksLikeSafetensors, looksLikeLegacyTorch } = await import('../../models/io/safetensors.js');
+    // Pad the metadata until the header length's low byte is 0x80 (what PROTO looks like).
+    let bytes: Uint8Array = new Uint8Array(0);
+    for (let pad = 0; pad < 300; pad++) {
+      bytes = writeSafetensors({ w: { shape: [2], data: new Float32Array([1, 2]) } }, { note: 'x'.repeat(pad) });
+      if (bytes[0] === 0x80) break;
+    }
+    expect(bytes[0]).toBe(0x80);
+    expect(looksLikeSafetensors(bytes)).toBe(true);
+    expect(looksLikeLegacyTorch(bytes)).toBe(false);
+    const sd = loadStateDict(bytes);
+    expect(sd.format).toBe('safetensors');
+    expect(Array.from(sd.tensors.get('w')!.data)).toEqual([1, 2]);
+  });
+});
