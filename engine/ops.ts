@@ -7,7 +7,7 @@
  * temperature and center, layernorm, attention, cross-entropy) ship a forward/backward kernel pair.
  */
 import { record } from './autograd.js';
-import { broadcastShapes, broadcastStrides, fmt, inferReshape, normAxis, sameShape, type Shape, ShapeError } from './shape.js';
+import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, inferReshape, normAxis, sameShape, type Shape, ShapeError } from './shape.js';
 import type { SoftmaxOptions, Tensor } from './tensor.js';
 import { checkTensor } from './tensor.js';
 import { copyRaw, fillInPlace, makeElementwiseOps, stridedCopy } from '../kernels/elementwise.js';
@@ -76,13 +76,7 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
   checkTensor(x, 'reshape');
   const target = inferReshape(x.shape, shape);
   const src = x.isContiguous ? x : copyRaw(x);
-  const strides: number[] = [];
-  let acc = 1;
-  for (let i = target.length - 1; i >= 0; i--) {
-    strides[i] = acc;
-    acc *= target[i];
-  }
-  const y = src.view(target, strides, 0);
+  const y = src.view(target, contiguousStrides(target), 0);
   if (src !== x) src.dispose();
   return record(y, 'reshape', [x], (g) => [reshape(g, x.shape)]);
 }

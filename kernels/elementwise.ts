@@ -18,7 +18,7 @@
  */
 import { record } from '../engine/autograd.js';
 import { Uniforms } from '../engine/device.js';
-import { broadcastShapes, broadcastStrides, sameShape, type Shape, ShapeError, fmt } from '../engine/shape.js';
+import { broadcastShapes, broadcastStrides, contiguousStrides, sameShape, type Shape, ShapeError, fmt } from '../engine/shape.js';
 import { Tensor, checkTensor } from '../engine/tensor.js';
 import { grid1d, linearIndexWgsl } from './common.js';
 
@@ -411,8 +411,8 @@ export function broadcastRef(
 ): { data: Float64Array; shape: number[] } {
   const shape = broadcastShapes(aShape, bShape);
   const n = shape.reduce((x, y) => x * y, 1);
-  const sa = broadcastStrides(aShape, contiguous(aShape), shape);
-  const sb = broadcastStrides(bShape, contiguous(bShape), shape);
+  const sa = broadcastStrides(aShape, contiguousStrides(aShape), shape);
+  const sb = broadcastStrides(bShape, contiguousStrides(bShape), shape);
   const out = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     let rem = i;
@@ -427,16 +427,6 @@ export function broadcastRef(
     out[i] = f(a[ia], b[ib]);
   }
   return { data: out, shape };
-}
-
-function contiguous(shape: Shape): number[] {
-  const s: number[] = [];
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= shape[i];
-  }
-  return s;
 }
 
 export { Tensor };

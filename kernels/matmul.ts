@@ -52,7 +52,7 @@
 import { record } from '../engine/autograd.js';
 import { type Device, Uniforms } from '../engine/device.js';
 import type { MatmulOptions } from '../engine/ops.js';
-import { broadcastShapes, broadcastStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
+import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
 import { type Tensor, checkTensor } from '../engine/tensor.js';
 import { bind, dense, denseAligned, release } from './common.js';
 import { binaryRaw, MATH_WGSL, unaryDerivRef, unaryRef } from './elementwise.js';
@@ -600,7 +600,7 @@ function gradB(a: Tensor, b: Tensor, gz: Tensor): Tensor {
     g2.dispose();
     release(gd, gz);
     release(da, a);
-    const out = y.view(b.shape, contiguous(b.shape), 0);
+    const out = y.view(b.shape, contiguousStrides(b.shape), 0);
     y.dispose();
     return out;
   }
@@ -608,16 +608,6 @@ function gradB(a: Tensor, b: Tensor, gz: Tensor): Tensor {
   const { y } = matmulRaw(aT, gz);
   aT.dispose();
   return reduceTo(y, b.shape);
-}
-
-function contiguous(shape: Shape): number[] {
-  const s: number[] = [];
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= shape[i];
-  }
-  return s;
 }
 
 /**
@@ -658,10 +648,10 @@ function refBatch(a: RefOperand, b: RefOperand) {
   const N = b.shape[b.shape.length - 1];
   const batch = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2));
   const nb = batch.reduce((p, q) => p * q, 1);
-  const strides = (shape: Shape) => broadcastStrides(shape.slice(0, -2), contiguous(shape.slice(0, -2)), batch);
+  const strides = (shape: Shape) => broadcastStrides(shape.slice(0, -2), contiguousStrides(shape.slice(0, -2)), batch);
   const sa = strides(a.shape);
   const sb = strides(b.shape);
-  const bstr = contiguous(batch);
+  const bstr = contiguousStrides(batch);
   /** Batch index i → (matrix index into a, matrix index into b). */
   const idx = (i: number): [number, number] => {
     let ia = 0;

@@ -13,7 +13,7 @@
  */
 import { record } from '../engine/autograd.js';
 import { Uniforms } from '../engine/device.js';
-import { broadcastStrides, fmt, normAxis, type Shape, ShapeError } from '../engine/shape.js';
+import { broadcastStrides, contiguousStrides, fmt, normAxis, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
 import { checkTensor } from '../engine/tensor.js';
 import { dense, grid1d, linearIndexWgsl, release } from './common.js';
@@ -131,19 +131,9 @@ export function argmax(x: Tensor, dim?: number, keepDim = false): Tensor {
 }
 
 function reshapeRaw(t: Tensor, shape: Shape): Tensor {
-  const v = t.view(shape, contiguousStridesOf(shape), 0);
+  const v = t.view(shape, contiguousStrides(shape), 0);
   t.dispose();
   return v;
-}
-
-function contiguousStridesOf(shape: Shape): number[] {
-  const s: number[] = [];
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= shape[i];
-  }
-  return s;
 }
 
 /** `g` (shape `small`, or `small` with the reduced axis removed) broadcast to `shape`, copied. */
@@ -169,7 +159,7 @@ export function sumTo(g: Tensor, shape: Shape): Tensor {
     const rest = g.shape.slice(lead);
     const d = dense(g);
     const collapsed = [g.shape.slice(0, lead).reduce((a, b) => a * b, 1), ...rest];
-    const lv = d.view(collapsed, contiguousStridesOf(collapsed), 0);
+    const lv = d.view(collapsed, contiguousStrides(collapsed), 0);
     cur = reduceAxisRaw('sum', lv, 0, false);
     lv.dispose();
     release(d, g);
@@ -191,7 +181,7 @@ export function sum(x: Tensor, dim?: number, keepDim = false): Tensor {
   const axis = dim === undefined ? undefined : normAxis(dim, x.rank, 'sum dim');
   const y = axis === undefined ? reduceAllRaw('sum', x, keepDim) : reduceAxisRaw('sum', x, axis, keepDim);
   return record(y, 'sum', [x], (g) => {
-    const gk = g.view(keptShape(x.shape, axis), contiguousStridesOf(keptShape(x.shape, axis)), g.offset);
+    const gk = g.view(keptShape(x.shape, axis), contiguousStrides(keptShape(x.shape, axis)), g.offset);
     const gx = expandRaw(gk, x.shape);
     gk.dispose();
     return [gx];
@@ -205,7 +195,7 @@ export function mean(x: Tensor, dim?: number, keepDim = false): Tensor {
   const y = unaryRaw('mulScalar', s, 1 / R);
   s.dispose();
   return record(y, 'mean', [x], (g) => {
-    const gk = g.view(keptShape(x.shape, axis), contiguousStridesOf(keptShape(x.shape, axis)), g.offset);
+    const gk = g.view(keptShape(x.shape, axis), contiguousStrides(keptShape(x.shape, axis)), g.offset);
     const ge = expandRaw(gk, x.shape);
     gk.dispose();
     const gx = unaryRaw('mulScalar', ge, 1 / R);
@@ -219,8 +209,8 @@ export function max(x: Tensor, dim?: number, keepDim = false): Tensor {
   const y = axis === undefined ? reduceAllRaw('max', x, keepDim) : reduceAxisRaw('max', x, axis, keepDim);
   return record(y, 'max', [x], (g) => {
     const ks = keptShape(x.shape, axis);
-    const yk = y.view(ks, contiguousStridesOf(ks), y.offset);
-    const gk = g.view(ks, contiguousStridesOf(ks), g.offset);
+    const yk = y.view(ks, contiguousStrides(ks), y.offset);
+    const gk = g.view(ks, contiguousStrides(ks), g.offset);
     const mask = binaryRaw('eq', x, yk);
     const gx = binaryRaw('mul', mask, gk);
     mask.dispose();

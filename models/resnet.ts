@@ -13,7 +13,6 @@
  * derives its backward.
  */
 import type { Tensor } from '../engine/tensor.js';
-import * as ops from '../engine/ops.js';
 import { stridedCopy } from '../kernels/elementwise.js';
 import { maxPool2d } from '../kernels/conv2d.js';
 import { Conv2d, init, Linear, Module, type ModuleContext } from './nn.js';
@@ -176,7 +175,6 @@ export class ResNet extends Module {
     for (const stage of this.stages) for (const b of stage) h = b.forward(h);
     const [B, C, H, W] = h.shape;
     const pooled = h.reshape(B, C, H * W).mean(2); // global average pool
-    void ops;
     return this.fc ? this.fc.forward(pooled) : pooled;
   }
 }
