@@ -7,11 +7,14 @@
 #        on Debian bookworm it comes from bookworm-backports, which is added if absent;
 #   2. Node.js >= 20 (checked, not installed);
 #   3. node_modules (`npm ci` when missing or older than package-lock.json);
-#   4. dist/ (`npm run build` when older than any source file).
+#   4. dist/ (`npm run build` when older than any source file);
+#   5. with --browser only (the test command uses it): Debian's `chromium`, which the browser tests
+#      drive through playwright-core. Nothing is ever downloaded by Playwright itself.
 #
 # Fast (well under 2 s) when everything is in place. Never prompts (apt -y, sudo -n), so it is
 # safe under CI=true. Environment:
 #   WEBDINO_SKIP_VULKAN=1   skip step 1 (you manage the Vulkan driver yourself)
+#   WEBDINO_CHROMIUM=PATH   the Chromium the browser tests use (default /usr/bin/chromium)
 #
 # The functions can be sourced for testing: `source scripts/setup.sh` defines them without
 # running anything.
@@ -406,12 +409,49 @@ ensure_build() {
   npm run --silent build
 }
 
+# ---------------------------------------------------------------------------------------------
+# Chromium for the browser tests (--browser)
+# ---------------------------------------------------------------------------------------------
+
+ensure_chromium() {
+  local bin=${WEBDINO_CHROMIUM:-/usr/bin/chromium}
+  if [[ -x $bin ]]; then
+    say "[5/5] browser: $bin present"
+    return 0
+  fi
+  if [[ -n ${WEBDINO_CHROMIUM:-} ]]; then
+    die "[5/5] browser: WEBDINO_CHROMIUM=$bin is not an executable"
+  fi
+  if [[ $(os_field ID) != debian ]] || ! command -v apt-get >/dev/null 2>&1; then
+    warn "[5/5] browser: no $bin; the browser tests will be skipped (install Chromium, or set WEBDINO_CHROMIUM)"
+    return 0
+  fi
+  if ! can_be_root; then
+    warn "[5/5] browser: no $bin; run \`sudo apt-get install -y --no-install-recommends chromium\` (browser tests skipped)"
+    return 0
+  fi
+  say "[5/5] browser: apt-get install chromium (for the browser tests)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium || {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || true
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+  }
+}
+
 main() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
+  local browser=0 arg
+  for arg in "$@"; do
+    case $arg in
+    --browser) browser=1 ;;
+    *) die "unknown option $arg (known: --browser)" ;;
+    esac
+  done
   ensure_vulkan
   ensure_node
   ensure_deps
   ensure_build
+  ((browser)) && ensure_chromium
+  return 0
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
