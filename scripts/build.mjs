@@ -4,10 +4,17 @@
 //                                 node:* stay external, so browser bundles never pull in Dawn)
 //   bin/cli.ts -> dist/cli.js    (Node; `webgpu` stays external), run by bin/webdino.js
 //   train/data/decode-worker-node.ts -> dist/decode-worker.js (Node worker thread: image decoding)
+//   index.ts   -> dist/browser/webdino.js, dist/browser/webdino.min.js (platform browser: the
+//                 package's `browser` export; Node-only engine modules replaced by stubs, and the
+//                 build fails if any node:* / webgpu import or Node-only source survives)
+//   web/main.ts, web/worker.ts -> dist/demo/ (the demo page, with web/index.html and
+//                 web/styles.css copied next to them); `npm run demo` serves it
 // A missing entry point is skipped with a note. dist/.stamp is touched after a successful build;
 // scripts/setup.sh compares sources against it to decide whether to rebuild.
 import { build } from 'esbuild';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { browserOptions, nodeLeaks } from './browser-esbuild.mjs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -59,6 +66,17 @@ const targets = [
   },
 ];
 
+// Browser bundles: same entry (same API) as dist/index.js, built for browsers. The metafile check
+// guarantees that nothing Node-only is inside.
+const browserTargets = [
+  { entry: 'index.ts', outfile: 'dist/browser/webdino.js', options: {} },
+  { entry: 'index.ts', outfile: 'dist/browser/webdino.min.js', options: { minify: true }, report: true },
+  { entry: 'web/main.ts', outfile: 'dist/demo/main.js', options: {} },
+  { entry: 'web/worker.ts', outfile: 'dist/demo/worker.js', options: {} },
+];
+// Static files of the demo, copied to dist/demo/.
+const demoStatic = ['web/index.html', 'web/styles.css'];
+
 mkdirSync(dist, { recursive: true });
 let failed = false;
 for (const t of targets) {
@@ -74,6 +92,36 @@ for (const t of targets) {
     console.error(`build: ${t.entry} failed`);
     failed = true;
   }
+}
+
+for (const t of browserTargets) {
+  if (!existsSync(join(root, t.entry))) {
+    console.log(`build: ${t.entry} does not exist yet; skipping ${t.outfile}`);
+    continue;
+  }
+  try {
+    const r = await build({ ...browserOptions, sourcemap: true, absWorkingDir: root, ...t.options, entryPoints: [t.entry], outfile: t.outfile });
+    const leaks = nodeLeaks(r.metafile);
+    if (leaks.length) {
+      console.error(`build: ${t.outfile} is not browser-safe:\n  ${leaks.join('\n  ')}`);
+      failed = true;
+      continue;
+    }
+    let note = '';
+    if (t.report) {
+      const bytes = readFileSync(join(root, t.outfile));
+      note = ` (${(bytes.length / 1024).toFixed(1)} KiB minified, ${(gzipSync(bytes, { level: 9 }).length / 1024).toFixed(1)} KiB gzipped)`;
+    }
+    console.log(`build: ${t.entry} -> ${t.outfile} [browser]${note}`);
+  } catch {
+    console.error(`build: ${t.entry} failed`);
+    failed = true;
+  }
+}
+for (const f of demoStatic) {
+  if (!existsSync(join(root, f))) continue;
+  mkdirSync(join(dist, 'demo'), { recursive: true });
+  copyFileSync(join(root, f), join(dist, 'demo', f.slice('web/'.length)));
 }
 
 if (failed) {
