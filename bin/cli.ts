@@ -18,8 +18,9 @@ import { parseArgs } from 'node:util';
 import { type Command, type Io, type OptionSpec, type Values, UsageError } from './command.js';
 import { bench } from './commands/bench.js';
 import { train } from './commands/train.js';
-import { evalKnn } from './commands/eval.js';
+import { evalKnn, evalLinear, evalSegment } from './commands/eval.js';
 import { attention, embed } from './commands/attention.js';
+import { visualize } from './commands/visualize.js';
 export { UsageError } from './command.js';
 export type { Io } from './command.js';
 
@@ -30,7 +31,7 @@ const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
 };
 
 /** Every command, in the order `--help` lists them. */
-export const COMMANDS: readonly Command[] = [train, evalKnn, embed, attention, bench];
+export const COMMANDS: readonly Command[] = [train, evalKnn, evalLinear, evalSegment, embed, attention, visualize, bench];
 
 // -------------------------------------------------------------------------------------------------
 // Help

@@ -1,7 +1,7 @@
 /**
  * Attention maps as DINO's visualize_attention.py draws them: the last layer's CLS attention per
- * head over the patch grid, the masks that keep a fraction of its mass, heat-map colours, and
- * nearest-neighbour upsampling to image resolution. Pure TypeScript (no engine, no Node built-ins):
+ * head over the patch grid, the masks that keep a fraction of its mass, heat-map colours, overlays
+ * of a heat map on its image, and nearest-neighbour upsampling to image resolution. Pure TypeScript (no engine, no Node built-ins):
  * `webdino attention` uses it, and so can mask metrics such as the Jaccard index of DINO's
  * segmentation evaluation.
  *
@@ -153,5 +153,17 @@ export function upsampleNearest(pixels: Uint8Array, h: number, w: number, channe
       out.set(pixels.subarray(s, s + channels), (y * W + x) * channels);
     }
   }
+  return out;
+}
+
+/**
+ * An attention heat map over its image: (1 − alpha)·image + alpha·heat per channel, rounded, for
+ * two RGB buffers of the same size (alpha in [0, 1]).
+ */
+export function overlayRgb(image: Uint8Array, heat: Uint8Array, alpha = 0.6): Uint8Array {
+  if (image.length !== heat.length) throw new RangeError(`overlayRgb: ${image.length} and ${heat.length} bytes`);
+  if (!(alpha >= 0 && alpha <= 1)) throw new RangeError(`overlayRgb: alpha must be in [0, 1], got ${alpha}`);
+  const out = new Uint8Array(image.length);
+  for (let i = 0; i < image.length; i++) out[i] = Math.round((1 - alpha) * image[i] + alpha * heat[i]);
   return out;
 }

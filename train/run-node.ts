@@ -7,6 +7,8 @@
  *   out/metrics.jsonl                 one JSON object per iteration (loss, lr, wd, momentum,
  *                                     teacher temperature, images/s) and per evaluation
  *   out/loss.png                      the loss curve (raw and smoothed)
+ *   out/report.html                   a self-contained page: curves, evaluations, attention and
+ *                                     PCA pictures of the teacher (train/report-node.ts)
  *
  * A non-finite loss stops the run with NonFiniteLossError before any update, and the last
  * checkpoint on disk stays as it was. Ctrl-C (an aborted signal) stops after the current step and
@@ -21,6 +23,7 @@ import type { Dataset } from './data/dataset.js';
 import { checkpointBytes, exportTeacherBackbone, readCheckpointMeta, restoreCheckpoint } from './checkpoint.js';
 import { DinoTrainer, type StepResult, type TrainConfig } from './trainer.js';
 import { lineChartPng, smooth } from './plot.js';
+import { writeTrainingReport } from './report-node.js';
 
 export interface RunOptions {
   config: Partial<TrainConfig>;
@@ -38,6 +41,8 @@ export interface RunOptions {
   onStep?: (r: StepResult & { imagesPerSecond: number; total: number }) => void;
   onLog?: (line: string) => void;
   signal?: AbortSignal;
+  /** Write out/report.html at the end (default true); a failure there is logged, not thrown. */
+  report?: boolean;
 }
 
 export interface RunResult {
@@ -47,6 +52,8 @@ export interface RunResult {
   checkpoint: string;
   teacherBackbone: string;
   evals: Record<string, number>[];
+  /** Path of report.html, or null when it was not written. */
+  report: string | null;
 }
 
 const CKPT = 'checkpoint.safetensors';
@@ -133,7 +140,17 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
   await writeFileAtomic(teacherPath, await exportTeacherBackbone(trainer));
   writeLossCurve(metricsPath, join(out, 'loss.png'));
   if (trainer.iteration >= total || opts.evalEvery) await runEval();
-  return { trainer, iterations: trainer.iteration, lastLoss, checkpoint: ckptPath, teacherBackbone: teacherPath, evals };
+  let report: string | null = null;
+  if (opts.report !== false) {
+    // Everything is saved already: a report failure must not fail the run.
+    try {
+      report = await writeTrainingReport(engine, { outDir: out, backbone: trainer.teacherBackbone, size: c.globalSize, dataset: opts.dataset, config: { ...c } });
+      log(`report: ${report}`);
+    } catch (e) {
+      log(`warning: the training report could not be written: ${(e as Error).message}`);
+    }
+  }
+  return { trainer, iterations: trainer.iteration, lastLoss, checkpoint: ckptPath, teacherBackbone: teacherPath, evals, report };
 }
 
 /** Keeps only the metric lines of iterations before `iteration` (a resumed run rewrites the rest). */

@@ -1,0 +1,74 @@
+/**
+ * Writes the training report (train/report.ts) of a run folder: OUT/report.html from
+ * OUT/metrics.jsonl, the run's configuration, and pictures of the teacher backbone on a few fixed
+ * images of the training data (evenly spaced indices, so an ImageFolder sorted by class shows
+ * several classes). Node only (reads and writes files). The page is written atomically: a failure
+ * leaves the previous report, if any, in place.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Engine } from '../engine/engine.js';
+import { writeFileAtomic } from '../models/io/node-files.js';
+import type { VisionTransformer } from '../models/vit.js';
+import type { Dataset } from './data/dataset.js';
+import { parseMetrics, renderReport, type ReportPictureRow } from './report.js';
+import { computeVisuals } from './visualize.js';
+
+/** Options of {@link writeTrainingReport}. */
+export interface TrainingReportOptions {
+  /** The run folder (holds metrics.jsonl; report.html is written there). */
+  outDir: string;
+  /** The backbone to draw (the teacher), in eval mode. */
+  backbone: VisionTransformer;
+  /** Input side of the pictures (the training resolution). */
+  size: number;
+  /** Images to draw from (the training data). */
+  dataset: Dataset;
+  /** Number of pictured images (default 4). */
+  count?: number;
+  /** The run's configuration, shown as a table. */
+  config?: Record<string, unknown>;
+  /** Extra lines under the title (data source, ...). */
+  subtitle?: string[];
+}
+
+/** The dataset indices pictured: `count` evenly spaced indices. */
+export function reportImageIndices(length: number, count: number): number[] {
+  const n = Math.min(count, length);
+  return Array.from({ length: n }, (_, i) => Math.floor((i * length) / n));
+}
+
+/** Renders and writes OUT/report.html; returns its path. */
+export async function writeTrainingReport(engine: Engine, opts: TrainingReportOptions): Promise<string> {
+  const metricsPath = join(opts.outDir, 'metrics.jsonl');
+  const metrics = parseMetrics(existsSync(metricsPath) ? readFileSync(metricsPath, 'utf8') : '');
+  const idx = reportImageIndices(opts.dataset.length, opts.count ?? 4);
+  const samples = await Promise.all(idx.map((i) => opts.dataset.get(i)));
+  let pictures: ReportPictureRow[] = [];
+  let picturesNote: string | undefined;
+  if (samples.length) {
+    const v = await computeVisuals(engine, opts.backbone, samples.map((s) => s.image), { size: opts.size });
+    pictures = v.images.map((im, k) => ({
+      label: `#${idx[k]} ${opts.dataset.classNames[samples[k].label] ?? samples[k].label}`,
+      input: im.input,
+      attention: im.attention,
+      pca: im.pca,
+    }));
+    picturesNote =
+      `Teacher backbone on ${samples.length} fixed training images resized to ${v.side}x${v.side} (${v.grid[0]}x${v.grid[1]} patches): ` +
+      "each head's last-layer CLS attention (viridis, min-max per head) over the image, and the first three principal components " +
+      'of the last layer\'s patch features as RGB (PCA fitted jointly on these images).';
+  }
+  const html = renderReport({
+    title: 'webdino training report',
+    subtitle: [`run folder: ${resolve(opts.outDir)}`, ...(opts.subtitle ?? [])],
+    config: opts.config,
+    metrics,
+    pictures,
+    picturesNote,
+    generated: new Date().toISOString(),
+  });
+  const path = join(opts.outDir, 'report.html');
+  await writeFileAtomic(path, html);
+  return path;
+}
