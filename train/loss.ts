@@ -12,6 +12,13 @@
  * value as the official double loop, in one dispatch instead of 2(V − 1).
  *
  * Rows are crop-major, as MultiCropWrapper produces them: [crop0 × B; crop1 × B; ...].
+ *
+ * `centering: 'sinkhorn_knopp'` replaces centering + softmax by DINOv2's Sinkhorn-Knopp teacher
+ * (dinov2/loss/dino_clstoken_loss.py, sinkhorn_knopp_teacher): Q = exp(t / τt) over the N = 2B
+ * teacher rows, then 3 times: divide each prototype's column by its sum over the rows and by K,
+ * divide each row by its sum over the prototypes and by N; finally Q·N, so every row sums to 1.
+ * It spreads the batch evenly over the prototypes (no uniform collapse) while each row stays
+ * sharp. The center is then not updated (DINOv2 does not use it with Sinkhorn-Knopp).
  */
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
@@ -27,6 +34,10 @@ export interface DinoLossConfig {
   studentTemp: number;
   /** Center momentum (0.9). */
   centerMomentum: number;
+  /** 'center' (DINO: EMA centering, default) or 'sinkhorn_knopp' (DINOv2). */
+  centering?: 'center' | 'sinkhorn_knopp';
+  /** Sinkhorn-Knopp iterations (DINOv2: 3). */
+  sinkhornIterations?: number;
 }
 
 export class DinoLoss {
@@ -61,7 +72,10 @@ export class DinoLoss {
     if (V < 2) throw new Error('DINO loss: needs at least the 2 global crops');
     const e = this.engine;
     const target = e.noGrad(() => {
-      const q = ops.softmax(teacher.detach(), -1, { temperature: teacherTemp, center: this.center }); // [2B, K]
+      const q =
+        this.cfg.centering === 'sinkhorn_knopp'
+          ? sinkhornKnopp(teacher.detach(), teacherTemp, this.cfg.sinkhornIterations ?? 3)
+          : ops.softmax(teacher.detach(), -1, { temperature: teacherTemp, center: this.center }); // [2B, K]
       this.lastTeacherEntropy = q.mul(q.add(1e-30).log()).sum(-1).mean().neg();
       const q0 = q.slice(0, 0, B);
       const q1 = q.slice(0, B, 2 * B);
@@ -74,7 +88,7 @@ export class DinoLoss {
     });
     const nTerms = 2 * (V - 1);
     const loss = ops.softCrossEntropy(target, student, { temperature: this.cfg.studentTemp }).sum().mul(1 / (B * nTerms));
-    this.updateCenter(teacher);
+    if (this.cfg.centering !== 'sinkhorn_knopp') this.updateCenter(teacher);
     return loss;
   }
 
@@ -90,6 +104,45 @@ export class DinoLoss {
   dispose(): void {
     this.center.dispose();
   }
+}
+
+/**
+ * DINOv2's Sinkhorn-Knopp teacher targets for logits [N, K] at temperature τ: rows sum to 1 and,
+ * at convergence, every prototype receives N/K of the mass. The global max is subtracted before
+ * exp (a common factor, which the first normalisation cancels exactly), so large logits cannot
+ * overflow.
+ */
+export function sinkhornKnopp(logits: Tensor, temperature: number, iterations = 3): Tensor {
+  const [N, K] = logits.shape;
+  const z = logits.mul(1 / temperature);
+  let q = z.sub(z.max()).exp();
+  for (let i = 0; i < iterations; i++) {
+    q = q.div(q.sum(0, true).mul(K)); // each prototype's total → 1/K
+    q = q.div(q.sum(1, true).mul(N)); // each row's total → 1/N
+  }
+  return q.mul(N);
+}
+
+/** Float64 reference of Sinkhorn-Knopp (DINOv2's order), rows [N, K] row-major. */
+export function sinkhornKnoppRef(logits: ArrayLike<number>, N: number, K: number, temperature: number, iterations = 3): Float64Array {
+  let m = -Infinity;
+  for (let i = 0; i < N * K; i++) m = Math.max(m, logits[i] / temperature);
+  const q = new Float64Array(N * K);
+  for (let i = 0; i < N * K; i++) q[i] = Math.exp(logits[i] / temperature - m);
+  for (let it = 0; it < iterations; it++) {
+    for (let k = 0; k < K; k++) {
+      let s = 0;
+      for (let r = 0; r < N; r++) s += q[r * K + k];
+      for (let r = 0; r < N; r++) q[r * K + k] /= s * K;
+    }
+    for (let r = 0; r < N; r++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += q[r * K + k];
+      for (let k = 0; k < K; k++) q[r * K + k] /= s * N;
+    }
+  }
+  for (let i = 0; i < N * K; i++) q[i] *= N;
+  return q;
 }
 
 /** Float64 reference of the official double loop (for tests). Rows crop-major. */

@@ -25,7 +25,7 @@ import { DINOHead, dinoHeadConfig } from '../models/dino-head.js';
 import { MultiCropWrapper } from '../models/multicrop.js';
 import type { Module, ModuleContext } from '../models/nn.js';
 import { VisionTransformer, vitConfig, type ViTArch } from '../models/vit.js';
-import { MultiCropAugmenter } from './augment.js';
+import { MultiCropAugmenter, type MultiCropOptions } from './augment.js';
 import type { ImageLike } from '../kernels/augment.js';
 import { DinoLoss } from './loss.js';
 import { dinoSchedules, type DinoSchedules } from './schedules.js';
@@ -61,11 +61,18 @@ export interface TrainConfig {
   warmupTeacherTemp: number;
   warmupTeacherTempEpochs: number;
   centerMomentum: number;
+  /** Teacher targets: 'center' (DINO's EMA centering + softmax) or 'sinkhorn_knopp' (DINOv2). */
+  centering: 'center' | 'sinkhorn_knopp';
   globalSize: number;
   localSize: number;
   localCrops: number;
   globalScale: [number, number];
   localScale: [number, number];
+  /**
+   * Overrides of DINO's augmentation parameters (colour jitter strengths, grayscale and blur
+   * probabilities, blur sigma in crop pixels, ...): see MultiCropOptions. Empty = DINO's.
+   */
+  augment: Partial<Omit<MultiCropOptions, 'globalSize' | 'localSize' | 'localCrops' | 'globalScale' | 'localScale'>>;
   seed: number;
 }
 
@@ -96,11 +103,13 @@ export const DINO_DEFAULTS: TrainConfig = {
   warmupTeacherTemp: 0.04,
   warmupTeacherTempEpochs: 0,
   centerMomentum: 0.9,
+  centering: 'center',
   globalSize: 224,
   localSize: 96,
   localCrops: 8,
   globalScale: [0.4, 1],
   localScale: [0.05, 0.4],
+  augment: {},
   seed: 0,
 };
 
@@ -234,8 +243,9 @@ export class DinoTrainer {
     this.teacherParams.copyFrom(this.studentParams);
     this.teacher.train(); // DINO never switches the teacher to eval; it has no dropout anyway
     this.optimizer = new AdamW(this.studentParams, { lr: 0, weightDecay: c.weightDecay, wdMask: dinoDecayMask });
-    this.loss = new DinoLoss(engine, { outDim: c.outDim, ncrops: 2 + c.localCrops, studentTemp: c.studentTemp, centerMomentum: c.centerMomentum });
+    this.loss = new DinoLoss(engine, { outDim: c.outDim, ncrops: 2 + c.localCrops, studentTemp: c.studentTemp, centerMomentum: c.centerMomentum, centering: c.centering });
     this.augmenter = new MultiCropAugmenter(engine, {
+      ...c.augment,
       globalSize: c.globalSize,
       localSize: c.localSize,
       localCrops: c.localCrops,

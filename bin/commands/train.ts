@@ -6,8 +6,9 @@
 import { init } from '../../index.js';
 import { runTraining } from '../../train/run-node.js';
 import { openDataset } from '../../train/datasets-node.js';
-import { CPU_DEFAULT_CONFIG, NonFiniteLossError, type TrainConfig } from '../../train/trainer.js';
-import { knnEvaluator } from '../../train/eval-node.js';
+import { CPU_DEFAULT_CONFIG, type DinoTrainer, NonFiniteLossError, type TrainConfig } from '../../train/trainer.js';
+import { firstN, knnEvaluator } from '../../train/eval-node.js';
+import { datasetSegmentationSource, segmentationEvaluator } from '../../train/segment.js';
 import { type Command, intOption, numOption, strOption, UsageError, type Values } from '../command.js';
 import { ProgressReporter } from '../progress.js';
 
@@ -39,6 +40,11 @@ function trainConfig(v: Values): Partial<TrainConfig> {
   set('localCrops', intOption('local-crops', v['local-crops'], 0, 64));
   set('teacherTemp', numOption('teacher-temp', v['teacher-temp'], 1e-4, 10));
   set('seed', intOption('seed', v.seed, 0, 2 ** 31));
+  const centering = strOption(v.centering);
+  if (centering !== undefined) {
+    if (centering !== 'center' && centering !== 'sinkhorn_knopp') throw new UsageError(`--centering must be center or sinkhorn_knopp, got '${centering}'`);
+    c.centering = centering;
+  }
   if (c.arch !== 'custom' && (v['embed-dim'] !== undefined || v.depth !== undefined || v.heads !== undefined)) {
     throw new UsageError('--embed-dim, --depth and --heads need --arch custom');
   }
@@ -77,9 +83,10 @@ export const train: Command = {
     'local-size': { type: 'string', value: '<px>', description: 'Side of the local crops' },
     'local-crops': { type: 'string', value: '<n>', description: 'Number of local crops (0 disables multi-crop)' },
     'teacher-temp': { type: 'string', value: '<t>', description: 'Final teacher temperature' },
+    centering: { type: 'string', value: '<kind>', description: "Teacher targets: 'center' (DINO, default) or 'sinkhorn_knopp' (DINOv2)" },
     seed: { type: 'string', value: '<n>', description: 'Seed of initialisation, shuffling and augmentation' },
     'checkpoint-every': { type: 'string', value: '<n>', description: 'Iterations between checkpoints (default: 100)' },
-    'eval-every': { type: 'string', value: '<n>', description: 'Run k-NN on the held-out split every n iterations (synthetic data or --val)' },
+    'eval-every': { type: 'string', value: '<n>', description: 'Run k-NN (and, on the embedded data, attention-map segmentation) on the held-out split every n iterations' },
     val: { type: 'string', value: '<data>', description: "Held-out data for --eval-every (default with synthetic: 'synthetic:val')" },
     'max-iterations': { type: 'string', value: '<n>', description: 'Stop after n iterations of this process (the schedule is unchanged)' },
   },
@@ -104,7 +111,14 @@ export const train: Command = {
     try {
       io.out(`adapter: ${wd.device.adapterName()} (${wd.device.variants} kernels)`);
       io.out(`data: ${dataSpec} (${dataset.length} images, ${dataset.numClasses} classes); output: ${out}`);
-      const evaluate = valSpec && evalEvery ? knnEvaluator(wd, { train: dataset, val: openDataset(valSpec, { defaultSplit: 'val' }) }) : undefined;
+      let evaluate: ((t: DinoTrainer) => Promise<Record<string, number>>) | undefined;
+      if (valSpec && evalEvery) {
+        const val = openDataset(valSpec, { defaultSplit: 'val' });
+        const knn = knnEvaluator(wd, { train: dataset, val });
+        // The embedded dataset has object masks: also score the attention maps (first 200 images).
+        const seg = valSpec.startsWith('synthetic') ? segmentationEvaluator(wd, datasetSegmentationSource(firstN(val, 200), 'val')) : null;
+        evaluate = async (t) => ({ ...(await knn(t)), ...(seg ? await seg(t) : {}) });
+      }
       const result = await runTraining(wd, {
         config,
         dataset,
@@ -123,8 +137,9 @@ export const train: Command = {
       io.out(
         `done: ${result.iterations} iterations (${c.arch === 'custom' ? `ViT dim ${c.embedDim} depth ${c.depth}` : c.arch}/${c.patchSize}), last loss ${result.lastLoss.toFixed(4)}`,
       );
-      for (const e of result.evals.slice(-1)) io.out(`k-NN: ${JSON.stringify(e)}`);
+      for (const e of result.evals.slice(-1)) io.out(`evaluation: ${JSON.stringify(e)}`);
       io.out(`checkpoint: ${result.checkpoint}\nteacher backbone: ${result.teacherBackbone}\nmetrics: ${out}/metrics.jsonl, loss curve: ${out}/loss.png`);
+      if (result.report) io.out(`report: ${result.report}`);
       result.trainer.dispose();
       return 0;
     } catch (e) {

@@ -5,9 +5,59 @@
  * reproduce the worked values of dino.md.
  */
 import { describe, expect, it } from 'vitest';
-import { DinoLoss, dinoLossRef } from '../../train/loss.js';
+import { DinoLoss, dinoLossRef, sinkhornKnopp, sinkhornKnoppRef } from '../../train/loss.js';
 import { cosineScheduler, teacherTempSchedule } from '../../train/schedules.js';
 import { expectClose, finiteDiff, getEngine, randn } from '../helpers.js';
+
+describe('Sinkhorn-Knopp teacher (DINOv2)', () => {
+  it('equals the float64 reference; rows sum to 1 and prototypes tend to N/K', async () => {
+    const wd = await getEngine();
+    await wd.scope(async () => {
+      const N = 6;
+      const K = 37;
+      // Cosine-like logits as the weight-normalised head gives, shifted by +40 so that exp(t / τ)
+      // would overflow without the max subtraction (a common shift changes nothing else).
+      const t = randn(N * K, 5, 0.5).map((x) => x + 40);
+      const q = await sinkhornKnopp(wd.tensor(t, [N, K]), 0.04).toArray();
+      const ref = sinkhornKnoppRef(t, N, K, 0.04);
+      expectClose(q, ref, 1e-4, 1e-7, 'sinkhorn');
+      for (let r = 0; r < N; r++) expect(Math.abs(ref.slice(r * K, (r + 1) * K).reduce((a, b) => a + b, 0) - 1)).toBeLessThan(1e-9);
+      // More iterations approach the balanced assignment: every prototype gets N/K of the mass.
+      const many = sinkhornKnoppRef(t, N, K, 0.04, 200);
+      for (let k = 0; k < K; k++) {
+        let col = 0;
+        for (let r = 0; r < N; r++) col += many[r * K + k];
+        expect(col).toBeCloseTo(N / K, 3);
+      }
+    });
+  });
+
+  it('DinoLoss with sinkhorn_knopp uses those targets and leaves the center alone', async () => {
+    const wd = await getEngine();
+    await wd.scope(async () => {
+      const V = 3, B = 2, K = 11;
+      const loss = new DinoLoss(wd, { outDim: K, ncrops: V, studentTemp: 0.1, centerMomentum: 0.9, centering: 'sinkhorn_knopp' });
+      const s = randn(V * B * K, 7, 1);
+      const t = randn(2 * B * K, 8, 1);
+      const L = await loss.forward(wd.tensor(s, [V * B, K]), wd.tensor(t, [2 * B, K]), 0.07).item();
+      const q = sinkhornKnoppRef(t, 2 * B, K, 0.07);
+      let want = 0;
+      for (let iq = 0; iq < 2; iq++) for (let v = 0; v < V; v++) {
+        if (v === iq) continue;
+        for (let b = 0; b < B; b++) {
+          const z = Array.from({ length: K }, (_, k) => s[(v * B + b) * K + k] / 0.1);
+          const m = Math.max(...z);
+          const lse = m + Math.log(z.reduce((a, x) => a + Math.exp(x - m), 0));
+          want -= z.reduce((a, x, k) => a + q[(iq * B + b) * K + k] * (x - lse), 0) / B;
+        }
+      }
+      want /= 2 * (V - 1);
+      expectClose([L], [want], 1e-5, 1e-6, 'loss');
+      expect(Array.from(await loss.center.toArray()).every((c) => c === 0)).toBe(true);
+      loss.dispose();
+    });
+  });
+});
 
 describe('DINO loss', () => {
   const V = 4;
