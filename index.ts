@@ -31,6 +31,42 @@ export type { MatmulOptions, AttentionOptions, CrossEntropyOptions, Conv2dOption
 export { ParamArena, AdamW, emaUpdate, gradNorms, clipGradients, tensorNorms, totalNorm, lerpInPlace, dinoDecayMask } from './engine/optim.js';
 export type { ParamArenaOptions, AddParamOptions, ParamInit, AdamWOptions, AdamWState } from './engine/optim.js';
 
+
+// Models (official PyTorch parameter names) and weight formats.
+export { Module, Linear, LayerNorm, Conv2d } from './models/nn.js';
+export type { ModuleContext, InitFn } from './models/nn.js';
+export { VisionTransformer, createViT, vitConfig, VIT_PRESETS } from './models/vit.js';
+export type { ViTConfig, ViTArch } from './models/vit.js';
+export { DINOHead, dinoHeadConfig } from './models/dino-head.js';
+export type { DINOHeadConfig } from './models/dino-head.js';
+export { ResNet, BatchNorm2d, RESNET_PRESETS } from './models/resnet.js';
+export type { ResNetArch } from './models/resnet.js';
+export { MultiCropWrapper } from './models/multicrop.js';
+export { parseSafetensors, parseSafetensorsWithMetadata, writeSafetensors, SafetensorsError } from './models/io/safetensors.js';
+export { parseNpy, writeNpy, NpyError } from './models/io/npy.js';
+export { loadTorchCheckpoint, loadTorchCheckpointAsync } from './models/io/torch.js';
+export { loadStateDict, StateDictMismatchError } from './models/io/state-dict.js';
+export { decodeImage, encodePng, ImageDecodeError } from './models/io/image.js';
+export type { RgbImage } from './models/io/image.js';
+
+// DINO training and evaluation (browser-safe; the Node-only run loop is `webdino train`).
+export { DinoTrainer, DINO_DEFAULTS, CPU_DEFAULT_CONFIG, NonFiniteLossError, resolveConfig } from './train/trainer.js';
+export type { TrainConfig, StepResult } from './train/trainer.js';
+export { DinoLoss, sinkhornKnopp } from './train/loss.js';
+export { cosineScheduler, teacherTempSchedule, dinoSchedules } from './train/schedules.js';
+export { MultiCropAugmenter, evalTransform, DINO_MULTICROP } from './train/augment.js';
+export type { MultiCropOptions, MultiCropBatch } from './train/augment.js';
+export { checkpointBytes, restoreCheckpoint, readCheckpointMeta, exportTeacherBackbone } from './train/checkpoint.js';
+export { SyntheticShapes, SHAPE_CLASSES } from './train/data/synthetic.js';
+export { DataLoader } from './train/data/loader.js';
+export type { Dataset, Sample } from './train/data/dataset.js';
+export { knnClassify, extractFeatures } from './train/knn.js';
+export { datasetFeatures } from './train/features.js';
+export { evaluateSegmentation, datasetSegmentationSource, clsAttention } from './train/segment.js';
+export { attentionMasks, jaccard } from './train/attention-maps.js';
+export { linearProbe } from './train/linear-probe.js';
+export { fitPca, pcaRgb } from './train/pca.js';
+
 /**
  * Creates an engine on the best available WebGPU adapter (Dawn in Node, navigator.gpu in
  * browsers). Throws `NoAdapterError` (which says what to install) when there is none.
