@@ -17,7 +17,7 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Engine } from '../engine/engine.js';
-import { writeFileAtomic } from '../models/io/node-files.js';
+import { removeStaleTempFiles, writeFileAtomic } from '../models/io/node-files.js';
 import { DataLoader, type LoaderPosition } from './data/loader.js';
 import type { Dataset } from './data/dataset.js';
 import { checkpointBytes, exportTeacherBackbone, readCheckpointMeta, restoreCheckpoint } from './checkpoint.js';
@@ -63,6 +63,8 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
   const out = opts.outDir;
   mkdirSync(out, { recursive: true });
   const ckptPath = join(out, CKPT);
+  // A run killed while writing a checkpoint leaves its temporary file; the checkpoint itself is intact.
+  for (const f of removeStaleTempFiles(ckptPath)) (opts.onLog ?? (() => {}))(`removed the unfinished checkpoint write ${f}`);
   const metricsPath = join(out, 'metrics.jsonl');
   const log = opts.onLog ?? (() => {});
   let config = opts.config;

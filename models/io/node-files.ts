@@ -10,7 +10,7 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
@@ -40,6 +40,47 @@ export const nodeInflateRaw: InflateRawSync = (data) => {
 export type AtomicWriter = (write: (chunk: Uint8Array | string) => Promise<void>) => Promise<void> | void;
 /** Synchronous {@link AtomicWriter}. */
 export type AtomicWriterSync = (write: (chunk: Uint8Array | string) => void) => void;
+
+/**
+ * Removes the temporary files that atomic writes of `path` left behind when their process was
+ * killed mid-write (`.NAME.<pid>.<hex>.tmp` whose pid is no longer running). Returns the removed
+ * paths. Files of live processes (a concurrent writer) are left alone.
+ */
+export function removeStaleTempFiles(path: string): string[] {
+  const dir = dirname(path);
+  const prefix = `.${basename(path)}.`;
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
+    const m = /^(\d+)\.[0-9a-f]+\.tmp$/.exec(name.slice(prefix.length));
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || processAlive(pid)) continue;
+    try {
+      unlinkSync(join(dir, name));
+      removed.push(join(dir, name));
+    } catch {
+      // Gone already, or not ours to remove: leave it.
+    }
+  }
+  return removed;
+}
+
+/** True when a process with this pid exists (signal 0 checks without sending anything). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);

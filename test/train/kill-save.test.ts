@@ -13,9 +13,8 @@
  *   - control: the same child left alone replaces the file by B (so the child really writes there).
  *
  * Leftovers: the killed process's temporary file (.checkpoint.safetensors.<pid>.<random>.tmp, in
- * the checkpoint's directory) is NOT removed later: writeFileAtomic only cleans up after errors it
- * sees, and neither it nor runTraining sweeps stale temporaries from earlier processes; a later
- * successful save leaves it too (asserted below, so a future cleanup will update this test).
+ * the checkpoint's directory) stays until the next run: runTraining calls removeStaleTempFiles,
+ * which deletes temporaries whose writer process is gone and keeps those of live writers.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -26,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { writeFileAtomic } from '../../models/io/node-files.js';
+import { removeStaleTempFiles, writeFileAtomic } from '../../models/io/node-files.js';
 import { parseSafetensors } from '../../models/io/safetensors.js';
 import { checkpointBytes, readCheckpointMeta, restoreCheckpoint } from '../../train/checkpoint.js';
 import { DinoTrainer, type TrainConfig } from '../../train/trainer.js';
@@ -155,6 +154,12 @@ describe('checkpoint writes survive a kill', () => {
       expect(tmpSize).toBeGreaterThanOrEqual(reported);
       expect(tmpSize).toBeLessThan(bytesB.length);
 
+      // The next run removes that leftover (its writer is dead) but not the file of a live writer (our parent).
+      writeFileSync(join(dir, `.checkpoint.safetensors.${process.ppid}.abc123.tmp`), 'a live writer');
+      expect(removeStaleTempFiles(path)).toEqual([join(dir, temps[0])]);
+      expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([`.checkpoint.safetensors.${process.ppid}.abc123.tmp`]);
+      rmSync(join(dir, `.checkpoint.safetensors.${process.ppid}.abc123.tmp`));
+
       // The checkpoint at the path is A, whole and loadable.
       const now = new Uint8Array(readFileSync(path));
       expect(Buffer.compare(now, bytesA), 'the file still holds checkpoint A').toBe(0);
@@ -177,8 +182,8 @@ describe('checkpoint writes survive a kill', () => {
       expect((await done.exit).code).toBe(0);
       expect(Buffer.compare(new Uint8Array(readFileSync(path)), bytesB), 'the child writes checkpoint B').toBe(0);
       expect(readdirSync(dir).filter((f) => f.startsWith(`.checkpoint.safetensors.${done.child.pid}.`))).toEqual([]);
-      // The killed process's temporary is still there (nothing sweeps stale temporaries).
-      expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual(temps);
+      // The killed process's temporary was swept above; nothing else is left.
+      expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
     } finally {
       tr.dispose();
     }
