@@ -1,8 +1,8 @@
 // DINO probe (bench/lab): a short DINO run of any TrainConfig (key=value; aug.KEY=value for augmentation
-// overrides; scale=lo,hi for the dataset object size), with k-NN and segmentation of the teacher at
+// overrides; scale=lo,hi and clutter=c for the dataset), with k-NN and segmentation of the teacher at
 // initialisation and every evalEvery steps.
 // Build: npx esbuild --bundle --platform=node --format=esm bench/lab/dino-probe.ts --outfile=/tmp/dino.mjs --external:webgpu
-// Run:   node /tmp/dino.mjs steps=450 epochs=3 evalEvery=150 patchSize=8 teacherTemp=0.01 warmupTeacherTemp=0.01
+// Run:   node /tmp/dino.mjs steps=450 epochs=3 evalEvery=150 patchSize=8 scale=0.6,0.9 clutter=0.25 teacherTemp=0.02 warmupTeacherTemp=0.02
 import { init } from '../../index.js';
 import { DinoTrainer, CPU_DEFAULT_CONFIG } from '../../train/trainer.js';
 import { SyntheticShapes } from '../../train/data/synthetic.js';
@@ -12,11 +12,12 @@ import { segmentationEvaluator, datasetSegmentationSource } from '../../train/se
 const args: Record<string, string> = Object.fromEntries(process.argv.slice(2).map((a) => a.split("=")));
 const cfg: any = { ...CPU_DEFAULT_CONFIG };
 cfg.augment = {};
-for (const [k, v] of Object.entries(args)) if (k.startsWith('aug.')) cfg.augment[k.slice(4)] = v.includes(',') ? v.split(',').map(Number) : Number(v); else if (!['steps', 'scale', 'evalEvery'].includes(k)) cfg[k] = v.includes(',') ? v.split(',').map(Number) : isNaN(Number(v)) ? v : Number(v);
+for (const [k, v] of Object.entries(args)) if (k.startsWith('aug.')) cfg.augment[k.slice(4)] = v.includes(',') ? v.split(',').map(Number) : Number(v); else if (!['steps', 'scale', 'evalEvery', 'clutter'].includes(k)) cfg[k] = v.includes(',') ? v.split(',').map(Number) : isNaN(Number(v)) ? v : Number(v);
 const scale = args.scale ? (args.scale.split(',').map(Number) as [number, number]) : undefined;
+const clutter = args.clutter ? Number(args.clutter) : undefined;
 const wd = await init();
 const tr = new DinoTrainer(wd, cfg);
-const ds = new SyntheticShapes({ scale }), val = new SyntheticShapes({ split: 'val', scale });
+const ds = new SyntheticShapes({ scale, clutter }), val = new SyntheticShapes({ split: 'val', scale, clutter });
 const loader = new DataLoader(ds, { batchSize: tr.config.batchSize, shuffle: true, seed: 0, dropLast: true });
 tr.setItersPerEpoch(loader.batchesPerEpoch);
 const knn = knnEvaluator(wd, { train: ds, val });

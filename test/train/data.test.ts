@@ -81,6 +81,38 @@ describe('SyntheticShapes', () => {
     expect(() => new SyntheticShapes({ size: 8 })).toThrow(RangeError);
   });
 
+  it('clutter scales the background variation and the distractors; 1 is the default images', () => {
+    const full = new SyntheticShapes({ length: 40 });
+    const same = new SyntheticShapes({ length: 40, clutter: 1 });
+    const calm = new SyntheticShapes({ length: 40, clutter: 0 });
+    // Mean per-channel standard deviation of the background pixels (outside the object mask).
+    const bgSpread = (ds: SyntheticShapes) => {
+      let total = 0;
+      for (let i = 0; i < ds.length; i++) {
+        const { image, mask } = ds.getSync(i);
+        for (let ch = 0; ch < 3; ch++) {
+          let n = 0, sum = 0, sq = 0;
+          for (let p = 0; p < mask!.length; p++) {
+            if (mask![p]) continue;
+            const v = image.data[p * 3 + ch]!;
+            n++; sum += v; sq += v * v;
+          }
+          total += Math.sqrt(sq / n - (sum / n) ** 2);
+        }
+      }
+      return total / (3 * ds.length);
+    };
+    for (let i = 0; i < 5; i++) {
+      expect(Buffer.compare(Buffer.from(same.getSync(i).image.data), Buffer.from(full.getSync(i).image.data)), 'clutter 1 = default').toBe(0);
+      expect(calm.getSync(i).label).toBe(full.getSync(i).label);
+    }
+    const [spreadFull, spreadCalm] = [bgSpread(full), bgSpread(calm)];
+    expect(spreadCalm).toBeLessThan(spreadFull / 3);
+    // With clutter 0 only pixel noise (σ 2–9 levels) and the occluding line are left.
+    expect(spreadCalm).toBeLessThan(12);
+    expect(() => new SyntheticShapes({ clutter: 1.5 })).toThrow(/clutter must be in \[0, 1\]/);
+  });
+
   it('balances labels exactly over whole blocks and within one otherwise', () => {
     for (const length of [1000, 1003]) {
       const d = new SyntheticShapes({ length, split: 'val' });

@@ -68,6 +68,11 @@ export interface SyntheticShapesOptions {
   seed?: number;
   /** Object size range as a fraction of the side: diameter of its circumscribed circle (default [0.3, 0.7]). */
   scale?: readonly [number, number];
+  /**
+   * Clutter level in [0, 1] (default 1): scales the colour differences across the background
+   * (corner blend and wave) and the number of distractors. 1 draws exactly the images above.
+   */
+  clutter?: number;
 }
 
 /** Split salts: any two different constants give disjoint sample seeds. */
@@ -87,6 +92,7 @@ export class SyntheticShapes implements Dataset {
   readonly size: number;
   readonly seed: number;
   readonly scale: readonly [number, number];
+  readonly clutter: number;
   /** Scratch canvas, reused between samples (generation is synchronous). */
   private readonly canvas: Canvas;
 
@@ -106,6 +112,8 @@ export class SyntheticShapes implements Dataset {
     this.scale = options.scale ?? [0.3, 0.7];
     const [lo, hi] = this.scale;
     if (!(lo > 0 && lo <= hi && hi <= 0.95)) throw new RangeError(`SyntheticShapes: scale must satisfy 0 < lo <= hi <= 0.95, got [${lo}, ${hi}]`);
+    this.clutter = options.clutter ?? 1;
+    if (!(this.clutter >= 0 && this.clutter <= 1)) throw new RangeError(`SyntheticShapes: clutter must be in [0, 1], got ${this.clutter}`);
     this.canvas = new Canvas(this.size);
   }
 
@@ -129,7 +137,7 @@ export class SyntheticShapes implements Dataset {
   getSync(index: number): Sample {
     const label = this.labelOf(index);
     const rng = new Rng(hashWords(this.seed, SPLIT_SALT[this.split], PURPOSE_SAMPLE, index));
-    return drawSample(this.canvas, rng, SHAPE_CLASSES[label]!, label, this.scale);
+    return drawSample(this.canvas, rng, SHAPE_CLASSES[label]!, label, this.scale, this.clutter);
   }
 
   /** Same as getSync. */
@@ -533,18 +541,20 @@ class Canvas {
  * Smooth background: bilinear corner colours + a colour wave amp·sin(kx·x + ky·y + psi). Returns the
  * colour at a point (used to pick a visible object colour).
  */
-function drawBackground(cv: Canvas, rng: Rng): (x: number, y: number) => Rgb {
+function drawBackground(cv: Canvas, rng: Rng, clutter: number): (x: number, y: number) => Rgb {
   const S = cv.S;
   const c00 = randomColour(rng);
-  const c10 = randomColour(rng);
-  const c01 = randomColour(rng);
-  const c11 = randomColour(rng);
+  // Lower clutter pulls the other corners towards c00 (the same draws, so clutter 1 is unchanged).
+  const toward = (c: Rgb): Rgb => (clutter === 1 ? c : [0, 1, 2].map((ch) => c00[ch]! + (c[ch]! - c00[ch]!) * clutter) as Rgb);
+  const c10 = toward(randomColour(rng));
+  const c01 = toward(randomColour(rng));
+  const c11 = toward(randomColour(rng));
   const phi = rng.range(0, 2 * Math.PI);
   const freq = (2 * Math.PI * rng.range(0.3, 1.5)) / S; // 0.3..1.5 periods per image
   const kx = freq * Math.cos(phi);
   const ky = freq * Math.sin(phi);
   const psi = rng.range(0, 2 * Math.PI);
-  const amp: Rgb = [rng.range(-35, 35), rng.range(-35, 35), rng.range(-35, 35)];
+  const amp: Rgb = [rng.range(-35, 35) * clutter, rng.range(-35, 35) * clutter, rng.range(-35, 35) * clutter];
   const at = (x: number, y: number): Rgb => {
     const u = x / S;
     const v = y / S;
@@ -601,9 +611,10 @@ function randomLine(S: number, rng: Rng): { sdf: Sdf; box: Box } {
 }
 
 /** Distractors: small ellipse blobs and thin lines, none of them a class shape. */
-function drawDistractors(cv: Canvas, rng: Rng): void {
+function drawDistractors(cv: Canvas, rng: Rng, clutter: number): void {
   const S = cv.S;
   const count = 2 + rng.int(5);
+  const painted = Math.round(count * clutter);
   for (let i = 0; i < count; i++) {
     const alpha = rng.range(0.6, 1);
     const colour = randomColour(rng);
@@ -612,21 +623,22 @@ function drawDistractors(cv: Canvas, rng: Rng): void {
       const b = a * rng.range(0.35, 1);
       const cx = rng.range(0, S);
       const cy = rng.range(0, S);
-      cv.paint(ellipse(cx, cy, a, b, rng.range(0, Math.PI)), { cx, cy, rx: a, ry: a }, solid(colour), alpha);
+      const rot = rng.range(0, Math.PI);
+      if (i < painted) cv.paint(ellipse(cx, cy, a, b, rot), { cx, cy, rx: a, ry: a }, solid(colour), alpha);
     } else {
       const line = randomLine(S, rng);
-      cv.paint(line.sdf, line.box, solid(colour), alpha);
+      if (i < painted) cv.paint(line.sdf, line.box, solid(colour), alpha);
     }
   }
 }
 
 /** Draws one whole sample on the canvas and returns it as bytes. */
-function drawSample(cv: Canvas, rng: Rng, cls: ShapeClass, label: number, scale: readonly [number, number]): Sample {
+function drawSample(cv: Canvas, rng: Rng, cls: ShapeClass, label: number, scale: readonly [number, number], clutter: number): Sample {
   const S = cv.S;
   cv.cover.fill(0);
   cv.front.fill(0);
-  const background = drawBackground(cv, rng);
-  drawDistractors(cv, rng);
+  const background = drawBackground(cv, rng, clutter);
+  drawDistractors(cv, rng, clutter);
 
   // Placement: the circumscribed circle (plus the anti-aliasing half pixel) stays inside the image.
   const R = (rng.range(scale[0], scale[1]) * S) / 2;
