@@ -21,6 +21,7 @@ import { train } from './commands/train.js';
 import { evalKnn, evalLinear, evalSegment } from './commands/eval.js';
 import { attention, embed } from './commands/attention.js';
 import { visualize } from './commands/visualize.js';
+import { report } from './commands/report.js';
 export { UsageError } from './command.js';
 export type { Io } from './command.js';
 
@@ -31,7 +32,7 @@ const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
 };
 
 /** Every command, in the order `--help` lists them. */
-export const COMMANDS: readonly Command[] = [train, evalKnn, evalLinear, evalSegment, embed, attention, visualize, bench];
+export const COMMANDS: readonly Command[] = [train, evalKnn, evalLinear, evalSegment, embed, attention, visualize, report, bench];
 
 // -------------------------------------------------------------------------------------------------
 // Help
