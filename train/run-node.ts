@@ -63,10 +63,10 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
   const out = opts.outDir;
   mkdirSync(out, { recursive: true });
   const ckptPath = join(out, CKPT);
-  // A run killed while writing a checkpoint leaves its temporary file; the checkpoint itself is intact.
-  for (const f of removeStaleTempFiles(ckptPath)) (opts.onLog ?? (() => {}))(`removed the unfinished checkpoint write ${f}`);
   const metricsPath = join(out, 'metrics.jsonl');
   const log = opts.onLog ?? (() => {});
+  // A run killed while writing a checkpoint leaves its temporary file; the checkpoint itself is intact.
+  for (const f of removeStaleTempFiles(ckptPath)) log(`removed the unfinished checkpoint write ${f}`);
   let config = opts.config;
   let resumeBytes: Uint8Array | null = null;
   if (opts.resume && existsSync(ckptPath)) {

@@ -300,16 +300,17 @@ export class DinoTrainer {
       const studentOut = this.student.forward(locals ? [globals, locals] : [globals]);
       // The loss updates the center as it runs (DINO's order); keep the old one so that a
       // non-finite loss leaves the state as it was (a NaN teacher output would poison the center).
+      // Sinkhorn-Knopp never touches the center, so nothing needs saving then.
       const center = this.loss.center;
-      const savedCenter = e.empty(center.shape, { label: 'center-saved' });
-      e.device.copy(center.buffer, center.offset * 4, savedCenter.buffer, 0, center.size * 4);
+      const savedCenter = c.centering === 'sinkhorn_knopp' ? null : e.empty(center.shape, { label: 'center-saved' });
+      if (savedCenter) e.device.copy(center.buffer, center.offset * 4, savedCenter.buffer, 0, center.size * 4);
       const loss = this.loss.forward(studentOut, teacherOut, teacherTemp);
       // One readback per step: the loss and the teacher entropy together.
       const ent = this.loss.lastTeacherEntropy ?? e.full([], NaN);
       const [value, entValue] = await ops.concat([loss.reshape(1), ent.reshape(1)], 0).toArray();
       teacherEntropy = entValue;
       if (!Number.isFinite(value)) {
-        e.device.copy(savedCenter.buffer, 0, center.buffer, center.offset * 4, center.size * 4);
+        if (savedCenter) e.device.copy(savedCenter.buffer, 0, center.buffer, center.offset * 4, center.size * 4);
         throw new NonFiniteLossError(value, it);
       }
       loss.backward();

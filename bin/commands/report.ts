@@ -39,7 +39,6 @@ export const report: Command = {
     try {
       const { model, spec } = await loadBackbone(wd, teacherPath);
       try {
-        model.eval();
         const size = (config?.globalSize as number | undefined) ?? spec.imgSize ?? 224;
         const path = await writeTrainingReport(wd, {
           outDir: dir,
