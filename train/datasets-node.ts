@@ -1,6 +1,7 @@
 /**
  * Opens a dataset from a command-line spec (Node):
- *   synthetic[:train|val]      the embedded procedural dataset (no download)
+ *   synthetic[:train|val]      the embedded procedural dataset (no download), 'confetti' style
+ *   synthetic-scene[:train|val]  the same shapes in the harder 'scene' style (see data/synthetic.ts)
  *   <dir>                      an ImageFolder (class sub-folders of JPEG/PNG), or a folder that
  *                              holds the CIFAR-10/100 binary files
  *   cifar10:<dir>, cifar100:<dir>[:train|test]
@@ -38,15 +39,16 @@ function looksLikeCifar(dir: string): 'cifar10' | 'cifar100' | null {
 
 /** A dataset from a spec; throws a clear error for a path that does not exist. */
 export function openDataset(spec: string, opts: OpenDatasetOptions): Dataset {
-  const m = /^synthetic(?::(train|val))?$/.exec(spec);
+  const m = /^synthetic(-scene)?(?::(train|val))?$/.exec(spec);
   if (m) {
-    const split = (m[1] as 'train' | 'val' | undefined) ?? opts.defaultSplit;
-    return new SyntheticShapes({ split, size: opts.syntheticSize ?? 64, length: opts.syntheticLength ?? (split === 'train' ? 5000 : 1000) });
+    const split = (m[2] as 'train' | 'val' | undefined) ?? opts.defaultSplit;
+    const style = m[1] ? 'scene' : 'confetti';
+    return new SyntheticShapes({ style, split, size: opts.syntheticSize ?? 64, length: opts.syntheticLength ?? (split === 'train' ? 5000 : 1000) });
   }
   const cm = /^(cifar10|cifar100):(.+?)(?::(train|test))?$/.exec(spec);
   const split = opts.defaultSplit === 'train' ? 'train' : 'test';
   if (cm) return openCifar(cm[2], { variant: cm[1] as 'cifar10' | 'cifar100', split: (cm[3] as 'train' | 'test') ?? split });
-  if (!existsSync(spec)) throw new Error(`dataset '${spec}' not found: give 'synthetic', 'synthetic:val', an image folder, or a CIFAR folder`);
+  if (!existsSync(spec)) throw new Error(`dataset '${spec}' not found: give 'synthetic', 'synthetic:val', 'synthetic-scene:val', an image folder, or a CIFAR folder`);
   const cifar = looksLikeCifar(spec);
   if (cifar) return openCifar(spec, { variant: cifar, split });
   return openImageFolder(spec, { onWarning: opts.onWarning });

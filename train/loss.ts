@@ -48,6 +48,13 @@ export class DinoLoss {
    * tensor of that step's scope. Collapse shows as ln K (uniform) or 0 (one prototype).
    */
   lastTeacherEntropy: Tensor | null = null;
+  /**
+   * Entropy (nats) of the batch-mean teacher distribution in the last `forward` (a scalar tensor of
+   * that step's scope). With {@link lastTeacherEntropy} it tells the two collapses apart (DINO §5.3):
+   * both near 0 = every image on one prototype; both near ln K = uniform targets; healthy training
+   * has a low per-image entropy and a high marginal one.
+   */
+  lastTeacherMarginalEntropy: Tensor | null = null;
 
   constructor(
     readonly engine: Engine,
@@ -77,6 +84,8 @@ export class DinoLoss {
           ? sinkhornKnopp(teacher.detach(), teacherTemp, this.cfg.sinkhornIterations ?? 3)
           : ops.softmax(teacher.detach(), -1, { temperature: teacherTemp, center: this.center }); // [2B, K]
       this.lastTeacherEntropy = q.mul(q.add(1e-30).log()).sum(-1).mean().neg();
+      const marginal = q.mean(0);
+      this.lastTeacherMarginalEntropy = marginal.mul(marginal.add(1e-30).log()).sum().neg();
       const q0 = q.slice(0, 0, B);
       const q1 = q.slice(0, B, 2 * B);
       const parts = [q1, q0];

@@ -24,6 +24,7 @@ export interface StepRecord {
   momentum?: number;
   teacher_temp?: number;
   teacher_entropy?: number;
+  teacher_marginal_entropy?: number;
   images_per_s?: number;
 }
 
@@ -277,12 +278,22 @@ export function reportCharts(m: Metrics): string[] {
     ['momentum', 'Teacher momentum', '#9467bd'],
     ['teacher_temp', 'Teacher temperature', '#d62728'],
     ['wd', 'Weight decay', '#8c564b'],
-    ['teacher_entropy', 'Teacher output entropy (nats)', '#ff7f0e'],
   ];
   for (const [key, title, color] of simple) {
     const y = column(m.steps, key);
     if (has(y)) add(lineChartSvg([{ name: String(key), x: it, y, color }], { title, xLabel: x }));
   }
+  // Per-image and batch-marginal teacher entropy on one chart: together they tell uniform collapse
+  // (both near ln K) from one-prototype collapse (both near 0).
+  const entropies = (
+    [
+      ['teacher_entropy', 'per image', '#ff7f0e'],
+      ['teacher_marginal_entropy', 'batch marginal', '#1f77b4'],
+    ] as const
+  )
+    .map(([key, name, color]) => ({ name, x: it, y: column(m.steps, key), color }))
+    .filter((s) => has(s.y));
+  if (entropies.length) add(lineChartSvg(entropies, { title: 'Teacher output entropy (nats)', xLabel: x }));
   return charts;
 }
 

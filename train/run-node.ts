@@ -128,7 +128,7 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
       }
       appendFileSync(
         metricsPath,
-        JSON.stringify({ type: 'step', iteration: r.iteration, epoch: r.epoch, loss: r.loss, lr: r.lr, wd: r.weightDecay, momentum: r.momentum, teacher_temp: r.teacherTemp, teacher_entropy: r.teacherEntropy, images_per_s: +rate.toFixed(2) }) + '\n',
+        JSON.stringify({ type: 'step', iteration: r.iteration, epoch: r.epoch, loss: r.loss, lr: r.lr, wd: r.weightDecay, momentum: r.momentum, teacher_temp: r.teacherTemp, teacher_entropy: r.teacherEntropy, teacher_marginal_entropy: r.teacherMarginalEntropy, images_per_s: +rate.toFixed(2) }) + '\n',
       );
       opts.onStep?.({ ...r, imagesPerSecond: rate, total });
       const it = trainer.iteration;

@@ -115,23 +115,32 @@ export const DINO_DEFAULTS: TrainConfig = {
 
 /**
  * The default of `webdino train`: a small ViT sized so that the run on the embedded 64 px dataset
- * finishes within about 15 minutes on two CPU cores (lavapipe, ~2 s per step of 32 images).
- * Global crops 32 px and local crops 16 px with patch 4 give 8×8 and 4×4 token grids; K = 1024
- * prototypes suit 10 classes and keep the head cheap. Base lr 4e-3 (peak 5e-4 after the linear
- * scaling rule at batch 32: DINO's 5e-4 base would peak at 6e-5, too little for a short run) and
- * teacher momentum 0.99 instead of 0.996 (a short run with a small batch; DINO's help text advises
- * adjusting it with the batch size). Everything else is DINO's default.
+ * finishes within 15 minutes on two CPU cores (lavapipe, ~0.9 s per step of 32 images).
+ * What differs from DINO's defaults, and why (measurements in bench/lab/dino-learning-probes.md):
+ * - ViT dim 64, depth 4, 2 heads, patch 8 on 32 px global and 16 px local crops (4×4 and 2×2
+ *   tokens; patch 4 learned no better in its budget and ran 3× slower); K = 1024 prototypes, head
+ *   hidden 512 and bottleneck 128.
+ * - Base lr 4e-3 (peak 5e-4 after the linear scaling rule at batch 32: DINO's 5e-4 base would
+ *   peak at 6e-5, too little for a short run) and teacher momentum 0.99 instead of 0.996 (a short
+ *   run with a small batch; DINO's help text advises adjusting it with the batch size).
+ * - Teacher temperature 0.02 throughout instead of 0.04 → 0.07: at initialisation this small
+ *   model's outputs differ little between images, and DINO's 0.04 sharpens too little to
+ *   bootstrap; the targets drift to uniform (entropy → ln K) within 100 steps.
+ * - No brightness or contrast jitter (saturation 0.2 and hue 0.1 stay): with it, a model this
+ *   small cannot yet predict the teacher across differently lit views, and uniform collapse follows
+ *   within 75 steps even on plain grey shapes; without it the same run sharpens (measured).
+ * - 5 epochs of the 5000 training images (780 steps). Everything else is DINO's default.
  */
 export const CPU_DEFAULT_CONFIG: Partial<TrainConfig> = {
   arch: 'custom',
   embedDim: 64,
   depth: 4,
   numHeads: 2,
-  patchSize: 4,
+  patchSize: 8,
   outDim: 1024,
   headHidden: 512,
   headBottleneck: 128,
-  epochs: 2,
+  epochs: 5,
   batchSize: 32,
   lr: 4e-3,
   warmupEpochs: 1,
@@ -142,6 +151,9 @@ export const CPU_DEFAULT_CONFIG: Partial<TrainConfig> = {
   localCrops: 6,
   globalScale: [0.4, 1],
   localScale: [0.05, 0.4],
+  teacherTemp: 0.02,
+  warmupTeacherTemp: 0.02,
+  augment: { brightness: 0, contrast: 0 },
 };
 
 /** What one step reports. */
@@ -157,6 +169,8 @@ export interface StepResult {
   images: number;
   /** Mean entropy (nats) of the teacher's sharpened output distribution; ln K means collapse to uniform, 0 to one prototype. */
   teacherEntropy: number;
+  /** Entropy (nats) of the batch-mean teacher distribution: near 0 with a low teacherEntropy means every image went to one prototype. */
+  teacherMarginalEntropy: number;
 }
 
 /** The loss became NaN or infinite: training stops, the last checkpoint stays as it was. */
@@ -295,6 +309,7 @@ export class DinoTrainer {
     const teacherTemp = s.teacherTemp[Math.min(epoch, s.teacherTemp.length - 1)];
     const e = this.engine;
     let teacherEntropy = NaN;
+    let teacherMarginalEntropy = NaN;
     const lossValue = await e.scope(async () => {
       const teacherOut = e.noGrad(() => this.teacher.forward([globals]));
       const studentOut = this.student.forward(locals ? [globals, locals] : [globals]);
@@ -307,8 +322,10 @@ export class DinoTrainer {
       const loss = this.loss.forward(studentOut, teacherOut, teacherTemp);
       // One readback per step: the loss and the teacher entropy together.
       const ent = this.loss.lastTeacherEntropy ?? e.full([], NaN);
-      const [value, entValue] = await ops.concat([loss.reshape(1), ent.reshape(1)], 0).toArray();
+      const marg = this.loss.lastTeacherMarginalEntropy ?? e.full([], NaN);
+      const [value, entValue, margValue] = await ops.concat([loss.reshape(1), ent.reshape(1), marg.reshape(1)], 0).toArray();
       teacherEntropy = entValue;
+      teacherMarginalEntropy = margValue;
       if (!Number.isFinite(value)) {
         if (savedCenter) e.device.copy(savedCenter.buffer, 0, center.buffer, center.offset * 4, center.size * 4);
         throw new NonFiniteLossError(value, it);
@@ -326,7 +343,7 @@ export class DinoTrainer {
       return value;
     });
     this.iteration++;
-    return { iteration: it, epoch, loss: lossValue, lr, weightDecay, momentum, teacherTemp, images: globals.shape[0] / 2, teacherEntropy };
+    return { iteration: it, epoch, loss: lossValue, lr, weightDecay, momentum, teacherTemp, images: globals.shape[0] / 2, teacherEntropy, teacherMarginalEntropy };
   }
 
   /** The teacher backbone (what evaluation uses, as DINO's scripts do). */

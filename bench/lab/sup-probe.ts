@@ -1,7 +1,7 @@
 // Supervised probe (bench/lab): trains a ViT + linear classifier on the embedded dataset with labels, to
 // tell "the backbone cannot learn this data in N steps" apart from "DINO does not learn".
 // Build: npx esbuild --bundle --platform=node --format=esm bench/lab/sup-probe.ts --outfile=/tmp/sup.mjs --external:webgpu
-// Run:   node /tmp/sup.mjs steps=400 lr=1e-3 patch=8 scale=0.7,0.9
+// Run:   node /tmp/sup.mjs steps=400 lr=1e-3 patch=8 style=scene scale=0.7,0.9
 import { init } from '../../index.js';
 import { Rng } from '../../engine/random.js';
 import * as ops from '../../engine/ops.js';
@@ -25,7 +25,8 @@ for (const m of [vit, fc] as Module[]) for (const [name, t] of m.namedParameters
 }
 const opt = new AdamW(arena, { lr, weightDecay: 0.05, wdMask: dinoDecayMask });
 const scale = args.scale ? (args.scale.split(',').map(Number) as [number, number]) : undefined;
-const train = new SyntheticShapes({ split: 'train', scale }), val = new SyntheticShapes({ split: 'val', length: 500, scale });
+const style = args.style as 'confetti' | 'scene' | undefined;
+const train = new SyntheticShapes({ split: 'train', scale, style }), val = new SyntheticShapes({ split: 'val', length: 500, scale, style });
 const rng = new Rng(7);
 let accs: number[] = [];
 const t0 = performance.now();

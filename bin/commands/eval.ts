@@ -184,7 +184,7 @@ export const evalLinear: Command = {
     'concatenated; with --avgpool also the mean patch token of the last block. SGD momentum 0.9, lr =\n' +
     '--lr · batch / 256 with a per-epoch cosine to 0, weight N(0, 0.01) init, as DINO\'s eval_linear.\n' +
     'Defaults are scaled to minutes on a CPU: the training images go through the eval transform once\n' +
-    '(features kept), 30 epochs (DINO: 100), batch 64 (DINO: 128/GPU), base lr 0.02 (DINO: 0.001).\n' +
+    '(features kept), DINO\'s 100 epochs, batch 64 (DINO: 128/GPU), base lr 0.3 (DINO: 0.001).\n' +
     "--augment trains on DINO's RandomResizedCrop (scale 0.08-1) + flip views instead: --views of them per\n" +
     'image, cycled over the epochs (--views 0: fresh crops every epoch, DINO\'s protocol, one backbone\n' +
     "pass per epoch). Prints the best epoch (the figure DINO reports) and the last. DATA as for `eval knn`.",

@@ -6,7 +6,7 @@
 import { init } from '../../index.js';
 import { runTraining } from '../../train/run-node.js';
 import { openDataset } from '../../train/datasets-node.js';
-import { CPU_DEFAULT_CONFIG, type DinoTrainer, NonFiniteLossError, type TrainConfig } from '../../train/trainer.js';
+import { CPU_DEFAULT_CONFIG, DINO_DEFAULTS, type DinoTrainer, NonFiniteLossError, type TrainConfig } from '../../train/trainer.js';
 import { firstN, knnEvaluator } from '../../train/eval-node.js';
 import { datasetSegmentationSource, segmentationEvaluator } from '../../train/segment.js';
 import { type Command, intOption, numOption, strOption, UsageError, type Values } from '../command.js';
@@ -14,13 +14,15 @@ import { ProgressReporter } from '../progress.js';
 
 const ARCHS = ['vit_tiny', 'vit_small', 'vit_base', 'custom'] as const;
 
-function trainConfig(v: Values): Partial<TrainConfig> {
-  const c: Partial<TrainConfig> = { ...CPU_DEFAULT_CONFIG };
+/** The TrainConfig of the parsed `webdino train` options (exported for tests). */
+export function trainConfig(v: Values): Partial<TrainConfig> {
   const arch = strOption(v.arch);
-  if (arch !== undefined) {
-    if (!(ARCHS as readonly string[]).includes(arch)) throw new UsageError(`--arch must be one of ${ARCHS.join(', ')}, got '${arch}'`);
-    c.arch = arch as TrainConfig['arch'];
-  }
+  if (arch !== undefined && !(ARCHS as readonly string[]).includes(arch)) throw new UsageError(`--arch must be one of ${ARCHS.join(', ')}, got '${arch}'`);
+  // A named ViT trains with DINO's own recipe (K 65536, τt 0.04, full colour jitter, 224/96 px
+  // crops, ...); without --arch (or with custom) the small CPU default applies, whose departures
+  // from DINO are for a tiny model in a 15-minute run (see CPU_DEFAULT_CONFIG).
+  const c: Partial<TrainConfig> = arch !== undefined && arch !== 'custom' ? { ...DINO_DEFAULTS } : { ...CPU_DEFAULT_CONFIG };
+  if (arch !== undefined) c.arch = arch as TrainConfig['arch'];
   const set = <K extends keyof TrainConfig>(k: K, val: TrainConfig[K] | undefined) => {
     if (val !== undefined) c[k] = val;
   };
@@ -39,6 +41,7 @@ function trainConfig(v: Values): Partial<TrainConfig> {
   set('localSize', intOption('local-size', v['local-size'], 8, 1024));
   set('localCrops', intOption('local-crops', v['local-crops'], 0, 64));
   set('teacherTemp', numOption('teacher-temp', v['teacher-temp'], 1e-4, 10));
+  set('warmupTeacherTemp', numOption('warmup-teacher-temp', v['warmup-teacher-temp'], 1e-4, 10));
   set('seed', intOption('seed', v.seed, 0, 2 ** 31));
   const centering = strOption(v.centering);
   if (centering !== undefined) {
@@ -64,10 +67,10 @@ export const train: Command = {
     'With no options: the CPU default config (ViT custom dim 64, depth 4, 2 heads, patch 4, 32 px global\n' +
     'crops, 6 local crops of 16 px, K = 1024, 2 epochs of 156 steps of 32) on the embedded dataset.',
   options: {
-    data: { type: 'string', value: '<data>', description: "Training images: 'synthetic' (default, embedded), an ImageFolder directory, or a CIFAR folder" },
+    data: { type: 'string', value: '<data>', description: "Training images: 'synthetic' (default, embedded), 'synthetic-scene' (the harder style), an ImageFolder directory, or a CIFAR folder" },
     out: { type: 'string', value: '<dir>', description: 'Output folder (default: runs/dino)' },
     resume: { type: 'boolean', description: 'Continue from OUT/checkpoint.safetensors if it exists' },
-    arch: { type: 'string', value: '<arch>', description: `Backbone: ${ARCHS.join(', ')} (default: custom small ViT)` },
+    arch: { type: 'string', value: '<arch>', description: `Backbone: ${ARCHS.join(', ')} (default: the small CPU ViT; a named ViT brings DINO's whole recipe)` },
     'embed-dim': { type: 'string', value: '<n>', description: 'Width of a custom ViT' },
     depth: { type: 'string', value: '<n>', description: 'Blocks of a custom ViT' },
     heads: { type: 'string', value: '<n>', description: 'Attention heads of a custom ViT' },
@@ -82,12 +85,13 @@ export const train: Command = {
     'global-size': { type: 'string', value: '<px>', description: 'Side of the 2 global crops' },
     'local-size': { type: 'string', value: '<px>', description: 'Side of the local crops' },
     'local-crops': { type: 'string', value: '<n>', description: 'Number of local crops (0 disables multi-crop)' },
-    'teacher-temp': { type: 'string', value: '<t>', description: 'Final teacher temperature' },
+    'teacher-temp': { type: 'string', value: '<t>', description: 'Final teacher temperature (default here 0.02; DINO 0.04)' },
+    'warmup-teacher-temp': { type: 'string', value: '<t>', description: 'Teacher temperature at the start of its warm-up epoch (default here 0.02; DINO 0.04)' },
     centering: { type: 'string', value: '<kind>', description: "Teacher targets: 'center' (DINO, default) or 'sinkhorn_knopp' (DINOv2)" },
     seed: { type: 'string', value: '<n>', description: 'Seed of initialisation, shuffling and augmentation' },
     'checkpoint-every': { type: 'string', value: '<n>', description: 'Iterations between checkpoints (default: 100)' },
     'eval-every': { type: 'string', value: '<n>', description: 'Run k-NN (and, on the embedded data, attention-map segmentation) on the held-out split every n iterations' },
-    val: { type: 'string', value: '<data>', description: "Held-out data for --eval-every (default with synthetic: 'synthetic:val')" },
+    val: { type: 'string', value: '<data>', description: "Held-out data for --eval-every (default with synthetic: its ':val' split)" },
     'max-iterations': { type: 'string', value: '<n>', description: 'Stop after n iterations of this process (the schedule is unchanged)' },
   },
   async run(v, io) {
@@ -98,7 +102,7 @@ export const train: Command = {
     const evalEvery = intOption('eval-every', v['eval-every'], 1, 1e9);
     const maxIterations = intOption('max-iterations', v['max-iterations'], 1, 1e9);
     const dataset = openDataset(dataSpec, { defaultSplit: 'train', onWarning: (m) => io.err(`warning: ${m}`) });
-    const valSpec = strOption(v.val) ?? (dataSpec.startsWith('synthetic') ? 'synthetic:val' : undefined);
+    const valSpec = strOption(v.val) ?? (dataSpec.startsWith('synthetic') ? `${dataSpec.replace(/:(train|val)$/, '')}:val` : undefined);
     const wd = await init();
     const abort = new AbortController();
     const onSigint = () => {

@@ -19,6 +19,7 @@ import { openImageFolder, scanImageFolder } from '../../train/data/image-folder-
 import { type Batch, DataLoader } from '../../train/data/loader.js';
 import { DecodePool } from '../../train/data/loader-node.js';
 import { renderSampleGrid, SHAPE_CLASSES, SyntheticShapes } from '../../train/data/synthetic.js';
+import { openDataset } from '../../train/datasets-node.js';
 
 const tmpRoots: string[] = [];
 function tempDir(): string {
@@ -81,10 +82,10 @@ describe('SyntheticShapes', () => {
     expect(() => new SyntheticShapes({ size: 8 })).toThrow(RangeError);
   });
 
-  it('clutter scales the background variation and the distractors; 1 is the default images', () => {
-    const full = new SyntheticShapes({ length: 40 });
-    const same = new SyntheticShapes({ length: 40, clutter: 1 });
-    const calm = new SyntheticShapes({ length: 40, clutter: 0 });
+  it("clutter scales the 'scene' background variation and the distractors; 1 is the default scene", () => {
+    const full = new SyntheticShapes({ style: 'scene', length: 40 });
+    const same = new SyntheticShapes({ style: 'scene', length: 40, clutter: 1 });
+    const calm = new SyntheticShapes({ style: 'scene', length: 40, clutter: 0 });
     // Mean per-channel standard deviation of the background pixels (outside the object mask).
     const bgSpread = (ds: SyntheticShapes) => {
       let total = 0;
@@ -110,7 +111,82 @@ describe('SyntheticShapes', () => {
     expect(spreadCalm).toBeLessThan(spreadFull / 3);
     // With clutter 0 only pixel noise (σ 2–9 levels) and the occluding line are left.
     expect(spreadCalm).toBeLessThan(12);
-    expect(() => new SyntheticShapes({ clutter: 1.5 })).toThrow(/clutter must be in \[0, 1\]/);
+    expect(() => new SyntheticShapes({ style: 'scene', clutter: 1.5 })).toThrow(/clutter must be in \[0, 1\]/);
+    expect(() => new SyntheticShapes({ clutter: 0.5 })).toThrow(/clutter applies to style 'scene' only/);
+  });
+
+  it("'confetti' (the default): a stationary colour-confetti background, a white upright object", () => {
+    const d = new SyntheticShapes({ length: 60 });
+    expect([d.style, d.scale, d.rotation]).toEqual(['confetti', [0.6, 0.9], 9]);
+    const scene = new SyntheticShapes({ style: 'scene', length: 60 });
+    // Per image: mean background colour (outside the mask) and how far object pixels are from grey.
+    const stats = (ds: SyntheticShapes) => {
+      const means: number[][] = [];
+      let chroma = 0;
+      let objectPixels = 0;
+      for (let i = 0; i < ds.length; i++) {
+        const { image, mask } = ds.getSync(i);
+        const m = [0, 0, 0];
+        let n = 0;
+        for (let p = 0; p < mask!.length; p++) {
+          const [r, g, b] = [image.data[3 * p]!, image.data[3 * p + 1]!, image.data[3 * p + 2]!];
+          if (mask![p]) {
+            chroma += Math.max(r, g, b) - Math.min(r, g, b);
+            objectPixels++;
+          } else {
+            m[0] += r; m[1] += g; m[2] += b; n++;
+          }
+        }
+        means.push(m.map((v) => v / n));
+      }
+      // Spread across images of the per-image background mean (mean over channels of the std).
+      const spread = [0, 1, 2].reduce((acc, ch) => {
+        const v = means.map((m) => m[ch]!);
+        const mu = v.reduce((a, b) => a + b) / v.length;
+        return acc + Math.sqrt(v.reduce((a, b) => a + (b - mu) ** 2, 0) / v.length) / 3;
+      }, 0);
+      return { spread, chroma: chroma / objectPixels };
+    };
+    const c = stats(d);
+    const s = stats(scene);
+    // Every confetti image has nearly the same mean colour (~1000 independent cells), unlike scenes.
+    expect(c.spread).toBeLessThan(6);
+    expect(s.spread).toBeGreaterThan(4 * c.spread);
+    // Object pixels are white up to the pixel noise (and edge pixels blended with the confetti).
+    expect(c.chroma).toBeLessThan(30);
+    expect(s.chroma).toBeGreaterThan(2 * c.chroma);
+    expect(() => new SyntheticShapes({ rotation: 200 })).toThrow(/rotation must be in \[0, 180\]/);
+    expect(() => new SyntheticShapes({ style: 'photo' as never })).toThrow(/style must be 'confetti' or 'scene'/);
+  });
+
+  it("the command-line specs 'synthetic[:split]' and 'synthetic-scene[:split]'", () => {
+    const a = openDataset('synthetic', { defaultSplit: 'train', syntheticLength: 10 }) as SyntheticShapes;
+    const b = openDataset('synthetic-scene:val', { defaultSplit: 'train', syntheticSize: 32 }) as SyntheticShapes;
+    expect([a.style, a.split, a.length, a.size]).toEqual(['confetti', 'train', 10, 64]);
+    expect([b.style, b.split, b.length, b.size]).toEqual(['scene', 'val', 1000, 32]);
+    expect(() => openDataset('synthetic-photo', { defaultSplit: 'val' })).toThrow(/'synthetic-scene:val'/);
+  });
+
+  it('rotation bounds how far objects turn from upright', () => {
+    // An upright arrow points right: its mask's mass is spread along x, not y. With any rotation
+    // log(var x / var y) averages to 0.
+    const anisotropy = (rotation: number) => {
+      const d = new SyntheticShapes({ length: 400, rotation });
+      let sum = 0;
+      let n = 0;
+      for (let i = 0; i < d.length; i++) {
+        if (SHAPE_CLASSES[d.labelOf(i)] !== 'arrow') continue;
+        const { mask } = d.getSync(i);
+        let [m, sx, sy, sxx, syy] = [0, 0, 0, 0, 0];
+        for (let y = 0; y < 64; y++) for (let x = 0; x < 64; x++) if (mask![y * 64 + x]) { m++; sx += x; sy += y; sxx += x * x; syy += y * y; }
+        sum += Math.log((sxx / m - (sx / m) ** 2) / (syy / m - (sy / m) ** 2));
+        n++;
+      }
+      return sum / n;
+    };
+    expect(anisotropy(0)).toBeGreaterThan(Math.log(2));
+    expect(anisotropy(9)).toBeGreaterThan(Math.log(2));
+    expect(Math.abs(anisotropy(180))).toBeLessThan(0.6); // 40 arrows: 2.1 upright, 0.25 at any angle
   });
 
   it('balances labels exactly over whole blocks and within one otherwise', () => {
@@ -126,9 +202,12 @@ describe('SyntheticShapes', () => {
     for (let i = 0; i < 30; i++) expect(d.getSync(i).label).toBe(d.labelOf(i));
   });
 
-  it('masks are non-empty 0/1 maps of an object that lies inside the image', () => {
+  it.each([
+    ['scene', 0.45], // a disc of the largest scale covers π·0.35² ≈ 0.38
+    ['confetti', 0.7], // π·0.45² ≈ 0.64
+  ] as const)('masks are non-empty 0/1 maps of an object that lies inside the image (%s)', (style, maxArea) => {
     const size = 64;
-    const d = new SyntheticShapes({ length: 300, size });
+    const d = new SyntheticShapes({ style, length: 300, size });
     const perClassArea = new Array(10).fill(0);
     for (let i = 0; i < d.length; i++) {
       const { mask, label, image } = d.getSync(i);
@@ -145,7 +224,7 @@ describe('SyntheticShapes', () => {
       }
       expect(notBinary).toBe(0);
       expect(area, `sample ${i} (${SHAPE_CLASSES[label]})`).toBeGreaterThan(15);
-      expect(area / (size * size)).toBeLessThan(0.45); // a disc of the largest scale covers π·0.35² ≈ 0.38
+      expect(area / (size * size)).toBeLessThan(maxArea);
       expect(onBorder, `sample ${i} touches the border`).toBe(0);
       perClassArea[label] += area;
       expect(image.data.length).toBe(size * size * 3);
@@ -156,15 +235,20 @@ describe('SyntheticShapes', () => {
     expect(mean('disc')).toBeGreaterThan(1.5 * mean('square_outline'));
   });
 
-  it('colour alone cannot solve it: nearest class mean of mean RGB is near chance', () => {
+  // 'confetti': the white object's area shows in the mean brightness (a disc is brighter than a
+  // ring), so mean colour scores 30 % there; 'scene' (random object colours) scores near chance.
+  it.each([
+    ['confetti', 0.35],
+    ['scene', 0.25],
+  ] as const)('colour alone cannot solve it: nearest class mean of mean RGB stays low (%s)', (style, bar) => {
     const meanRgb = (s: Sample): number[] => {
       const d = s.image.data;
       const m = [0, 0, 0];
       for (let p = 0; p < d.length; p += 3) for (let c = 0; c < 3; c++) m[c]! += d[p + c]!;
       return m.map((v) => (v * 3) / d.length);
     };
-    const train = new SyntheticShapes({ split: 'train', length: 1000 });
-    const val = new SyntheticShapes({ split: 'val', length: 500 });
+    const train = new SyntheticShapes({ style, split: 'train', length: 1000 });
+    const val = new SyntheticShapes({ style, split: 'val', length: 500 });
     const sums = Array.from({ length: 10 }, () => [0, 0, 0]);
     const counts = new Array(10).fill(0);
     for (let i = 0; i < train.length; i++) {
@@ -186,11 +270,11 @@ describe('SyntheticShapes', () => {
       if (best === s.label) correct++;
     }
     const accuracy = correct / val.length;
-    expect(accuracy).toBeLessThan(0.25); // chance is 0.10
+    expect(accuracy).toBeLessThan(bar); // chance is 0.10
   });
 
-  it('generates 1000 64×64 samples quickly', () => {
-    const d = new SyntheticShapes({ length: 1000 });
+  it.each(['confetti', 'scene'] as const)('generates 1000 64×64 samples quickly (%s)', (style) => {
+    const d = new SyntheticShapes({ style, length: 1000 });
     const t0 = performance.now();
     for (let i = 0; i < d.length; i++) d.getSync(i);
     const ms = performance.now() - t0;

@@ -78,14 +78,20 @@ describe('DINO loss', () => {
       const ref = dinoLossRef(s, t, c0, V, B, K, 0.1, 0.04);
       expectClose([await L.item()], [ref.loss], 1e-5, 1e-6, 'loss');
       // Mean entropy of the teacher's sharpened distribution, against float64.
+      // ... and of the batch-mean distribution (the marginal).
       let ent = 0;
+      const marginal = new Float64Array(K);
       for (let r = 0; r < 2 * B; r++) {
         const z = Array.from({ length: K }, (_, k) => (t[r * K + k] - c0[k]) / 0.04);
         const m = Math.max(...z);
         const lse = m + Math.log(z.reduce((acc, x) => acc + Math.exp(x - m), 0));
         ent -= z.reduce((acc, x) => acc + Math.exp(x - lse) * (x - lse), 0) / (2 * B);
+        z.forEach((x, k) => (marginal[k] += Math.exp(x - lse) / (2 * B)));
       }
+      const margEnt = -marginal.reduce((acc, p) => acc + p * Math.log(p), 0);
       expectClose([await loss.lastTeacherEntropy!.item()], [ent], 1e-4, 1e-5, 'teacher entropy');
+      expectClose([await loss.lastTeacherMarginalEntropy!.item()], [margEnt], 1e-4, 1e-5, 'teacher marginal entropy');
+      expect(margEnt).toBeGreaterThan(ent + 0.1); // the rows differ, so the check above is not the per-row one again
       expectClose(await loss.center.toArray(), Array.from(c0, (c, k) => 0.9 * c + 0.1 * ref.newCenterDelta[k]), 1e-6, 1e-7, 'center');
       L.backward();
       expect(teacher.grad).toBeNull();

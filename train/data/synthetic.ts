@@ -2,12 +2,31 @@
  * SyntheticShapes: the embedded default dataset. Every image is drawn procedurally from
  * (seed, split, index), so nothing is downloaded and any sample can be regenerated on demand.
  *
- * What is drawn (in this order, S = image side in pixels):
+ * Two styles share the ten shape classes, the placement, the masks and the noise:
+ *
+ * 'confetti' (the default, what `webdino train` learns from):
+ *   1. background: colour confetti, cells of max(1, round(S/32)) pixels, each a colour drawn
+ *      independently from the one HSV distribution below: maximally colour-varied and cluttered,
+ *      yet the same in distribution for every image and every crop of it;
+ *   2. the object: a shape class at a random centre and size (`scale` 60–90 % of S), upright within
+ *      ±`rotation` (9°) degrees, solid white (235);
+ *   3. per-pixel noise (σ 2–9 levels per channel).
+ *   Why: DINO learns whatever the crops of one image share. In the 'scene' style that is first the
+ *   image's palette (background blend, object colour) and the object's rotation, which no DINO
+ *   augmentation removes, so a 15-minute CPU run learned those and not the shapes
+ *   (bench/lab/dino-learning-probes.md). Here the only thing two crops share is the object, while
+ *   the confetti (different in every crop after resampling) keeps random-init features far from
+ *   the labels. (With white-or-black objects the teacher split the data into exactly those two
+ *   prototypes and stayed there: one shared bit is enough for a shortcut.) The object's area shows
+ *   in the mean brightness, so mean colour is not quite blind to the class (a disc is brighter
+ *   than a ring): nearest class mean of mean RGB scores 30 % (chance 10 %; 'scene' stays under 25 %).
+ *
+ * 'scene' (the first version of this dataset; `clutter` applies to it only):
  *   1. background: a bilinear blend of four random corner colours plus a low-frequency colour wave;
  *   2. 2..6 distractors behind the object: small ellipse blobs (semi-axes 3–9 % of S) and thin line segments
  *      (15–45 % of S), random colours, partly transparent;
  *   3. the object: one of ten SHAPE classes at a random centre, size (its circumscribed circle has a
- *      diameter of `scale` = 30–70 % of S), rotation, with per-class structural parameters (ring
+ *      diameter of `scale` = 30–70 % of S), any rotation, with per-class structural parameters (ring
  *      thickness, star inner radius, bar count, ...) and a fill that is solid, a two-colour linear
  *      gradient or speckled;
  *   4. with probability 0.3 a thin line in front of the object (it occludes, and the mask says so);
@@ -53,6 +72,9 @@ export const SHAPE_CLASSES = [
 /** One of {@link SHAPE_CLASSES}. */
 export type ShapeClass = (typeof SHAPE_CLASSES)[number];
 
+/** How the images look: see the file header. */
+export type SyntheticStyle = 'confetti' | 'scene';
+
 /** 'train' or 'val' (held out: different per-sample seeds). */
 export type SyntheticSplit = 'train' | 'val';
 
@@ -66,11 +88,18 @@ export interface SyntheticShapesOptions {
   length?: number;
   /** Dataset seed, an integer in [0, 2^32) (default 0). */
   seed?: number;
-  /** Object size range as a fraction of the side: diameter of its circumscribed circle (default [0.3, 0.7]). */
-  scale?: readonly [number, number];
+  /** Image style (default 'confetti'); see the file header. */
+  style?: SyntheticStyle;
   /**
-   * Clutter level in [0, 1] (default 1): scales the colour differences across the background
-   * (corner blend and wave) and the number of distractors. 1 draws exactly the images above.
+   * Object size range as a fraction of the side: diameter of its circumscribed circle (default
+   * [0.6, 0.9] for 'confetti', [0.3, 0.7] for 'scene').
+   */
+  scale?: readonly [number, number];
+  /** Largest object rotation away from upright, in degrees, in [0, 180] (default 9 for 'confetti', 180 for 'scene'). */
+  rotation?: number;
+  /**
+   * 'scene' only. Clutter level in [0, 1] (default 1): scales the colour differences across the
+   * background (corner blend and wave) and the number of distractors. 1 draws exactly the images above.
    */
   clutter?: number;
 }
@@ -91,7 +120,9 @@ export class SyntheticShapes implements Dataset {
   readonly split: SyntheticSplit;
   readonly size: number;
   readonly seed: number;
+  readonly style: SyntheticStyle;
   readonly scale: readonly [number, number];
+  readonly rotation: number;
   readonly clutter: number;
   /** Scratch canvas, reused between samples (generation is synchronous). */
   private readonly canvas: Canvas;
@@ -109,9 +140,17 @@ export class SyntheticShapes implements Dataset {
     if (!Number.isInteger(this.seed) || this.seed < 0 || this.seed >= 2 ** 32) {
       throw new RangeError(`SyntheticShapes: seed must be an integer in [0, 2^32), got ${this.seed}`);
     }
-    this.scale = options.scale ?? [0.3, 0.7];
+    this.style = options.style ?? 'confetti';
+    if (this.style !== 'confetti' && this.style !== 'scene') {
+      throw new Error(`SyntheticShapes: style must be 'confetti' or 'scene', got ${String(this.style)}`);
+    }
+    const scene = this.style === 'scene';
+    this.scale = options.scale ?? (scene ? [0.3, 0.7] : [0.6, 0.9]);
     const [lo, hi] = this.scale;
     if (!(lo > 0 && lo <= hi && hi <= 0.95)) throw new RangeError(`SyntheticShapes: scale must satisfy 0 < lo <= hi <= 0.95, got [${lo}, ${hi}]`);
+    this.rotation = options.rotation ?? (scene ? 180 : 9);
+    if (!(this.rotation >= 0 && this.rotation <= 180)) throw new RangeError(`SyntheticShapes: rotation must be in [0, 180] degrees, got ${this.rotation}`);
+    if (!scene && options.clutter !== undefined) throw new Error("SyntheticShapes: clutter applies to style 'scene' only");
     this.clutter = options.clutter ?? 1;
     if (!(this.clutter >= 0 && this.clutter <= 1)) throw new RangeError(`SyntheticShapes: clutter must be in [0, 1], got ${this.clutter}`);
     this.canvas = new Canvas(this.size);
@@ -137,7 +176,7 @@ export class SyntheticShapes implements Dataset {
   getSync(index: number): Sample {
     const label = this.labelOf(index);
     const rng = new Rng(hashWords(this.seed, SPLIT_SALT[this.split], PURPOSE_SAMPLE, index));
-    return drawSample(this.canvas, rng, SHAPE_CLASSES[label]!, label, this.scale, this.clutter);
+    return drawSample(this.canvas, rng, SHAPE_CLASSES[label]!, label, this);
   }
 
   /** Same as getSync. */
@@ -633,23 +672,64 @@ function drawDistractors(cv: Canvas, rng: Rng, clutter: number): void {
 }
 
 /** Draws one whole sample on the canvas and returns it as bytes. */
-function drawSample(cv: Canvas, rng: Rng, cls: ShapeClass, label: number, scale: readonly [number, number], clutter: number): Sample {
+/** What drawSample needs to know of the dataset. */
+interface DrawOptions {
+  readonly style: SyntheticStyle;
+  readonly scale: readonly [number, number];
+  readonly rotation: number;
+  readonly clutter: number;
+}
+
+/** Colour confetti: square cells of max(1, round(S/32)) pixels, each an independent randomColour. */
+function drawConfetti(cv: Canvas, rng: Rng): void {
   const S = cv.S;
+  const cell = Math.max(1, Math.round(S / 32));
+  const rgb = cv.rgb;
+  for (let y0 = 0; y0 < S; y0 += cell) {
+    for (let x0 = 0; x0 < S; x0 += cell) {
+      const c = randomColour(rng);
+      for (let y = y0; y < Math.min(S, y0 + cell); y++) {
+        for (let x = x0; x < Math.min(S, x0 + cell); x++) {
+          const o = 3 * (y * S + x);
+          rgb[o] = c[0];
+          rgb[o + 1] = c[1];
+          rgb[o + 2] = c[2];
+        }
+      }
+    }
+  }
+}
+
+function drawSample(cv: Canvas, rng: Rng, cls: ShapeClass, label: number, o: DrawOptions): Sample {
+  const S = cv.S;
+  const scene = o.style === 'scene';
   cv.cover.fill(0);
   cv.front.fill(0);
-  const background = drawBackground(cv, rng, clutter);
-  drawDistractors(cv, rng, clutter);
+  let background: ((x: number, y: number) => Rgb) | null = null;
+  if (scene) {
+    background = drawBackground(cv, rng, o.clutter);
+    drawDistractors(cv, rng, o.clutter);
+  } else {
+    drawConfetti(cv, rng);
+  }
 
   // Placement: the circumscribed circle (plus the anti-aliasing half pixel) stays inside the image.
-  const R = (rng.range(scale[0], scale[1]) * S) / 2;
+  const R = (rng.range(o.scale[0], o.scale[1]) * S) / 2;
   const cx = rng.range(R + 1, S - R - 1);
   const cy = rng.range(R + 1, S - R - 1);
-  const theta = rng.range(0, 2 * Math.PI);
+  // One draw u ∈ [0, 2π) either way; a full turn uses it as is (the 'scene' images are unchanged).
+  const u = rng.range(0, 2 * Math.PI);
+  const theta = o.rotation >= 180 ? u : (u / Math.PI - 1) * ((o.rotation * Math.PI) / 180);
   const sdf = shapeSdf(cls, cx, cy, R, theta, rng);
+
+  if (!scene) {
+    cv.paint(sdf, { cx, cy, rx: R, ry: R }, solid([235, 235, 235]), 1, cv.cover);
+    return finishSample(cv, rng, label);
+  }
 
   // Object colour: redraw until it stands out from the background at the centre (same rule for
   // every class; keep the best of 12 draws).
-  const bg = background(cx, cy);
+  const bg = background!(cx, cy);
   let c0 = randomColour(rng);
   for (let tries = 0; tries < 12 && colourDistance(c0, bg) < 100; tries++) {
     const c = randomColour(rng);
@@ -675,7 +755,12 @@ function drawSample(cv: Canvas, rng: Rng, cls: ShapeClass, label: number, scale:
     const line = randomLine(S, rng);
     cv.paint(line.sdf, line.box, solid(randomColour(rng)), 1, cv.front);
   }
+  return finishSample(cv, rng, label);
+}
 
+/** Pixel noise, quantisation to bytes and the object mask of the painted canvas. */
+function finishSample(cv: Canvas, rng: Rng, label: number): Sample {
+  const S = cv.S;
   // Noise, quantisation and the mask. One 32-bit hash per value gives two 16-bit uniforms; their
   // sum is triangular on [0, 2^17) with standard deviation 2^16/√6. Uint8ClampedArray stores
   // clamp(round-half-even(v)), the quantisation (and much faster than Math.round + clamp).
