@@ -20,7 +20,11 @@ export interface TrainingReportOptions {
   outDir: string;
   /** The backbone to draw (the teacher), in eval mode. */
   backbone: VisionTransformer;
-  /** Input side of the pictures (the training resolution). */
+  /**
+   * Input side of the pictures. Callers pass twice the training crop, as the demo does and as
+   * DINO's visualize_attention does (480 px for models trained at 224): at the training size a
+   * patch-8 model on 32 px crops has only 4×4 attention cells.
+   */
   size: number;
   /** Images to draw from (the training data). */
   dataset: Dataset;

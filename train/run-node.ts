@@ -146,7 +146,7 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
   if (opts.report !== false) {
     // Everything is saved already: a report failure must not fail the run.
     try {
-      report = await writeTrainingReport(engine, { outDir: out, backbone: trainer.teacherBackbone, size: c.globalSize, dataset: opts.dataset, config: { ...c } });
+      report = await writeTrainingReport(engine, { outDir: out, backbone: trainer.teacherBackbone, size: 2 * c.globalSize, dataset: opts.dataset, config: { ...c } });
       log(`report: ${report}`);
     } catch (e) {
       log(`warning: the training report could not be written: ${(e as Error).message}`);

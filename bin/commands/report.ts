@@ -39,7 +39,8 @@ export const report: Command = {
     try {
       const { model, spec } = await loadBackbone(wd, teacherPath);
       try {
-        const size = (config?.globalSize as number | undefined) ?? spec.imgSize ?? 224;
+        // Pictures at twice the training crop, as after `webdino train` (see TrainingReportOptions.size).
+        const size = 2 * ((config?.globalSize as number | undefined) ?? spec.imgSize ?? 224);
         const path = await writeTrainingReport(wd, {
           outDir: dir,
           backbone: model,
