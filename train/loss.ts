@@ -50,7 +50,7 @@ export class DinoLoss {
   lastTeacherEntropy: Tensor | null = null;
   /**
    * Entropy (nats) of the batch-mean teacher distribution in the last `forward` (a scalar tensor of
-   * that step's scope). With {@link lastTeacherEntropy} it tells the two collapses apart (DINO §5.3):
+   * that step's scope). With {@link lastTeacherEntropy} it tells the two collapses apart (the DINO paper's 'Avoiding collapse'):
    * both near 0 = every image on one prototype; both near ln K = uniform targets; healthy training
    * has a low per-image entropy and a high marginal one.
    */

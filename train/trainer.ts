@@ -118,7 +118,7 @@ export const DINO_DEFAULTS: TrainConfig = {
  * finishes within 15 minutes on two CPU cores (lavapipe, ~0.9 s per step of 32 images).
  * What differs from DINO's defaults, and why (measurements in bench/lab/dino-learning-probes.md):
  * - ViT dim 64, depth 4, 2 heads, patch 8 on 32 px global and 16 px local crops (4×4 and 2×2
- *   tokens; patch 4 learned no better in its budget and ran 3× slower); K = 1024 prototypes, head
+ *   tokens; patch 4 runs ~3× slower, so only a third of the steps would fit); K = 1024 prototypes, head
  *   hidden 512 and bottleneck 128.
  * - Base lr 4e-3 (peak 5e-4 after the linear scaling rule at batch 32: DINO's 5e-4 base would
  *   peak at 6e-5, too little for a short run) and teacher momentum 0.99 instead of 0.996 (a short

@@ -64,8 +64,9 @@ export const train: Command = {
     '(every --checkpoint-every iterations and at the end), OUT/teacher_backbone.safetensors (official\n' +
     'key names; for `webdino embed`), OUT/metrics.jsonl and OUT/loss.png. Ctrl-C stops after the\n' +
     'current step and saves a checkpoint; --resume continues exactly where a run stopped.\n' +
-    'With no options: the CPU default config (ViT custom dim 64, depth 4, 2 heads, patch 4, 32 px global\n' +
-    'crops, 6 local crops of 16 px, K = 1024, 2 epochs of 156 steps of 32) on the embedded dataset.',
+    'With no options: the CPU default config (ViT custom dim 64, depth 4, 2 heads, patch 8, 32 px global\n' +
+    'crops, 6 local crops of 16 px, K = 1024, teacher temperature 0.02, no brightness/contrast jitter,\n' +
+    '5 epochs of 156 steps of 32: about 10 minutes on two CPU cores) on the embedded dataset.',
   options: {
     data: { type: 'string', value: '<data>', description: "Training images: 'synthetic' (default, embedded), 'synthetic-scene' (the harder style), an ImageFolder directory, or a CIFAR folder" },
     out: { type: 'string', value: '<dir>', description: 'Output folder (default: runs/dino)' },

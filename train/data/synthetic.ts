@@ -31,10 +31,10 @@
  *      gradient or speckled;
  *   4. with probability 0.3 a thin line in front of the object (it occludes, and the mask says so);
  *   5. per-pixel noise (σ 2–9 levels per channel).
- * Every colour (background, distractors, object) comes from the same distribution for every class,
- * so colour statistics carry no class information; only shape and structure do. The object colour is
- * redrawn (same rule for every class) until it differs from the background at its centre, so the
- * object stays visible.
+ *   Every colour (background, distractors, object) comes from the same distribution for every class,
+ *   so colour statistics carry no class information; only shape and structure do. The object colour
+ *   is redrawn (same rule for every class) until it differs from the background at its centre, so
+ *   the object stays visible.
  *
  * Anti-aliasing: every primitive is a signed distance function d(x, y) in pixels (negative inside),
  * evaluated at pixel centres; coverage = clamp(0.5 − d, 0, 1), i.e. the area of a one-pixel box
@@ -671,7 +671,6 @@ function drawDistractors(cv: Canvas, rng: Rng, clutter: number): void {
   }
 }
 
-/** Draws one whole sample on the canvas and returns it as bytes. */
 /** What drawSample needs to know of the dataset. */
 interface DrawOptions {
   readonly style: SyntheticStyle;
@@ -700,6 +699,7 @@ function drawConfetti(cv: Canvas, rng: Rng): void {
   }
 }
 
+/** Draws one whole sample on the canvas and returns it as bytes. */
 function drawSample(cv: Canvas, rng: Rng, cls: ShapeClass, label: number, o: DrawOptions): Sample {
   const S = cv.S;
   const scene = o.style === 'scene';
