@@ -134,13 +134,17 @@ export function lineChartPng(series: readonly Series[], opts: { width?: number; 
   return encodePng(W, H, c.data, 3);
 }
 
-/** Exponential moving average of a series (for a smoothed loss curve). */
-export function smooth(y: ArrayLike<number>, alpha = 0.1): Float64Array {
-  const out = new Float64Array(y.length);
+/**
+ * Exponential moving average of a series (weight `alpha` on the newest value), for smoothed loss
+ * curves: loss.png, report.html and the demo's chart. Non-finite values are skipped (the average
+ * carries over them; NaN until the first finite value).
+ */
+export function ema(y: readonly number[], alpha = 0.1): number[] {
+  const out: number[] = [];
   let m = NaN;
-  for (let i = 0; i < y.length; i++) {
-    m = Number.isNaN(m) ? y[i] : (1 - alpha) * m + alpha * y[i];
-    out[i] = m;
+  for (const v of y) {
+    if (Number.isFinite(v)) m = Number.isNaN(m) ? v : (1 - alpha) * m + alpha * v;
+    out.push(m);
   }
   return out;
 }

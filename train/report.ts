@@ -13,6 +13,7 @@
  * iteration, knn_top1, ...}), parsed by {@link parseMetrics}.
  */
 import { encodePng, type RgbImage } from '../models/io/image.js';
+import { ema } from './plot.js';
 
 /** One training step of metrics.jsonl. */
 export interface StepRecord {
@@ -186,16 +187,6 @@ export function lineChartSvg(series: readonly ChartSeries[], opts: ChartOptions)
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${escapeHtml(opts.title)}">${parts.join('')}</svg>`;
 }
 
-/** Exponential moving average (for the smoothed loss). */
-export function ema(y: readonly number[], alpha = 0.05): number[] {
-  const out: number[] = [];
-  let m = NaN;
-  for (const v of y) {
-    if (Number.isFinite(v)) m = Number.isNaN(m) ? v : (1 - alpha) * m + alpha * v;
-    out.push(m);
-  }
-  return out;
-}
 
 // -------------------------------------------------------------------------------------------------
 // Pictures and the page
@@ -261,7 +252,7 @@ export function reportCharts(m: Metrics): string[] {
   const charts: string[] = [];
   const add = (svg: string) => svg && charts.push(svg);
   const x = 'iteration';
-  add(lineChartSvg([{ name: 'loss', x: it, y: loss, color: '#a9c6ea' }, { name: 'smoothed', x: it, y: ema(loss), color: '#1f5fb4' }], { title: 'DINO loss', xLabel: x }));
+  add(lineChartSvg([{ name: 'loss', x: it, y: loss, color: '#a9c6ea' }, { name: 'smoothed', x: it, y: ema(loss, 0.05), color: '#1f5fb4' }], { title: 'DINO loss', xLabel: x }));
   const evalKeys = [...new Set(m.evals.flatMap((e) => Object.keys(e).filter((k) => k !== 'iteration')))].sort();
   if (evalKeys.length) {
     const colors = ['#d62728', '#ff9f1c', '#2ca02c', '#9467bd', '#8c564b', '#17becf'];

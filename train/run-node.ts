@@ -22,7 +22,7 @@ import { DataLoader, type LoaderPosition } from './data/loader.js';
 import type { Dataset } from './data/dataset.js';
 import { checkpointBytes, exportTeacherBackbone, readCheckpointMeta, restoreCheckpoint } from './checkpoint.js';
 import { DinoTrainer, type StepResult, type TrainConfig } from './trainer.js';
-import { lineChartPng, smooth } from './plot.js';
+import { ema, lineChartPng } from './plot.js';
 import { writeTrainingReport } from './report-node.js';
 
 export interface RunOptions {
@@ -182,7 +182,7 @@ export function writeLossCurve(metricsPath: string, pngPath: string): void {
   }
   const png = lineChartPng([
     { y: losses, color: [170, 200, 235] },
-    { y: smooth(losses, 0.05), color: [30, 90, 180] },
+    { y: ema(losses, 0.05), color: [30, 90, 180] },
   ]);
   writeFileSync(pngPath, png);
 }

@@ -5,18 +5,9 @@
  * normalised per map as DINO's visualize_attention.py saves them).
  */
 import { heatmapRgb } from '../train/attention-maps.js';
+import { ema } from '../train/plot.js';
 import type { AttentionMap, RgbImage } from './protocol.js';
 
-/** Exponential moving average of `y` (weight `alpha` on the newest value); NaNs are skipped. */
-export function ema(y: readonly number[], alpha = 0.1): number[] {
-  const out: number[] = [];
-  let s = NaN;
-  for (const v of y) {
-    if (Number.isFinite(v)) s = Number.isFinite(s) ? (1 - alpha) * s + alpha * v : v;
-    out.push(s);
-  }
-  return out;
-}
 
 /** Draws the loss history (`losses[i]` = loss of iteration i; holes allowed) on `canvas`. */
 export function drawLossChart(canvas: HTMLCanvasElement, losses: readonly number[], total: number): void {

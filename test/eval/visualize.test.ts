@@ -17,6 +17,7 @@ import type { VisionTransformer } from '../../models/vit.js';
 import { heatmapRgb, overlayRgb, upsampleNearest } from '../../train/attention-maps.js';
 import { computeAttentionMaps } from '../../train/embed-node.js';
 import { fitPca, pcaProject, pcaRgb, symmetricEigen } from '../../train/pca.js';
+import { ema } from '../../train/plot.js';
 import { base64, lineChartSvg, niceTicks, parseMetrics, renderReport } from '../../train/report.js';
 import { getEngine } from '../helpers.js';
 import { tinyBackbone, webdino } from './cli.js';
@@ -165,6 +166,14 @@ describe('webdino visualize', () => {
 });
 
 describe('report building blocks', () => {
+  it('ema: the one loss smoother (loss.png, report, demo) carries over non-finite values', () => {
+    const y = [NaN, 2, 4, Infinity, 8];
+    const out = ema(y, 0.5);
+    expect(out[0]).toBeNaN();
+    expect(out.slice(1)).toEqual([2, 3, 3, 5.5]);
+    expect(ema([1, 1, 1]).every((v) => v === 1)).toBe(true);
+  });
+
   it('parses metrics.jsonl, counting unreadable lines', () => {
     const m = parseMetrics(
       [
