@@ -54,18 +54,19 @@ export { DinoTrainer, DINO_DEFAULTS, CPU_DEFAULT_CONFIG, NonFiniteLossError, res
 export type { TrainConfig, StepResult } from './train/trainer.js';
 export { DinoLoss, sinkhornKnopp } from './train/loss.js';
 export { cosineScheduler, teacherTempSchedule, dinoSchedules } from './train/schedules.js';
-export { MultiCropAugmenter, evalTransform, DINO_MULTICROP } from './train/augment.js';
+export { MultiCropAugmenter, DINO_MULTICROP } from './train/augment.js';
+export { evalTransform } from './train/data/transforms.js';
 export type { MultiCropOptions, MultiCropBatch } from './train/augment.js';
 export { checkpointBytes, restoreCheckpoint, readCheckpointMeta, exportTeacherBackbone } from './train/checkpoint.js';
 export { SyntheticShapes, SHAPE_CLASSES } from './train/data/synthetic.js';
 export { DataLoader } from './train/data/loader.js';
 export type { Dataset, Sample } from './train/data/dataset.js';
-export { knnClassify, extractFeatures } from './train/knn.js';
-export { datasetFeatures } from './train/features.js';
-export { evaluateSegmentation, datasetSegmentationSource, clsAttention } from './train/segment.js';
-export { attentionMasks, jaccard } from './train/attention-maps.js';
-export { linearProbe } from './train/linear-probe.js';
-export { fitPca, pcaRgb } from './train/pca.js';
+export { knnClassify, extractFeatures } from './eval/knn.js';
+export { datasetFeatures } from './eval/features.js';
+export { evaluateSegmentation, datasetSegmentationSource, clsAttention } from './eval/segment.js';
+export { attentionMasks, jaccard } from './eval/attention-maps.js';
+export { linearProbe } from './eval/linear-probe.js';
+export { fitPca, pcaRgb } from './eval/pca.js';
 
 /**
  * Creates an engine on the best available WebGPU adapter (Dawn in Node, navigator.gpu in

@@ -34,7 +34,7 @@
  *   the same convention as argmax in kernels/reduce.ts).
  * - −∞ and +∞ are ordinary values. NaN is never selected (every comparison with it is false): a
  *   row with fewer than k non-NaN values keeps sentinels (−∞, index 2³²) in its last slots. WGSL
- *   does not promise NaN semantics, so callers that may see NaN must check (train/knn.ts does).
+ *   does not promise NaN semantics, so callers that may see NaN must check (eval/knn.ts does).
  * - The input is read through `dense()` (views are copied first); the outputs are new contiguous
  *   tensors [..., k].
  */

@@ -1,6 +1,6 @@
 /**
- * DINO's multi-crop augmentation (main_dino.DataAugmentationDINO) on the GPU, and DINO's eval
- * transform (Resize(256) + CenterCrop(224) + normalise, scaled to any crop size).
+ * DINO's multi-crop augmentation (main_dino.DataAugmentationDINO) on the GPU. The crop-box sampling
+ * and DINO's eval transform it shares with evaluation live in train/data/transforms.ts.
  *
  * Per source image: 2 global crops and N local crops (DINO's order: global 1, global 2, locals).
  * Each crop, in DINO's order of transforms:
@@ -36,6 +36,7 @@ import {
 } from '../kernels/augment.js';
 
 export type { CropParams, ImageLike, Normalisation } from '../kernels/augment.js';
+import { evalTransform, type EvalTransformOptions, sampleResizedCropBox } from './data/transforms.js';
 
 /** Configuration of the multi-crop augmentation; every field defaults to DINO's value. */
 export interface MultiCropOptions {
@@ -110,55 +111,6 @@ export interface CropSpec {
   solarizeP: number;
 }
 
-/** Python's round(): halves go to the even neighbour (torchvision's box arithmetic uses it). */
-export function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
-
-/**
- * torchvision's RandomResizedCrop.get_params: up to 10 attempts of area fraction ~U(scale) and
- * aspect ratio log-uniform in `ratio`, w = round(√(A·r)), h = round(√(A/r)), accepted when it fits,
- * at a uniform position; otherwise the centre crop of the whole image clamped to the ratio range.
- * Returns [left, top, width, height].
- */
-export function sampleResizedCropBox(
-  rng: Rng,
-  width: number,
-  height: number,
-  scale: readonly [number, number],
-  ratio: readonly [number, number],
-): [number, number, number, number] {
-  const area = width * height;
-  const logLo = Math.log(ratio[0]);
-  const logHi = Math.log(ratio[1]);
-  for (let attempt = 0; attempt < 10; attempt++) {
-    const target = area * rng.range(scale[0], scale[1]);
-    const aspect = Math.exp(rng.range(logLo, logHi));
-    const w = roundHalfEven(Math.sqrt(target * aspect));
-    const h = roundHalfEven(Math.sqrt(target / aspect));
-    if (w > 0 && w <= width && h > 0 && h <= height) {
-      const top = rng.int(height - h + 1);
-      const left = rng.int(width - w + 1);
-      return [left, top, w, h];
-    }
-  }
-  const inRatio = width / height;
-  let w: number;
-  let h: number;
-  if (inRatio < Math.min(ratio[0], ratio[1])) {
-    w = width;
-    h = roundHalfEven(w / Math.min(ratio[0], ratio[1]));
-  } else if (inRatio > Math.max(ratio[0], ratio[1])) {
-    h = height;
-    w = roundHalfEven(h * Math.max(ratio[0], ratio[1]));
-  } else {
-    w = width;
-    h = height;
-  }
-  return [Math.floor((width - w) / 2), Math.floor((height - h) / 2), w, h];
-}
-
 /** A random permutation of [0, 1, 2, 3] (Fisher-Yates): ColorJitter's op order. */
 function permutation4(rng: Rng): ColourOp[] {
   const p: ColourOp[] = [0, 1, 2, 3];
@@ -205,47 +157,6 @@ export interface MultiCropBatch {
   locals: Tensor | null;
   /** The parameters of each row of `globals` and `locals` (same order). */
   params: { globals: CropParams[]; locals: CropParams[] };
-}
-
-/** Options of the eval transform. */
-export interface EvalTransformOptions {
-  /** Output side (224). */
-  crop?: number;
-  /** Resize ratio: the shorter side is resized to round(crop · resize) first (256/224, DINO's Resize(256) for CenterCrop(224)). */
-  resize?: number;
-  /** Normalisation (ImageNet). */
-  norm?: Normalisation;
-}
-
-/**
- * The eval transform's crop of one image: torchvision Resize(R) with R = round(crop·ratio) (shorter
- * side → R, longer side → int(R·long/short)), then CenterCrop(crop) at round((size − crop)/2).
- */
-export function evalCropParams(image: number, width: number, height: number, crop: number, resize: number): CropParams {
-  const R = Math.round(crop * resize);
-  if (R < crop) throw new RangeError(`evalTransform: resize ${R} is smaller than the crop ${crop} (the resize ratio must be >= 1)`);
-  const [outW, outH] = width <= height ? [R, Math.floor((R * height) / width)] : [Math.floor((R * width) / height), R];
-  return {
-    image, box: [0, 0, width, height], outW, outH,
-    ox: roundHalfEven((outW - crop) / 2), oy: roundHalfEven((outH - crop) / 2),
-    flip: false, ops: [], brightness: 1, contrast: 1, saturation: 1, hue: 0, grayscale: false, sigma: 0, solarize: false,
-  };
-}
-
-/**
- * DINO's eval transform on the GPU: [B, 3, crop, crop] (f32, normalised): bicubic resize of the
- * shorter side to round(crop·256/224) (antialiased, PIL semantics), centre crop, normalise.
- */
-export function evalTransform(engine: Engine, images: readonly ImageLike[], opts: EvalTransformOptions = {}): Tensor {
-  const crop = opts.crop ?? 224;
-  const ratio = opts.resize ?? 256 / 224;
-  const packed = uploadImages(engine, images);
-  try {
-    const params = images.map((img, b) => evalCropParams(b, img.width, img.height, crop, ratio));
-    return cropBatchRaw(engine, packed, params, crop, { norm: opts.norm ?? IMAGENET_NORM });
-  } finally {
-    packed.pixels.dispose();
-  }
 }
 
 /**

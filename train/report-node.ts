@@ -12,7 +12,7 @@ import { writeFileAtomic } from '../models/io/node-files.js';
 import type { VisionTransformer } from '../models/vit.js';
 import type { Dataset } from './data/dataset.js';
 import { parseMetrics, renderReport, type ReportPictureRow } from './report.js';
-import { computeVisuals } from './visualize.js';
+import { computeVisuals } from '../eval/visualize.js';
 
 /** Options of {@link writeTrainingReport}. */
 export interface TrainingReportOptions {

@@ -4,7 +4,7 @@
  * over heads, then each head; viridis heat maps of the last layer's CLS attention, min-max
  * normalised per map as DINO's visualize_attention.py saves them).
  */
-import { heatmapRgb } from '../train/attention-maps.js';
+import { heatmapRgb } from '../eval/attention-maps.js';
 import { ema } from '../train/plot.js';
 import type { AttentionMap, RgbImage } from './protocol.js';
 

@@ -15,7 +15,7 @@
 import { DeviceError, init, NoAdapterError, type Engine } from '../index.js';
 import { checkpointBytes, readCheckpointMeta, restoreCheckpoint } from '../train/checkpoint.js';
 import { DinoTrainer, type TrainConfig } from '../train/trainer.js';
-import { evalTransform } from '../train/augment.js';
+import { evalTransform } from '../train/data/transforms.js';
 import { SyntheticShapes } from '../train/data/synthetic.js';
 import { DataLoader, type Batch, type LoaderPosition } from '../train/data/loader.js';
 import type { Dataset, Sample } from '../train/data/dataset.js';

@@ -9,7 +9,7 @@ import { AdamW, ParamArena, dinoDecayMask } from '../../engine/optim.js';
 import { VisionTransformer, vitConfig } from '../../models/vit.js';
 import { Linear, type Module } from '../../models/nn.js';
 import { SyntheticShapes } from '../../train/data/synthetic.js';
-import { evalTransform } from '../../train/augment.js';
+import { evalTransform } from '../../train/data/transforms.js';
 
 const args: Record<string, string> = Object.fromEntries(process.argv.slice(2).map((a) => a.split("=")));
 const num = (k: string, d: number) => (args[k] !== undefined ? Number(args[k]) : d);

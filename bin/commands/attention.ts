@@ -1,7 +1,7 @@
 /**
  * `webdino attention`: DINO's visualize_attention.py. The last layer's CLS attention of each head
  * over the patch grid of one image, as heat maps and as the masks that keep `--threshold` (0.6) of
- * each head's attention mass (train/attention-maps.ts, DINO's `th_attn`), nearest-upsampled by the
+ * each head's attention mass (eval/attention-maps.ts, DINO's `th_attn`), nearest-upsampled by the
  * patch size to the resolution of the model input.
  *
  * Writes into --out: img.png (the model input: resized, cropped to a multiple of the patch),
@@ -15,8 +15,11 @@ import { init } from '../../index.js';
 import { encodePng } from '../../models/io/image.js';
 import { writeFileAtomic } from '../../models/io/node-files.js';
 import { writeNpy } from '../../models/io/npy.js';
-import { attentionMasks, heatmapRgb, maskedMass, maskRgb, upsampleNearest } from '../../train/attention-maps.js';
-import { computeAttentionMaps, describeArch, loadBackbone, readImage } from '../../train/embed-node.js';
+import { attentionMasks, heatmapRgb, maskedMass, maskRgb, upsampleNearest } from '../../eval/attention-maps.js';
+import { describeArch } from '../../models/backbone.js';
+import { loadBackbone } from '../../models/backbone-node.js';
+import { readImage } from '../../train/data/image-files-node.js';
+import { computeAttentionMaps } from '../../eval/embed.js';
 import { type Command, intOption, numOption, strOption, UsageError } from '../command.js';
 import { archRequest, WEIGHT_OPTIONS, weightsOption } from './embed.js';
 

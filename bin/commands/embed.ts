@@ -1,7 +1,7 @@
 /**
  * `webdino embed`: CLS features (and optionally the last layer's CLS attention) of a folder of
  * images or a normalised NCHW .npy array, through a ViT backbone loaded from safetensors or a
- * PyTorch checkpoint (official DINO checkpoints included). See train/embed-node.ts for how the
+ * PyTorch checkpoint (official DINO checkpoints included). See models/backbone.ts and eval/embed-node.ts for how the
  * weights and their architecture are read.
  *
  * Outputs are written only at the end, each atomically (temporary file + rename): a failure at
@@ -14,7 +14,9 @@ import cliProgress from 'cli-progress';
 import { init } from '../../index.js';
 import { writeFileAtomic } from '../../models/io/node-files.js';
 import { writeNpy } from '../../models/io/npy.js';
-import { type ArchRequest, describeArch, embedAll, loadBackbone, openEmbedInput } from '../../train/embed-node.js';
+import { type ArchRequest, describeArch } from '../../models/backbone.js';
+import { loadBackbone } from '../../models/backbone-node.js';
+import { embedAll, openEmbedInput } from '../../eval/embed-node.js';
 import { type Command, type Io, intOption, type OptionSpec, strOption, UsageError, type Values } from '../command.js';
 
 const ARCHS = ['vit_tiny', 'vit_small', 'vit_base', 'custom'] as const;

@@ -4,22 +4,23 @@
  *   evaluation transform (resize, centre crop, ImageNet normalisation), l2-normalised; each test
  *   image's k nearest training images vote with weight exp(similarity / T); top-1 and top-5 for each k.
  * - `eval segment`: Jaccard index of the last layer's CLS-attention masks (60 % of the mass, per
- *   head) against ground-truth masks (train/segment.ts).
- * - `eval linear`: DINO's linear probe (eval_linear.py) on frozen features (train/linear-probe.ts).
+ *   head) against ground-truth masks (eval/segment.ts).
+ * - `eval linear`: DINO's linear probe (eval_linear.py) on frozen features (eval/linear-probe.ts).
  */
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { init } from '../../index.js';
 import { writeFileAtomic } from '../../models/io/node-files.js';
 import { writeSafetensors } from '../../models/io/safetensors.js';
-import { openDataset } from '../../train/datasets-node.js';
-import { describeArch, loadBackbone } from '../../train/embed-node.js';
-import { firstN } from '../../train/eval-node.js';
-import { datasetFeatures } from '../../train/features.js';
-import { knnClassify } from '../../train/knn.js';
-import { LINEAR_CPU_DEFAULTS, linearProbe, linearProbeConfig } from '../../train/linear-probe.js';
-import { datasetSegmentationSource, evaluateSegmentation, type SegmentationSource } from '../../train/segment.js';
-import { openMaskFolder } from '../../train/segment-node.js';
+import { openDataset } from '../../train/data/open-node.js';
+import { describeArch } from '../../models/backbone.js';
+import { loadBackbone } from '../../models/backbone-node.js';
+import { firstN } from '../../train/eval-hooks-node.js';
+import { datasetFeatures } from '../../eval/features.js';
+import { knnClassify } from '../../eval/knn.js';
+import { LINEAR_CPU_DEFAULTS, linearProbe, linearProbeConfig } from '../../eval/linear-probe.js';
+import { datasetSegmentationSource, evaluateSegmentation, type SegmentationSource } from '../../eval/segment.js';
+import { openMaskFolder } from '../../eval/segment-node.js';
 import { type Command, intOption, numOption, strOption, UsageError } from '../command.js';
 import { archRequest, BatchProgress, WEIGHT_OPTIONS, weightsOption } from './embed.js';
 

@@ -8,8 +8,9 @@ import { join } from 'node:path';
 import { init } from '../../index.js';
 import { readBytes } from '../../models/io/node-files.js';
 import { readCheckpointMeta } from '../../train/checkpoint.js';
-import { openDataset } from '../../train/datasets-node.js';
-import { describeArch, loadBackbone } from '../../train/embed-node.js';
+import { openDataset } from '../../train/data/open-node.js';
+import { describeArch } from '../../models/backbone.js';
+import { loadBackbone } from '../../models/backbone-node.js';
 import { writeTrainingReport } from '../../train/report-node.js';
 import { type Command, intOption, strOption, UsageError } from '../command.js';
 

@@ -5,10 +5,10 @@
  */
 import { init } from '../../index.js';
 import { runTraining } from '../../train/run-node.js';
-import { openDataset } from '../../train/datasets-node.js';
+import { openDataset } from '../../train/data/open-node.js';
 import { CPU_DEFAULT_CONFIG, DINO_DEFAULTS, type DinoTrainer, NonFiniteLossError, type TrainConfig } from '../../train/trainer.js';
-import { firstN, knnEvaluator } from '../../train/eval-node.js';
-import { datasetSegmentationSource, segmentationEvaluator } from '../../train/segment.js';
+import { firstN, knnEvaluator } from '../../train/eval-hooks-node.js';
+import { datasetSegmentationSource, segmentationEvaluator } from '../../eval/segment.js';
 import { type Command, intOption, numOption, strOption, UsageError, type Values } from '../command.js';
 import { ProgressReporter } from '../progress.js';
 

@@ -1,6 +1,6 @@
 /**
  * `webdino visualize`: for a folder of images (or one image), per-head attention maps overlaid on
- * each image and a PCA of the patch features as RGB (train/visualize.ts). The PCA is fitted
+ * each image and a PCA of the patch features as RGB (eval/visualize.ts). The PCA is fitted
  * jointly on every patch of every image, so colours mean the same thing across the folder.
  *
  * Writes into --out, for an image NAME.ext: NAME-input.png (what the model saw: the whole image
@@ -13,8 +13,10 @@ import { basename, extname, join } from 'node:path';
 import { init } from '../../index.js';
 import { encodePng, type RgbImage } from '../../models/io/image.js';
 import { writeFileAtomic } from '../../models/io/node-files.js';
-import { describeArch, listImageFiles, loadBackbone, readImage } from '../../train/embed-node.js';
-import { computeVisuals } from '../../train/visualize.js';
+import { describeArch } from '../../models/backbone.js';
+import { loadBackbone } from '../../models/backbone-node.js';
+import { listImageFiles, readImage } from '../../train/data/image-files-node.js';
+import { computeVisuals } from '../../eval/visualize.js';
 import { type Command, intOption, numOption, strOption, UsageError } from '../command.js';
 import { archRequest, WEIGHT_OPTIONS, weightsOption } from './embed.js';
 

@@ -11,7 +11,7 @@
  *      its heat-map cells are not uniform;
  *   4. resume and pause;
  *   5. the checkpoint downloads (a webdino training checkpoint at the paused iteration);
- *   6. Node's `webdino embed` path (loadBackbone + embedAll of train/embed-node.ts) loads that
+ *   6. Node's `webdino embed` path (loadBackbone of models/backbone-node.ts + embedAll of eval/embed-node.ts) loads that
  *      file and gives the same features as the page for the page's fixed images (written as PNG,
  *      lossless), within 1e-4 relative (max |Δ| ≤ 1e-4 · max |f|): different WebGPU
  *      implementations (SwiftShader vs lavapipe) only reorder f32 sums;
@@ -30,7 +30,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { init } from '../../index.js';
 import { encodePng } from '../../models/io/image.js';
 import { readCheckpointMeta } from '../../train/checkpoint.js';
-import { embedAll, loadBackbone, openEmbedInput } from '../../train/embed-node.js';
+import { loadBackbone } from '../../models/backbone-node.js';
+import { embedAll, openEmbedInput } from '../../eval/embed-node.js';
 import { startStaticServer, type StaticServer } from '../../scripts/static-server.mjs';
 import { chromiumPath, launchChromium } from './chromium.js';
 import { buildDemo } from './harness.js';

@@ -15,9 +15,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser } from 'playwright-core';
 import { decodeImage } from '../../models/io/image.js';
 import { SyntheticShapes } from '../../train/data/synthetic.js';
-import { firstN, knnEvaluator } from '../../train/eval-node.js';
+import { firstN, knnEvaluator } from '../../train/eval-hooks-node.js';
 import { runTraining } from '../../train/run-node.js';
-import { datasetSegmentationSource, segmentationEvaluator } from '../../train/segment.js';
+import { datasetSegmentationSource, segmentationEvaluator } from '../../eval/segment.js';
 import { getEngine } from '../helpers.js';
 import { chromiumPath, launchChromium } from './chromium.js';
 

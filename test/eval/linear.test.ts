@@ -1,5 +1,5 @@
 /**
- * The linear probe (train/linear-probe.ts, `webdino eval linear`) on a tiny random ViT:
+ * The linear probe (eval/linear-probe.ts, `webdino eval linear`) on a tiny random ViT:
  * - one and two SGD-momentum steps of the GPU classifier equal the float64 reference (gradient of
  *   the mean cross-entropy, momentum buffer, weight decay);
  * - the probe's features: last-n CLS tokens concatenated, DINO's interleaved [cls, avg] for n = 1,
@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../index.js';
 import { parseSafetensorsWithMetadata } from '../../models/io/safetensors.js';
 import type { VisionTransformer } from '../../models/vit.js';
-import { cosineEpochLr, LinearClassifier, probeFeatures, sgdStepRef, topkAccuracy } from '../../train/linear-probe.js';
+import { cosineEpochLr, LinearClassifier, probeFeatures, sgdStepRef, topkAccuracy } from '../../eval/linear-probe.js';
 import { expectClose, getEngine, randn } from '../helpers.js';
 import { tinyBackbone, webdino } from './cli.js';
 

@@ -1,5 +1,5 @@
 /**
- * `webdino eval segment` and train/segment.ts: the Jaccard index of DINO's 60 %-mass CLS-attention
+ * `webdino eval segment` and eval/segment.ts: the Jaccard index of DINO's 60 %-mass CLS-attention
  * masks against ground-truth masks.
  * - hand-computed cases: th_attn on a 2x2 grid, nearest upsampling to the image (also to a size that
  *   is not a multiple of the grid), Jaccard per head;
@@ -15,10 +15,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../index.js';
 import { encodePng, type RgbImage } from '../../models/io/image.js';
 import type { VisionTransformer } from '../../models/vit.js';
-import { computeAttentionMaps } from '../../train/embed-node.js';
+import { computeAttentionMaps } from '../../eval/embed.js';
 import { SyntheticShapes } from '../../train/data/synthetic.js';
-import { attentionJaccard, maskToImage } from '../../train/segment.js';
-import { binaryMask, openMaskFolder } from '../../train/segment-node.js';
+import { attentionJaccard, maskToImage } from '../../eval/segment.js';
+import { binaryMask, openMaskFolder } from '../../eval/segment-node.js';
 import { getEngine } from '../helpers.js';
 import { tinyBackbone, webdino } from './cli.js';
 

@@ -1,5 +1,5 @@
 /**
- * PCA (train/pca.ts), `webdino visualize` and the report's building blocks (train/report.ts):
+ * PCA (eval/pca.ts), `webdino visualize` and the report's building blocks (train/report.ts):
  * - Jacobi eigen-decomposition of matrices with known spectra; PCA recovers planted directions and
  *   variances, with the documented sign rule; the RGB map is min-max over all rows;
  * - visualize on a tiny random ViT: files, sizes, attention overlays equal to the `webdino
@@ -14,9 +14,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../index.js';
 import { decodeImage, encodePng } from '../../models/io/image.js';
 import type { VisionTransformer } from '../../models/vit.js';
-import { heatmapRgb, overlayRgb, upsampleNearest } from '../../train/attention-maps.js';
-import { computeAttentionMaps } from '../../train/embed-node.js';
-import { fitPca, pcaProject, pcaRgb, symmetricEigen } from '../../train/pca.js';
+import { heatmapRgb, overlayRgb, upsampleNearest } from '../../eval/attention-maps.js';
+import { computeAttentionMaps } from '../../eval/embed.js';
+import { fitPca, pcaProject, pcaRgb, symmetricEigen } from '../../eval/pca.js';
 import { ema } from '../../train/plot.js';
 import { base64, lineChartSvg, niceTicks, parseMetrics, renderReport } from '../../train/report.js';
 import { getEngine } from '../helpers.js';

@@ -28,15 +28,8 @@ import {
   solarizeRef,
   uploadImages,
 } from '../../kernels/augment.js';
-import {
-  DINO_MULTICROP,
-  evalCropParams,
-  evalTransform,
-  MultiCropAugmenter,
-  roundHalfEven,
-  sampleCropParams,
-  sampleResizedCropBox,
-} from '../../train/augment.js';
+import { DINO_MULTICROP, MultiCropAugmenter, sampleCropParams } from '../../train/augment.js';
+import { evalCropParams, evalTransform, roundHalfEven, sampleResizedCropBox } from '../../train/data/transforms.js';
 import { expectClose, getEngine } from '../helpers.js';
 
 const IDENTITY: Normalisation = { mean: [0, 0, 0], std: [1, 1, 1] };

@@ -19,7 +19,7 @@ import { openImageFolder, scanImageFolder } from '../../train/data/image-folder-
 import { type Batch, DataLoader } from '../../train/data/loader.js';
 import { DecodePool } from '../../train/data/loader-node.js';
 import { renderSampleGrid, SHAPE_CLASSES, SyntheticShapes } from '../../train/data/synthetic.js';
-import { openDataset } from '../../train/datasets-node.js';
+import { openDataset } from '../../train/data/open-node.js';
 
 const tmpRoots: string[] = [];
 function tempDir(): string {

@@ -15,10 +15,9 @@ import { readdirSync, realpathSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 
 import { ImageFolder, type ImageFolderListing } from './dataset.js';
+import { IMAGE_EXTENSIONS } from './image-files-node.js';
 import { createNodeImageReader, type NodeImageReaderOptions } from './loader-node.js';
 
-/** Extensions decoded (lower case). */
-export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png'];
 /** Image extensions torchvision accepts that we cannot decode: reported, not silently dropped. */
 const UNSUPPORTED_IMAGE_EXTENSIONS = new Set(['.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp', '.gif', '.heic', '.heif', '.avif']);
 

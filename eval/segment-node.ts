@@ -17,7 +17,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import type { RgbImage } from '../models/io/image.js';
-import { listImageFiles, readImage } from './embed-node.js';
+import { listImageFiles, readImage } from '../train/data/image-files-node.js';
 import type { SegmentationSample, SegmentationSource } from './segment.js';
 
 /** A segmentation source over files, with what was left out. */

@@ -10,21 +10,21 @@
  *   with one message and leave no file at --out; --skip-bad skips and counts;
  * - the attention command writes img/attn/mask PNGs of the right sizes and masks that keep the
  *   threshold's share of the attention mass;
- * - DINO's th_attn rule (train/attention-maps.ts) on hand-computed cases.
+ * - DINO's th_attn rule (eval/attention-maps.ts) on hand-computed cases.
  */
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Rng } from '../index.js';
-import { createViT, type VisionTransformer } from '../models/vit.js';
-import { writeSafetensors } from '../models/io/safetensors.js';
-import { decodeImage, encodePng } from '../models/io/image.js';
-import { parseNpy, writeNpy } from '../models/io/npy.js';
-import { evalTransform } from '../train/augment.js';
-import { attentionMasks, heatmapRgb, jaccard, maskedMass, upsampleNearest, viridis } from '../train/attention-maps.js';
-import type { Io } from '../bin/command.js';
-import { expectClose, getEngine } from './helpers.js';
+import { Rng } from '../../index.js';
+import { createViT, type VisionTransformer } from '../../models/vit.js';
+import { writeSafetensors } from '../../models/io/safetensors.js';
+import { decodeImage, encodePng } from '../../models/io/image.js';
+import { parseNpy, writeNpy } from '../../models/io/npy.js';
+import { evalTransform } from '../../train/data/transforms.js';
+import { attentionMasks, heatmapRgb, jaccard, maskedMass, upsampleNearest, viridis } from '../../eval/attention-maps.js';
+import type { Io } from '../../bin/command.js';
+import { expectClose, getEngine } from '../helpers.js';
 
 type Main = (argv: readonly string[], io?: Io) => Promise<number>;
 let main: Main;
@@ -36,7 +36,7 @@ async function importCli(): Promise<Main> {
   process.argv = [argv[0], 'webdino', '--help'];
   process.stdout.write = (() => true) as typeof process.stdout.write;
   try {
-    return (await import('../bin/cli.js')).main;
+    return (await import('../../bin/cli.js')).main;
   } finally {
     process.argv = argv;
     process.stdout.write = write;
@@ -203,7 +203,7 @@ describe('webdino embed', () => {
     expect(err.split('\n')).toHaveLength(1);
 
     rmSync(HOSTILE_MARKER, { force: true });
-    const pickle = new URL('./fixtures/io/hostile_os_system.pth', import.meta.url).pathname;
+    const pickle = new URL('../fixtures/io/hostile_os_system.pth', import.meta.url).pathname;
     err = await expectFailure(['--weights', pickle, '--input', imgDir], /hostile_os_system\.pth: .*(posix|os)\.?system/);
     expect(err.split('\n')).toHaveLength(1);
     expect(existsSync(HOSTILE_MARKER)).toBe(false);
@@ -251,7 +251,7 @@ describe('webdino embed', () => {
     // Bare weights that match no preset and no --arch.
     await expectFailure(['--weights', bare, '--input', imgDir], /cannot tell the architecture .*dim 32 and depth 2/);
     // A DINO training checkpoint (PyTorch): teacher entry, module./backbone. stripped, head ignored.
-    const ckpt = new URL('./fixtures/io/dino_checkpoint.pth', import.meta.url).pathname;
+    const ckpt = new URL('../fixtures/io/dino_checkpoint.pth', import.meta.url).pathname;
     err = await expectFailure(['--weights', ckpt, '--input', imgDir, '--arch', 'custom', '--embed-dim', '4', '--depth', '1', '--heads', '2'], /missing keys: .*pos_embed/);
     expect(err).not.toMatch(/module\.|backbone\.|head\./);
   });
@@ -364,10 +364,10 @@ describe('webdino eval knn', () => {
   it('prints top-1 and top-5 per k, equal to knnClassify on the same features', async () => {
     const r = await webdino('eval', 'knn', '--weights', weights, '--train-limit', '40', '--val-limit', '20', '--k', '1,5', '--image-size', '32');
     expect(r.code, r.err).toBe(0);
-    const { SyntheticShapes } = await import('../train/data/synthetic.js');
-    const { firstN } = await import('../train/eval-node.js');
-    const { datasetFeatures } = await import('../train/features.js');
-    const { knnClassify } = await import('../train/knn.js');
+    const { SyntheticShapes } = await import('../../train/data/synthetic.js');
+    const { firstN } = await import('../../train/eval-hooks-node.js');
+    const { datasetFeatures } = await import('../../eval/features.js');
+    const { knnClassify } = await import('../../eval/knn.js');
     const wd = await getEngine();
     const tr = await datasetFeatures(wd, model, firstN(new SyntheticShapes({ split: 'train' }), 40), { crop: 32 });
     const va = await datasetFeatures(wd, model, firstN(new SyntheticShapes({ split: 'val' }), 20), { crop: 32 });

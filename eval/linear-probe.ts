@@ -53,9 +53,9 @@ import { Rng } from '../engine/random.js';
 import type { Tensor } from '../engine/tensor.js';
 import { cropBatchRaw, IMAGENET_NORM, type ImageLike, plainCrop, uploadImages } from '../kernels/augment.js';
 import type { VisionTransformer } from '../models/vit.js';
-import { evalTransform, sampleResizedCropBox } from './augment.js';
-import type { Dataset } from './data/dataset.js';
-import { DataLoader } from './data/loader.js';
+import { evalTransform, sampleResizedCropBox } from '../train/data/transforms.js';
+import type { Dataset } from '../train/data/dataset.js';
+import { DataLoader } from '../train/data/loader.js';
 
 /** Settings of the linear probe (see the file header). */
 export interface LinearProbeConfig {

@@ -5,9 +5,9 @@
  */
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
-import type { Dataset } from './data/dataset.js';
-import { DataLoader } from './data/loader.js';
-import { evalTransform } from './augment.js';
+import type { Dataset } from '../train/data/dataset.js';
+import { DataLoader } from '../train/data/loader.js';
+import { evalTransform } from '../train/data/transforms.js';
 import { extractFeatures } from './knn.js';
 
 export interface DatasetFeaturesOptions {

@@ -13,7 +13,7 @@
  *   2. attention a = the last block's CLS-query attention over the h×w patch tokens, per head
  *      (`attn[:, :, 0, 1 + registers:]`, the CLS column dropped).
  *   3. per head, DINO's `th_attn` mask keeping `threshold` (0.6) of the head's mass
- *      (train/attention-maps.ts `attentionMasks`).
+ *      (eval/attention-maps.ts `attentionMasks`).
  *   4. the patch mask is upsampled to the image by nearest neighbour: pixel (y, x) takes cell
  *      (⌊y·h/H⌋, ⌊x·w/W⌋). For H = h·p this is exactly interpolate(scale_factor=p, "nearest"); for
  *      other sizes it is that upsampling followed by a nearest resize of the side×side map to W×H.
@@ -30,7 +30,7 @@ import { cropBatchRaw, IMAGENET_NORM, type ImageLike, plainCrop, uploadImages } 
 import type { RgbImage } from '../models/io/image.js';
 import type { VisionTransformer } from '../models/vit.js';
 import { attentionMasks, jaccard } from './attention-maps.js';
-import type { Dataset } from './data/dataset.js';
+import type { Dataset } from '../train/data/dataset.js';
 
 /** DINO's mass threshold for the attention masks. */
 export const SEGMENT_THRESHOLD = 0.6;

@@ -2,9 +2,9 @@
  * The pictures of `webdino visualize` and of the training report, for a list of images and a ViT:
  * the model input, each head's last-layer CLS attention as a viridis heat map over the image, and
  * the first three principal components of the patch features as RGB (the PCA is fitted jointly on
- * every patch of every image given, train/pca.ts). Browser-safe.
+ * every patch of every image given, eval/pca.ts). Browser-safe.
  *
- * Each image is resized whole to side×side (side a multiple of the patch; train/segment.ts
+ * Each image is resized whole to side×side (side a multiple of the patch; eval/segment.ts
  * `squareInput`); maps are drawn on the h×w patch grid and upsampled ×patch by nearest neighbour,
  * as visualize_attention.py. Patch features are the last block's tokens after the final norm
  * (`get_intermediate_layers(n=1)`), without the CLS (and register) tokens.

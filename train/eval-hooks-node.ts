@@ -4,8 +4,8 @@
  */
 import type { Engine } from '../engine/engine.js';
 import type { Dataset } from './data/dataset.js';
-import { datasetFeatures } from './features.js';
-import { knnClassify } from './knn.js';
+import { datasetFeatures } from '../eval/features.js';
+import { knnClassify } from '../eval/knn.js';
 import type { DinoTrainer } from './trainer.js';
 
 export interface KnnEvaluatorOptions {

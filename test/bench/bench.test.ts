@@ -9,10 +9,10 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { formatRow, runBench } from '../bench/run.js';
-import { BENCH_KERNELS, type BenchCase, benchCases } from '../bench/suite.js';
-import { median, timeKernel } from '../engine/timing.js';
-import { getEngine } from './helpers.js';
+import { formatRow, runBench } from '../../bench/run.js';
+import { BENCH_KERNELS, type BenchCase, benchCases } from '../../bench/suite.js';
+import { median, timeKernel } from '../../engine/timing.js';
+import { getEngine } from '../helpers.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const run = promisify(execFile);

@@ -8,10 +8,10 @@
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Dataset } from './data/dataset.js';
-import { SyntheticShapes } from './data/synthetic.js';
-import { openImageFolder } from './data/image-folder-node.js';
-import { openCifar } from './data/cifar-node.js';
+import type { Dataset } from './dataset.js';
+import { SyntheticShapes } from './synthetic.js';
+import { openImageFolder } from './image-folder-node.js';
+import { openCifar } from './cifar-node.js';
 
 export interface OpenDatasetOptions {
   /** Split used when the spec names none ('train' for training, 'val' for evaluation). */

@@ -10,7 +10,7 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../../index.js';
 import { MAX_K, topk, topkRef, topkSegments } from '../../kernels/topk.js';
-import { extractFeatures, knnClassify, knnRef } from '../../train/knn.js';
+import { extractFeatures, knnClassify, knnRef } from '../../eval/knn.js';
 import { getEngine, randn } from '../helpers.js';
 import type { Engine } from '../../engine/engine.js';
 

@@ -1,0 +1,150 @@
+/**
+ * What `webdino embed` does without the command line: read the input images (a folder of
+ * JPEG/PNG, one image, or a normalised NCHW .npy) and run a backbone over them in batches, giving
+ * CLS features [N, D] and, optionally, the last layer's CLS attention [N, heads, patches]. Node
+ * only (reads files); nothing is written, the caller writes the results.
+ */
+import { statSync } from 'node:fs';
+import { extname } from 'node:path';
+import type { Engine } from '../engine/engine.js';
+import type { Tensor } from '../engine/tensor.js';
+import type { RgbImage } from '../models/io/image.js';
+import { readBytes } from '../models/io/node-files.js';
+import { parseNpy } from '../models/io/npy.js';
+import type { VisionTransformer } from '../models/vit.js';
+import { isImageName, listImageFiles, readImage } from '../train/data/image-files-node.js';
+import { evalTransform } from '../train/data/transforms.js';
+import { embedForward } from './embed.js';
+
+/** The input of `embed`: image files, or an already normalised NCHW array. */
+export type EmbedInput =
+  | { kind: 'images'; files: string[] }
+  | { kind: 'array'; data: Float32Array; shape: [number, number, number, number] };
+
+/**
+ * Opens `path`: a folder (its JPEG/PNG files, sorted), one JPEG/PNG file, or a float .npy of shape
+ * [N, 3, H, W]. Throws with the reason otherwise.
+ */
+export async function openEmbedInput(path: string): Promise<EmbedInput> {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    throw new Error(`input ${path}: no such file or folder`);
+  }
+  if (st.isDirectory()) {
+    const files = listImageFiles(path);
+    if (!files.length) throw new Error(`input ${path}: no .jpg, .jpeg or .png files in this folder`);
+    return { kind: 'images', files };
+  }
+  const ext = extname(path).toLowerCase();
+  if (isImageName(path)) return { kind: 'images', files: [path] };
+  if (ext !== '.npy') throw new Error(`input ${path}: expected a folder of images, a .jpg/.png file or an NCHW .npy array`);
+  try {
+    const a = parseNpy(await readBytes(path));
+    if (!/^[<>|=]?f\d+$/.test(a.descr)) throw new Error(`dtype '${a.descr}' is not floating point (the array must hold normalised pixels)`);
+    if (a.shape.length !== 4 || a.shape[1] !== 3) throw new Error(`shape [${a.shape.join(', ')}] is not [N, 3, H, W]`);
+    if (a.shape[0] < 1) throw new Error('the array holds no images');
+    return { kind: 'array', data: a.data, shape: a.shape as [number, number, number, number] };
+  } catch (e) {
+    throw new Error(`input ${path}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** Options of {@link embedAll}. */
+export interface EmbedOptions {
+  batchSize: number;
+  /** Side of the eval transform's centre crop (image inputs). */
+  crop: number;
+  /** Also return the last layer's CLS attention. */
+  attention: boolean;
+  /** Skip images that fail to decode (reported through onWarning) instead of failing. */
+  skipBad?: boolean;
+  onWarning?: (message: string) => void;
+  /** After each batch: images done (including skipped ones) and the total. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** What {@link embedAll} returns: row-major CPU arrays and their shapes. */
+export interface EmbedResult {
+  features: Float32Array;
+  featuresShape: [number, number];
+  attention?: Float32Array;
+  attentionShape?: [number, number, number];
+  /** Files skipped with `skipBad`. */
+  skipped: string[];
+  /** Wall time of the batch loop (decode, transform, forward, read-back). */
+  seconds: number;
+}
+
+/**
+ * Runs the backbone over the whole input in batches. Image inputs go through DINO's eval
+ * transform (resize to round(crop·256/224), centre crop, ImageNet normalisation); arrays are used
+ * as they are. Nothing is written; the caller writes the results.
+ */
+export async function embedAll(engine: Engine, model: VisionTransformer, input: EmbedInput, opts: EmbedOptions): Promise<EmbedResult> {
+  const total = input.kind === 'images' ? input.files.length : input.shape[0];
+  const D = model.cfg.embedDim;
+  const feats: Float32Array[] = [];
+  const attns: Float32Array[] = [];
+  const skipped: string[] = [];
+  let rows = 0;
+  let patches = 0;
+  const started = performance.now();
+  for (let start = 0; start < total; start += opts.batchSize) {
+    const end = Math.min(total, start + opts.batchSize);
+    let makeBatch: () => Tensor;
+    if (input.kind === 'images') {
+      const images: RgbImage[] = [];
+      for (const f of input.files.slice(start, end)) {
+        try {
+          images.push(await readImage(f));
+        } catch (e) {
+          if (!opts.skipBad) throw e;
+          skipped.push(f);
+          opts.onWarning?.(`skipping ${(e as Error).message}`);
+        }
+      }
+      if (!images.length) {
+        opts.onProgress?.(end, total);
+        continue;
+      }
+      makeBatch = () => evalTransform(engine, images, { crop: opts.crop });
+    } else {
+      const [, C, H, W] = input.shape;
+      const per = C * H * W;
+      makeBatch = () => engine.tensor(input.data.subarray(start * per, end * per), [end - start, C, H, W]);
+    }
+    const out = await engine.noGrad(() =>
+      engine.scope(async () => {
+        const r = embedForward(model, makeBatch(), opts.attention);
+        return { f: await r.features.toArray(), a: r.attention ? await r.attention.toArray() : undefined, p: r.attention?.shape[2] ?? 0 };
+      }),
+    );
+    feats.push(out.f);
+    rows += out.f.length / D;
+    if (out.a) {
+      attns.push(out.a);
+      patches = out.p;
+    }
+    opts.onProgress?.(end, total);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  if (!rows) throw new Error(`none of the ${total} images could be read`);
+  const join = (parts: Float32Array[]): Float32Array => {
+    const all = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      all.set(p, o);
+      o += p.length;
+    }
+    return all;
+  };
+  const result: EmbedResult = { features: join(feats), featuresShape: [rows, D], skipped, seconds };
+  if (opts.attention) {
+    result.attention = join(attns);
+    result.attentionShape = [rows, model.cfg.numHeads, patches];
+  }
+  return result;
+}
+

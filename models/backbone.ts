@@ -1,0 +1,266 @@
+/**
+ * A ViT backbone from a weights file's contents, without touching the file system (browser-safe):
+ * which entries are the backbone, which architecture they are, and the model built from them.
+ * models/backbone-node.ts reads the file.
+ *
+ * Weights
+ * - A PyTorch checkpoint (zip or legacy pickle; only the tensor-rebuild globals are allowed, so a
+ *   pickle naming os.system is refused before anything runs): the entry `checkpointKey` (default
+ *   'teacher', as DINO's eval code), else 'state_dict'/'model', else the top-level dict itself.
+ * - safetensors: a bare state dict; our `teacher_backbone.safetensors` (metadata `webdino_arch`:
+ *   JSON {arch, embed_dim, depth, num_heads, patch_size, img_size}); or our training checkpoint
+ *   (metadata `webdino`: the entries under `<checkpointKey>.`, config in the metadata).
+ * - Names: leading `module.` and `backbone.` are stripped (repeatedly), then `head.*` entries (the
+ *   DINO projection head of a full checkpoint) are dropped. Loading is strict: any missing or
+ *   unexpected name or shape mismatch is one error listing them all.
+ *
+ * Architecture, in order: the request (`--arch`, checked against what the file records, a
+ * difference is an error); what the file records; otherwise inferred from the shapes (embed dim
+ * from cls_token, depth from the block count, patch from patch_embed.proj.weight) when they match a
+ * preset (vit_tiny/small/base have depth 12 and widths 192/384/768); otherwise DINO's default
+ * vit_small/16. The model's imgSize follows pos_embed (grid² + 1 rows), so other input sizes use
+ * DINO's position-embedding interpolation.
+ */
+import type { Engine } from '../engine/engine.js';
+import { Rng } from '../engine/random.js';
+import { looksLikeLegacyTorch, looksLikeSafetensors, parseSafetensorsWithMetadata } from './io/safetensors.js';
+import { selectCheckpointEntry, stripPrefixes } from './io/state-dict.js';
+import { flattenStateDict, loadTorchCheckpoint } from './io/torch.js';
+import { type InflateRawSync, looksLikeZip } from './io/zip.js';
+import { VIT_PRESETS, type ViTArch, vitConfig, type ViTConfig, VisionTransformer } from './vit.js';
+
+/** A ViT architecture as `webdino` names it. */
+export interface ArchSpec {
+  arch: ViTArch | 'custom';
+  embedDim: number;
+  depth: number;
+  numHeads: number;
+  patchSize: number;
+  /** Training image size recorded with the weights (informative; the model follows pos_embed). */
+  imgSize?: number;
+}
+
+/** What the command line asks for (every field optional). */
+export interface ArchRequest {
+  arch?: ViTArch | 'custom';
+  patchSize?: number;
+  embedDim?: number;
+  depth?: number;
+  numHeads?: number;
+}
+
+type Weights = Map<string, { shape: number[]; data: Float32Array }>;
+
+/** A weights file reduced to backbone entries. */
+export interface BackboneWeights {
+  format: 'torch' | 'safetensors';
+  /** Backbone tensors under the official names (cls_token, blocks.0.attn.qkv.weight, ...). */
+  tensors: Weights;
+  /** The architecture the file records (our exports and training checkpoints), if any. */
+  recorded?: ArchSpec;
+  /** Number of `head.*` entries dropped. */
+  droppedHead: number;
+}
+
+/** Options of {@link parseBackboneWeights}. */
+export interface ParseWeightsOptions {
+  /** The checkpoint entry holding the backbone ('teacher', as DINO's eval code). */
+  checkpointKey?: string;
+  /** The file's name, for messages. */
+  name?: string;
+  /** Raw-deflate decompression for zip entries a torch file compressed (Node: zlib). */
+  inflateRaw?: InflateRawSync;
+}
+
+/**
+ * Reads a weights file's bytes down to the backbone entries (see the file header for the layouts).
+ * Throws with the reason; callers prefix the file name.
+ */
+export function parseBackboneWeights(bytes: Uint8Array, opts: ParseWeightsOptions = {}): BackboneWeights {
+  const key = opts.checkpointKey ?? 'teacher';
+  let raw: Weights;
+  let recorded: ArchSpec | undefined;
+  let format: BackboneWeights['format'];
+  if (!looksLikeSafetensors(bytes) && (looksLikeZip(bytes) || looksLikeLegacyTorch(bytes))) {
+    format = 'torch';
+    const ckpt = loadTorchCheckpoint(bytes, { name: opts.name ?? 'weights', inflateRaw: opts.inflateRaw });
+    raw = flattenStateDict(selectCheckpointEntry(ckpt, key));
+  } else {
+    format = 'safetensors';
+    const { tensors, metadata } = parseSafetensorsWithMetadata(bytes);
+    raw = tensors;
+    if (metadata.webdino !== undefined) {
+      // A training checkpoint: student.* / teacher.* (+ optimizer state).
+      const prefix = `${key}.`;
+      raw = new Map([...tensors].filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]));
+      if (!raw.size) throw new Error(`training checkpoint has no '${key}' entries (use --checkpoint-key student or teacher)`);
+      recorded = archFromTrainingMeta(metadata.webdino);
+    } else if (metadata.webdino_arch !== undefined) {
+      recorded = archFromExportMeta(metadata.webdino_arch);
+    }
+  }
+  const stripped = stripPrefixes(raw);
+  const tensors: Weights = new Map();
+  let droppedHead = 0;
+  for (const [k, v] of stripped) {
+    if (k.startsWith('head.')) droppedHead++;
+    else tensors.set(k, v);
+  }
+  return { format, tensors, recorded, droppedHead };
+}
+
+function positiveInt(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new Error(`${what} is not a positive integer (${JSON.stringify(v)})`);
+  return v;
+}
+
+function archName(v: unknown): ViTArch | 'custom' {
+  if (v === 'custom' || (typeof v === 'string' && Object.hasOwn(VIT_PRESETS, v))) return v as ViTArch | 'custom';
+  throw new Error(`unknown arch ${JSON.stringify(v)}`);
+}
+
+/** Parses the `webdino_arch` metadata of `exportTeacherBackbone`. */
+export function archFromExportMeta(json: string): ArchSpec {
+  try {
+    const m = JSON.parse(json) as Record<string, unknown>;
+    return {
+      arch: archName(m.arch),
+      embedDim: positiveInt(m.embed_dim, 'embed_dim'),
+      depth: positiveInt(m.depth, 'depth'),
+      numHeads: positiveInt(m.num_heads, 'num_heads'),
+      patchSize: positiveInt(m.patch_size, 'patch_size'),
+      imgSize: m.img_size === undefined ? undefined : positiveInt(m.img_size, 'img_size'),
+    };
+  } catch (e) {
+    throw new Error(`bad webdino_arch metadata: ${(e as Error).message}`);
+  }
+}
+
+function archFromTrainingMeta(json: string): ArchSpec {
+  try {
+    const c = (JSON.parse(json) as { config?: Record<string, unknown> }).config ?? {};
+    return {
+      arch: archName(c.arch),
+      embedDim: positiveInt(c.embedDim, 'embedDim'),
+      depth: positiveInt(c.depth, 'depth'),
+      numHeads: positiveInt(c.numHeads, 'numHeads'),
+      patchSize: positiveInt(c.patchSize, 'patchSize'),
+      imgSize: c.globalSize === undefined ? undefined : positiveInt(c.globalSize, 'globalSize'),
+    };
+  } catch (e) {
+    throw new Error(`bad webdino training-checkpoint metadata: ${(e as Error).message}`);
+  }
+}
+
+/** `vit_small/16 (dim 384, depth 12, 6 heads)`. */
+export function describeArch(a: ArchSpec): string {
+  return `${a.arch}/${a.patchSize} (dim ${a.embedDim}, depth ${a.depth}, ${a.numHeads} heads)`;
+}
+
+/** What the shapes of a ViT state dict tell: embed dim, depth, patch size (each when present). */
+export function inferArchFromShapes(tensors: ReadonlyMap<string, { shape: readonly number[] }>): Partial<ArchSpec> {
+  const out: Partial<ArchSpec> = {};
+  const cls = tensors.get('cls_token')?.shape;
+  if (cls?.length === 3) out.embedDim = cls[2];
+  const blocks = new Set<number>();
+  for (const k of tensors.keys()) {
+    const m = /^blocks\.(\d+)\./.exec(k);
+    if (m) blocks.add(Number(m[1]));
+  }
+  if (blocks.size) out.depth = blocks.size;
+  const w = tensors.get('patch_embed.proj.weight')?.shape;
+  if (w?.length === 4 && w[2] === w[3]) out.patchSize = w[2];
+  return out;
+}
+
+/**
+ * The architecture to build (see the file header for the order of sources). Throws when the
+ * command line contradicts what the file records, or a custom ViT lacks a dimension.
+ */
+export function resolveArch(req: ArchRequest, weights: Pick<BackboneWeights, 'tensors' | 'recorded'>): ArchSpec {
+  const rec = weights.recorded;
+  const shapes = inferArchFromShapes(weights.tensors);
+  let spec: ArchSpec;
+  if (req.arch !== undefined) {
+    const preset = req.arch === 'custom' ? undefined : VIT_PRESETS[req.arch];
+    const pick = (field: 'embedDim' | 'depth' | 'numHeads', flag: string): number => {
+      const v = preset?.[field] ?? req[field] ?? rec?.[field] ?? (field === 'numHeads' ? undefined : shapes[field]);
+      if (v === undefined) throw new Error(`--arch custom needs ${flag}`);
+      return v;
+    };
+    spec = {
+      arch: req.arch,
+      embedDim: pick('embedDim', '--embed-dim'),
+      depth: pick('depth', '--depth'),
+      numHeads: pick('numHeads', '--heads'),
+      patchSize: req.patchSize ?? rec?.patchSize ?? shapes.patchSize ?? 16,
+      imgSize: rec?.imgSize,
+    };
+    if (rec) {
+      const namesDiffer = spec.arch !== 'custom' && rec.arch !== 'custom' && spec.arch !== rec.arch;
+      const dimsDiffer = (['embedDim', 'depth', 'numHeads', 'patchSize'] as const).some((k) => spec[k] !== rec[k]);
+      if (namesDiffer || dimsDiffer) {
+        throw new Error(`the weights record the architecture ${describeArch(rec)}, but the command line asks for ${describeArch(spec)}`);
+      }
+    }
+  } else if (rec) {
+    if (req.patchSize !== undefined && req.patchSize !== rec.patchSize) {
+      throw new Error(`the weights record the architecture ${describeArch(rec)}, but --patch-size is ${req.patchSize}`);
+    }
+    spec = { ...rec };
+  } else {
+    const match = (Object.keys(VIT_PRESETS) as ViTArch[]).find(
+      (a) => VIT_PRESETS[a].embedDim === shapes.embedDim && VIT_PRESETS[a].depth === shapes.depth,
+    );
+    if (!match && shapes.embedDim !== undefined && shapes.depth !== undefined) {
+      throw new Error(
+        `cannot tell the architecture of weights with dim ${shapes.embedDim} and depth ${shapes.depth} (no preset matches): pass --arch custom --embed-dim --depth --heads`,
+      );
+    }
+    const arch = match ?? 'vit_small';
+    spec = { arch, ...VIT_PRESETS[arch], patchSize: req.patchSize ?? shapes.patchSize ?? 16 };
+  }
+  if (spec.embedDim % spec.numHeads !== 0) throw new Error(`embed dim ${spec.embedDim} is not divisible by ${spec.numHeads} heads`);
+  return spec;
+}
+
+/** The ViT config of a spec; imgSize from pos_embed's grid (grid² + 1 rows) when it has one. */
+export function vitConfigFor(spec: ArchSpec, tensors: ReadonlyMap<string, { shape: readonly number[] }>): ViTConfig {
+  let imgSize = spec.imgSize ?? 224;
+  const pos = tensors.get('pos_embed')?.shape;
+  if (pos?.length === 3) {
+    const grid = Math.round(Math.sqrt(pos[1] - 1));
+    if (grid >= 1 && grid * grid === pos[1] - 1) imgSize = grid * spec.patchSize;
+  }
+  return vitConfig({ embedDim: spec.embedDim, depth: spec.depth, numHeads: spec.numHeads }, { patchSize: spec.patchSize, imgSize });
+}
+
+/** A loaded backbone (in eval mode; the caller disposes it). */
+export interface LoadedBackbone {
+  model: VisionTransformer;
+  spec: ArchSpec;
+  weights: BackboneWeights;
+}
+
+/**
+ * Resolves the architecture, builds the ViT and loads the weights strictly (eval mode; the caller
+ * disposes the model). `name` prefixes every error; a strict-loading error lists every missing,
+ * unexpected and mismatched key.
+ */
+export function buildBackbone(engine: Engine, weights: BackboneWeights, req: ArchRequest = {}, name = 'weights'): LoadedBackbone {
+  let spec: ArchSpec;
+  try {
+    spec = resolveArch(req, weights);
+  } catch (e) {
+    throw new Error(`${name}: ${(e as Error).message}`, { cause: e });
+  }
+  const model = new VisionTransformer({ engine, rng: new Rng(0) }, vitConfigFor(spec, weights.tensors));
+  try {
+    model.loadStateDict(weights.tensors);
+  } catch (e) {
+    model.dispose();
+    throw new Error(`${name} (as ${describeArch(spec)}): ${(e as Error).message}`, { cause: e });
+  }
+  model.eval();
+  return { model, spec, weights };
+}
