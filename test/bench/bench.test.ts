@@ -14,7 +14,7 @@ import { BENCH_KERNELS, type BenchCase, benchCases } from '../../bench/suite.js'
 import { median, timeKernel } from '../../engine/timing.js';
 import { getEngine } from '../helpers.js';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const run = promisify(execFile);
 
 /** Runs `node bin/webdino.js args...` (with extra environment); resolves to exit code, stdout and stderr. */

@@ -10,7 +10,7 @@ import { ResNet } from '../../models/resnet.js';
 import { Rng } from '../../index.js';
 import { expectClose, expectCloseScaled, getEngine } from '../helpers.js';
 
-const dir = new URL('../fixtures/models', import.meta.url);
+const dir = new URL('../fixtures/models/', import.meta.url);
 const load = (f: string) => parseSafetensors(new Uint8Array(readFileSync(new URL(f, dir))));
 
 describe('ResNet-18 vs PyTorch', () => {

@@ -12,7 +12,7 @@ import { DINOHead, dinoHeadConfig } from '../../models/dino-head.js';
 import { Rng } from '../../index.js';
 import { expectClose, expectCloseScaled, getEngine } from '../helpers.js';
 
-const dir = new URL('../fixtures/models', import.meta.url);
+const dir = new URL('../fixtures/models/', import.meta.url);
 const load = (f: string) => parseSafetensors(new Uint8Array(readFileSync(new URL(f, dir))));
 const cfg = JSON.parse(readFileSync(new URL('vit_config.json', dir), 'utf8'));
 
