@@ -221,7 +221,27 @@ export function resolveArch(req: ArchRequest, weights: Pick<BackboneWeights, 'te
     spec = { arch, ...VIT_PRESETS[arch], patchSize: req.patchSize ?? shapes.patchSize ?? 16 };
   }
   if (spec.embedDim % spec.numHeads !== 0) throw new Error(`embed dim ${spec.embedDim} is not divisible by ${spec.numHeads} heads`);
+  checkSpecAgainstShapes(spec, weights.tensors);
   return spec;
+}
+
+/**
+ * Refuses an architecture that the tensors contradict, before anything is allocated: a file whose
+ * metadata (or command line) claims dim 4096 × depth 48 while holding a tiny model would otherwise
+ * build gigabytes of parameters only to fail strict loading, or crash allocating them. The
+ * architecture-defining tensors are compared: cls_token [1, 1, D], patch_embed.proj.weight
+ * [D, C, p, p], the block count, blocks.0.attn.qkv.weight [3D, D]. Full strict loading follows.
+ */
+export function checkSpecAgainstShapes(spec: ArchSpec, tensors: ReadonlyMap<string, { shape: readonly number[] }>): void {
+  const problems: string[] = [];
+  const shapes = inferArchFromShapes(tensors);
+  const fmt = (s: readonly number[] | undefined) => (s ? `[${s.join(', ')}]` : 'absent');
+  if (shapes.embedDim !== undefined && shapes.embedDim !== spec.embedDim) problems.push(`cls_token ${fmt(tensors.get('cls_token')?.shape)} has dim ${shapes.embedDim}, not ${spec.embedDim}`);
+  if (shapes.depth !== undefined && shapes.depth !== spec.depth) problems.push(`the file has ${shapes.depth} blocks, not ${spec.depth}`);
+  if (shapes.patchSize !== undefined && shapes.patchSize !== spec.patchSize) problems.push(`patch_embed.proj.weight ${fmt(tensors.get('patch_embed.proj.weight')?.shape)} has patch ${shapes.patchSize}, not ${spec.patchSize}`);
+  const qkv = tensors.get('blocks.0.attn.qkv.weight')?.shape;
+  if (qkv && (qkv.length !== 2 || qkv[0] !== 3 * spec.embedDim || qkv[1] !== spec.embedDim)) problems.push(`blocks.0.attn.qkv.weight ${fmt(qkv)} is not [${3 * spec.embedDim}, ${spec.embedDim}]`);
+  if (problems.length) throw new Error(`the tensors do not match the architecture ${describeArch(spec)}: ${problems.join('; ')}`);
 }
 
 /** The ViT config of a spec; imgSize from pos_embed's grid (grid² + 1 rows) when it has one. */

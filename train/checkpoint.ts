@@ -15,7 +15,8 @@
  */
 import { Rng } from '../engine/random.js';
 import { parseSafetensorsWithMetadata, writeSafetensors } from '../models/io/safetensors.js';
-import type { DinoTrainer, TrainConfig } from './trainer.js';
+import { type DinoTrainer, resolveConfig, type TrainConfig } from './trainer.js';
+import { validateTrainConfig } from './validate.js';
 
 export const CHECKPOINT_FORMAT = 'webdino-dino-checkpoint-v1';
 
@@ -61,14 +62,68 @@ export async function checkpointBytes(trainer: DinoTrainer, itersPerEpoch: numbe
   return writeSafetensors(tensors, { webdino: JSON.stringify(meta, (_k, v) => (typeof v === 'number' && Number.isNaN(v) ? null : v)) });
 }
 
-/** Reads the metadata of a checkpoint (to rebuild a trainer with its config before restoring). */
+/**
+ * Reads and checks the metadata of a checkpoint (to rebuild a trainer with its config before
+ * restoring). A checkpoint is a file, and its metadata is data: every field is checked (types,
+ * ranges, the config as DinoTrainer would check it) and the architecture-defining tensors are
+ * compared with the config, all before anything is allocated or any file of the run is touched.
+ */
 export function readCheckpointMeta(bytes: Uint8Array): CheckpointMeta {
-  const { metadata } = parseSafetensorsWithMetadata(bytes);
+  const { metadata, tensors } = parseSafetensorsWithMetadata(bytes);
   const raw = metadata?.webdino;
   if (!raw) throw new Error('checkpoint: not a webdino training checkpoint (no webdino metadata); to evaluate weights use `webdino embed --weights`');
-  const meta = JSON.parse(raw) as CheckpointMeta;
-  if (meta.format !== CHECKPOINT_FORMAT) throw new Error(`checkpoint: unknown format '${meta.format}'`);
-  return meta;
+  let meta: CheckpointMeta;
+  try {
+    meta = JSON.parse(raw) as CheckpointMeta;
+  } catch (e) {
+    throw new Error(`checkpoint: the webdino metadata is not valid JSON (${(e as Error).message})`);
+  }
+  if (meta === null || typeof meta !== 'object') throw new Error('checkpoint: the webdino metadata is not a JSON object');
+  if (meta.format !== CHECKPOINT_FORMAT) throw new Error(`checkpoint: unknown format ${JSON.stringify(meta.format)} (expected '${CHECKPOINT_FORMAT}')`);
+  const problems: string[] = [];
+  const isInt = (v: unknown, lo: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= lo;
+  if (!isInt(meta.iteration, 0)) problems.push(`iteration ${JSON.stringify(meta.iteration)} is not an integer >= 0`);
+  if (!isInt(meta.itersPerEpoch, 1)) problems.push(`itersPerEpoch ${JSON.stringify(meta.itersPerEpoch)} is not an integer >= 1`);
+  if (!isInt(meta.optimizerStep, 0)) problems.push(`optimizerStep ${JSON.stringify(meta.optimizerStep)} is not an integer >= 0`);
+  if (!Array.isArray(meta.paramSteps) || !meta.paramSteps.every((s) => isInt(s, 0))) problems.push('paramSteps is not a list of step counts');
+  for (const name of ['augRng', 'dropRng'] as const) {
+    const s = meta[name] as unknown;
+    const ok = Array.isArray(s) && s.length === 5 && s.slice(0, 4).every((x) => isInt(x, 0) && x < 2 ** 32) && (s[4] === null || typeof s[4] === 'number');
+    if (!ok) problems.push(`${name} is not a generator state (4 u32 words and a spare)`);
+  }
+  if (meta.config === null || typeof meta.config !== 'object') problems.push('config is missing');
+  if (problems.length) throw new Error(`checkpoint: bad metadata: ${problems.join('; ')}`);
+  const config = resolveConfig(meta.config);
+  try {
+    validateTrainConfig(config, 'config');
+  } catch (e) {
+    throw new Error(`checkpoint: bad metadata: ${(e as Error).message}`, { cause: e });
+  }
+  if (meta.iteration > config.epochs * meta.itersPerEpoch) {
+    throw new Error(`checkpoint: bad metadata: iteration ${meta.iteration} is past the end of the run (${config.epochs} epochs of ${meta.itersPerEpoch})`);
+  }
+  checkTensorsAgainstConfig(tensors, config);
+  return { ...meta, config };
+}
+
+/** The architecture-defining tensors of both models against the config (before building them). */
+function checkTensorsAgainstConfig(tensors: ReadonlyMap<string, { shape: readonly number[] }>, c: TrainConfig): void {
+  const want: [string, number[]][] = [];
+  for (const m of ['student', 'teacher']) {
+    want.push([`${m}.backbone.cls_token`, [1, 1, c.embedDim]]);
+    want.push([`${m}.backbone.patch_embed.proj.weight`, [c.embedDim, 3, c.patchSize, c.patchSize]]);
+    want.push([`${m}.backbone.blocks.${c.depth - 1}.attn.qkv.weight`, [3 * c.embedDim, c.embedDim]]);
+    want.push([`${m}.head.last_layer.weight_v`, [c.outDim, c.headBottleneck]]);
+  }
+  want.push(['dino_loss.center', [1, c.outDim]]);
+  const bad: string[] = [];
+  for (const [name, shape] of want) {
+    const t = tensors.get(name);
+    if (!t) bad.push(`${name} is missing`);
+    else if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) bad.push(`${name} is [${t.shape.join(', ')}], the config needs [${shape.join(', ')}]`);
+  }
+  if (tensors.has(`student.backbone.blocks.${c.depth}.norm1.weight`)) bad.push(`the file has more than the config's ${c.depth} blocks`);
+  if (bad.length) throw new Error(`checkpoint: the tensors do not match the config in the metadata: ${bad.slice(0, 6).join('; ')}${bad.length > 6 ? `; and ${bad.length - 6} more` : ''}`);
 }
 
 /** Restores a trainer (built with the checkpoint's config) from `checkpointBytes` output. Returns the metadata. */

@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import type { Engine } from '../engine/engine.js';
 import { writeFileAtomic } from '../models/io/node-files.js';
 import type { VisionTransformer } from '../models/vit.js';
-import type { Dataset } from './data/dataset.js';
+import { type Dataset, type Sample, SampleReadError } from './data/dataset.js';
 import { parseMetrics, renderReport, type ReportPictureRow } from './report.js';
 import { computeVisuals } from '../eval/visualize.js';
 
@@ -42,12 +42,34 @@ export function reportImageIndices(length: number, count: number): number[] {
   return Array.from({ length: n }, (_, i) => Math.floor((i * length) / n));
 }
 
+/**
+ * The samples at `wanted`, where an unreadable one (SampleReadError: training skipped it too) is
+ * replaced by the next readable index after it, looking at most 16 further; pictures of fewer
+ * images rather than no report at all.
+ */
+async function readableSamples(dataset: Dataset, wanted: readonly number[]): Promise<{ idx: number[]; samples: Sample[] }> {
+  const idx: number[] = [];
+  const samples: Sample[] = [];
+  for (const start of wanted) {
+    for (let i = start; i < Math.min(dataset.length, start + 16); i++) {
+      if (idx.includes(i)) continue;
+      try {
+        samples.push(await dataset.get(i));
+        idx.push(i);
+        break;
+      } catch (e) {
+        if (!(e instanceof SampleReadError)) throw e;
+      }
+    }
+  }
+  return { idx, samples };
+}
+
 /** Renders and writes OUT/report.html; returns its path. */
 export async function writeTrainingReport(engine: Engine, opts: TrainingReportOptions): Promise<string> {
   const metricsPath = join(opts.outDir, 'metrics.jsonl');
   const metrics = parseMetrics(existsSync(metricsPath) ? readFileSync(metricsPath, 'utf8') : '');
-  const idx = reportImageIndices(opts.dataset.length, opts.count ?? 4);
-  const samples = await Promise.all(idx.map((i) => opts.dataset.get(i)));
+  const { idx, samples } = await readableSamples(opts.dataset, reportImageIndices(opts.dataset.length, opts.count ?? 4));
   let pictures: ReportPictureRow[] = [];
   let picturesNote: string | undefined;
   if (samples.length) {

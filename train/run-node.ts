@@ -15,13 +15,15 @@
  * writes a checkpoint, so no work is lost.
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Engine } from '../engine/engine.js';
 import { removeStaleTempFiles, writeFileAtomic } from '../models/io/node-files.js';
 import { DataLoader, type LoaderPosition } from './data/loader.js';
 import type { Dataset } from './data/dataset.js';
 import { checkpointBytes, exportTeacherBackbone, readCheckpointMeta, restoreCheckpoint } from './checkpoint.js';
-import { DinoTrainer, type StepResult, type TrainConfig } from './trainer.js';
+import { DinoTrainer, resolveConfig, type StepResult, type TrainConfig } from './trainer.js';
+import { estimateTrainingBytes, formatBytes, validateTrainConfig } from './validate.js';
 import { ema, lineChartPng } from './plot.js';
 import { writeTrainingReport } from './report-node.js';
 
@@ -43,6 +45,12 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Write out/report.html at the end (default true); a failure there is logged, not thrown. */
   report?: boolean;
+  /**
+   * Refuse a configuration whose estimated memory (train/validate.ts `estimateTrainingBytes`) is
+   * above this many bytes. Default: the machine's RAM on a CPU adapter (lavapipe's GPU memory is
+   * host memory), no limit on a GPU (WebGPU does not tell its memory size). Infinity disables.
+   */
+  memoryLimit?: number;
 }
 
 export interface RunResult {
@@ -78,6 +86,7 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
   } else if (opts.resume) {
     log(`no checkpoint at ${ckptPath}: starting a new run`);
   }
+  checkMemory(resolveConfig(config), opts.memoryLimit ?? (engine.device.adapter.isCpu ? totalmem() : Infinity));
   const trainer = new DinoTrainer(engine, config);
   const c = trainer.config;
   const loader = new DataLoader(opts.dataset, { batchSize: c.batchSize, shuffle: true, seed: c.seed, dropLast: true, onWarning: (m) => log(`warning: ${m}`) });
@@ -102,9 +111,19 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
     await writeFileAtomic(ckptPath, bytes);
   };
   const evals: Record<string, number>[] = [];
+  // An evaluation is a measurement of the run, not part of it: when it fails (an unreadable
+  // --val folder, say) the failure is logged and recorded, and training goes on.
   const runEval = async () => {
     if (!opts.evaluate) return;
-    const r = await opts.evaluate(trainer);
+    let r: Record<string, number>;
+    try {
+      r = await opts.evaluate(trainer);
+    } catch (e) {
+      const message = (e as Error).message ?? String(e);
+      log(`warning: the evaluation at iteration ${trainer.iteration} failed (training goes on): ${message}`);
+      appendFileSync(metricsPath, JSON.stringify({ type: 'eval', iteration: trainer.iteration, error: message }) + '\n');
+      return;
+    }
     const rec = { iteration: trainer.iteration, ...r };
     evals.push(rec);
     appendFileSync(metricsPath, JSON.stringify({ type: 'eval', ...rec }) + '\n');
@@ -153,6 +172,18 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
     }
   }
   return { trainer, iterations: trainer.iteration, lastLoss, checkpoint: ckptPath, teacherBackbone: teacherPath, evals, report };
+}
+
+/** Refuses, with the figures, a configuration that would not fit in `limit` bytes. */
+function checkMemory(c: TrainConfig, limit: number): void {
+  validateTrainConfig(c);
+  const need = estimateTrainingBytes(c);
+  if (need > limit) {
+    throw new Error(
+      `this configuration needs about ${formatBytes(need)} (student, teacher, gradients, AdamW moments and the activations of a batch of ${c.batchSize}), ` +
+        `more than the ${formatBytes(limit)} available: use a smaller model (--arch, --embed-dim, --depth), --batch-size or --out-dim`,
+    );
+  }
 }
 
 /** Keeps only the metric lines of iterations before `iteration` (a resumed run rewrites the rest). */

@@ -16,6 +16,7 @@
  *
  * The trainer holds no global state: several can run in one process on one or several engines.
  */
+import { validateTrainConfig } from './validate.js';
 import type { Engine } from '../engine/engine.js';
 import { Rng } from '../engine/random.js';
 import type { Tensor } from '../engine/tensor.js';
@@ -245,6 +246,7 @@ export class DinoTrainer {
     config: Partial<TrainConfig> = {},
   ) {
     const c = (this.config = resolveConfig(config));
+    validateTrainConfig(c);
     const initRng = new Rng(c.seed);
     this.student = buildModel({ engine, rng: initRng }, c, c.dropPathRate);
     // The teacher starts as a copy of the student and has no drop path (DINO builds it without).

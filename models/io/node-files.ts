@@ -10,24 +10,59 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { closeSync, constants, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, type Stats, unlinkSync, writeSync } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
 
 import { loadTorchCheckpoint, type TorchLoadSyncOptions } from './torch.js';
 import type { InflateRawSync } from './zip.js';
 
-/** Reads a whole file as a plain Uint8Array (a view of the Buffer's memory, no copy). */
+/**
+ * Reads a whole regular file as a plain Uint8Array (a view of the Buffer's memory, no copy).
+ *
+ * The file is opened non-blocking and checked with fstat before anything is read: a FIFO, socket
+ * or device named like a data file (`pipe.jpg`) is refused at once instead of blocking forever or
+ * reading without end, and the check is on the opened descriptor, so a swap between a stat and
+ * the open cannot slip past it.
+ */
 export async function readBytes(path: string): Promise<Uint8Array> {
-  const buf = await readFile(path);
-  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new Error(notRegular(path, st));
+    const buf = await fh.readFile();
+    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Synchronous {@link readBytes}. */
 export function readBytesSync(path: string): Uint8Array {
-  const buf = readFileSync(path);
-  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new Error(notRegular(path, st));
+    const buf = readFileSync(fd);
+    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** "PATH is a FIFO, not a regular file" (and the like). */
+function notRegular(path: string, st: Stats): string {
+  const kind = st.isDirectory()
+    ? 'a directory'
+    : st.isFIFO()
+      ? 'a FIFO (named pipe)'
+      : st.isSocket()
+        ? 'a socket'
+        : st.isCharacterDevice() || st.isBlockDevice()
+          ? 'a device'
+          : 'not a regular file';
+  return `${path} is ${kind}, not a regular file`;
 }
 
 /** Raw-deflate decompression with Node's zlib, for `ZipArchive.read` / `loadTorchCheckpoint`. */

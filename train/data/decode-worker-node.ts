@@ -5,10 +5,10 @@
  * buffer. Every per-request failure is answered with ok: false; the worker never exits on its own.
  */
 
-import { readFileSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 
 import { decodeImage } from '../../models/io/image.js';
+import { readBytesSync } from '../../models/io/node-files.js';
 import { DECODE_WORKER_READY, type DecodeRequest, type DecodeResponse } from './decode-protocol.js';
 
 /** Answers one request (exported for tests that run it on the main thread). */
@@ -17,8 +17,7 @@ export function handleDecodeRequest(req: DecodeRequest): { response: DecodeRespo
     let bytes = req.bytes;
     if (!bytes) {
       if (typeof req.path !== 'string') throw new Error('decode request without path or bytes');
-      const buf = readFileSync(req.path);
-      bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+      bytes = readBytesSync(req.path);
     }
     const img = decodeImage(bytes, req.maxPixels === undefined ? {} : { maxPixels: req.maxPixels });
     // Transfer requires a buffer the image owns exactly; copy when the decoder returned a view.

@@ -25,6 +25,8 @@ const UNSUPPORTED_IMAGE_EXTENSIONS = new Set(['.ppm', '.bmp', '.pgm', '.tif', '.
 export interface ImageFolderScan extends ImageFolderListing {
   /** Image files with a format we cannot decode (paths). */
   unsupported: string[];
+  /** FIFOs, sockets and devices found in the class folders (never read). */
+  special: string[];
 }
 
 /** Options of {@link scanImageFolder}. */
@@ -52,14 +54,19 @@ export function scanImageFolder(root: string, options: ScanImageFolderOptions = 
 
   const files: { path: string; label: number }[] = [];
   const unsupported: string[] = [];
+  const special: string[] = [];
   const empty: string[] = [];
   classNames.forEach((name, label) => {
     const before = files.length;
-    walk(join(root, name), (path) => {
-      const ext = extname(path).toLowerCase();
-      if (IMAGE_EXTENSIONS.includes(ext)) files.push({ path, label });
-      else if (UNSUPPORTED_IMAGE_EXTENSIONS.has(ext)) unsupported.push(path);
-    });
+    walk(
+      join(root, name),
+      (path) => {
+        const ext = extname(path).toLowerCase();
+        if (IMAGE_EXTENSIONS.includes(ext)) files.push({ path, label });
+        else if (UNSUPPORTED_IMAGE_EXTENSIONS.has(ext)) unsupported.push(path);
+      },
+      (path) => special.push(path),
+    );
     if (files.length === before) empty.push(name);
   });
   if (files.length === 0) {
@@ -68,15 +75,16 @@ export function scanImageFolder(root: string, options: ScanImageFolderOptions = 
   if (empty.length && !options.allowEmptyClasses) {
     throw new Error(`ImageFolder: no .jpg/.jpeg/.png images in class folder${empty.length === 1 ? '' : 's'} ${empty.join(', ')} of ${root} (pass allowEmptyClasses to keep empty classes)`);
   }
-  return { root, classNames, files, unsupported };
+  return { root, classNames, files, unsupported, special };
 }
 
 /**
- * Visits the files under `dir` (recursively, symlinks followed, cycles cut) in the order of Python's
+ * Visits the regular files under `dir` (recursively, symlinks followed, cycles cut; FIFOs, sockets
+ * and devices go to `special`, never to `visit`: reading one could block forever) in the order of Python's
  * `for root, _, fnames in sorted(os.walk(dir)): for fname in sorted(fnames)`: directories by their
  * full path string, files by name within one directory.
  */
-function walk(dir: string, visit: (path: string) => void): void {
+function walk(dir: string, visit: (path: string) => void, special?: (path: string) => void): void {
   const dirs: { path: string; files: string[] }[] = [];
   const seen = new Set<string>();
   const collect = (d: string): void => {
@@ -90,10 +98,13 @@ function walk(dir: string, visit: (path: string) => void): void {
     seen.add(real);
     const files: string[] = [];
     const subdirs: string[] = [];
-    for (const name of readdirSync(d)) {
-      const path = join(d, name);
-      if (isDirectory(path)) subdirs.push(path);
-      else if (!name.startsWith('.')) files.push(name);
+    for (const entry of readdirSync(d, { withFileTypes: true })) {
+      const path = join(d, entry.name);
+      const kind = entry.isSymbolicLink() ? kindOf(path) : entry.isDirectory() ? 'dir' : entry.isFile() ? 'file' : 'special';
+      if (kind === 'dir') subdirs.push(path);
+      else if (entry.name.startsWith('.')) continue;
+      else if (kind === 'file') files.push(entry.name);
+      else if (kind === 'special') special?.(path);
     }
     dirs.push({ path: d, files: files.sort(compareStrings) });
     for (const sub of subdirs) collect(sub);
@@ -101,6 +112,16 @@ function walk(dir: string, visit: (path: string) => void): void {
   collect(dir);
   dirs.sort((a, b) => compareStrings(a.path, b.path));
   for (const d of dirs) for (const f of d.files) visit(join(d.path, f));
+}
+
+/** What a path is after following symlinks; 'special' for FIFOs, sockets and devices. */
+function kindOf(path: string): 'dir' | 'file' | 'special' | 'missing' {
+  try {
+    const st = statSync(path);
+    return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'special';
+  } catch {
+    return 'missing'; // a dangling symlink
+  }
 }
 
 function isDirectory(path: string): boolean {
@@ -136,6 +157,11 @@ export function openImageFolder(root: string, options: OpenImageFolderOptions = 
   if (scan.unsupported.length) {
     (options.onWarning ?? ((m: string) => console.warn(m)))(
       `ImageFolder: ignored ${scan.unsupported.length} image file${scan.unsupported.length === 1 ? '' : 's'} in formats that cannot be decoded (${describeExtensions(scan.unsupported)}; first: ${scan.unsupported[0]}); only .jpg/.jpeg/.png are read`,
+    );
+  }
+  if (scan.special.length) {
+    (options.onWarning ?? ((m: string) => console.warn(m)))(
+      `ImageFolder: ignored ${scan.special.length} entr${scan.special.length === 1 ? 'y' : 'ies'} that are not regular files (FIFOs, sockets or devices; first: ${scan.special[0]})`,
     );
   }
   const reader = createNodeImageReader(options);

@@ -22,7 +22,7 @@
  */
 
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readBytes } from '../../models/io/node-files.js';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -228,10 +228,6 @@ export function createNodeImageReader(options: NodeImageReaderOptions = {}): Nod
     };
   }
   const why = workers > 0 ? 'no built decode worker script; run `npm run build`' : 'workers: 0';
-  const readBytes = async (path: string): Promise<Uint8Array> => {
-    const buf = await readFile(path);
-    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  };
   const read = mainThreadReader(readBytes);
   const maxPixels = options.maxPixels;
   return {

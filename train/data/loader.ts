@@ -20,7 +20,9 @@
  * Skipping: `skipped` counts distinct unreadable samples. When a pass over `batches()` ends (normally
  * or by the consumer breaking out) and it found new unreadable samples, ONE warning summarises them:
  * "skipped 3 unreadable samples (first: path: reason)". Known-unreadable samples are not read again,
- * so later epochs stay silent. Any other error from the dataset propagates.
+ * so later epochs stay silent. Any other error from the dataset propagates. A pass over a whole
+ * epoch that yields no batch at all throws NoBatchError (every later epoch would be the same: a
+ * consumer looping over epochs would otherwise spin).
  *
  * Prefetch: while the consumer holds batch k, batch k+1 (up to `prefetch` batches ahead) is being
  * loaded. The load starts from a macrotask, so the consumer first gets to submit its GPU work; the
@@ -182,6 +184,7 @@ export class DataLoader {
       queue.push(p);
       tail = p;
     };
+    let yielded = 0;
     try {
       for (;;) {
         while (queue.length < 1 + this.prefetch) extend();
@@ -189,13 +192,27 @@ export class DataLoader {
         if (!b) break;
         const next = this.normalise(epoch, b.end);
         this.pos = next;
+        yielded++;
         yield { samples: b.samples, indices: b.indices, epoch, next: { ...next } };
       }
+      // A whole epoch without one batch: every later epoch is the same, so a consumer looping over
+      // epochs would spin forever. Say why instead.
+      if (start === 0 && yielded === 0) throw new NoBatchError(this.noBatchMessage());
       this.pos = { epoch: epoch + 1, index: 0 };
     } finally {
       this.iterating = false;
       this.warnSkipped();
     }
+  }
+
+  private noBatchMessage(): string {
+    const n = this.dataset.length;
+    const readable = n - this.bad.size;
+    const first = this.bad.size ? ` (first unreadable: ${this.bad.values().next().value})` : '';
+    return (
+      `DataLoader: an epoch gives no ${this.dropLast ? 'full ' : ''}batch of ${this.batchSize}: ${readable} of the ${n} samples are readable, ` +
+      `${this.bad.size} are not${first}`
+    );
   }
 
   /** {epoch, index}, or {epoch + 1, 0} when no further batch can start at index. */
@@ -264,6 +281,14 @@ export class DataLoader {
     const total = this.bad.size === n ? '' : ` (${this.bad.size} in total)`;
     this.unreported = [];
     this.onWarning(`DataLoader: skipped ${n} unreadable sample${n === 1 ? '' : 's'}${total} (first: ${first}); they are left out from now on`);
+  }
+}
+
+/** An epoch of the dataset yields no batch at all (too few readable samples for one batch). */
+export class NoBatchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NoBatchError';
   }
 }
 
