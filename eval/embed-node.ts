@@ -45,6 +45,8 @@ export async function openEmbedInput(path: string): Promise<EmbedInput> {
     if (!/^[<>|=]?f\d+$/.test(a.descr)) throw new Error(`dtype '${a.descr}' is not floating point (the array must hold normalised pixels)`);
     if (a.shape.length !== 4 || a.shape[1] !== 3) throw new Error(`shape [${a.shape.join(', ')}] is not [N, 3, H, W]`);
     if (a.shape[0] < 1) throw new Error('the array holds no images');
+    const bad = a.data.findIndex((x) => !Number.isFinite(x));
+    if (bad >= 0) throw new Error(`element ${bad} is ${a.data[bad]} (image ${Math.floor(bad / (a.shape[1] * a.shape[2] * a.shape[3]))}): the array must hold finite pixels`);
     return { kind: 'array', data: a.data, shape: a.shape as [number, number, number, number] };
   } catch (e) {
     throw new Error(`input ${path}: ${(e as Error).message}`, { cause: e });
@@ -121,6 +123,13 @@ export async function embedAll(engine: Engine, model: VisionTransformer, input: 
         return { f: await r.features.toArray(), a: r.attention ? await r.attention.toArray() : undefined, p: r.attention?.shape[2] ?? 0 };
       }),
     );
+    // Finite weights and pixels give finite features; a NaN here would otherwise be written to the
+    // output with exit status 0.
+    const nonFinite = out.f.findIndex((x) => !Number.isFinite(x));
+    if (nonFinite >= 0) {
+      const what = input.kind === 'images' ? `the batch of ${input.files[start]} … ${input.files[end - 1]}` : `image ${start + Math.floor(nonFinite / D)}`;
+      throw new Error(`the backbone gave non-finite features (${out.f[nonFinite]}) for ${what}; nothing was written`);
+    }
     feats.push(out.f);
     rows += out.f.length / D;
     if (out.a) {

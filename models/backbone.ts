@@ -244,6 +244,22 @@ export function checkSpecAgainstShapes(spec: ArchSpec, tensors: ReadonlyMap<stri
   if (problems.length) throw new Error(`the tensors do not match the architecture ${describeArch(spec)}: ${problems.join('; ')}`);
 }
 
+/**
+ * Refuses weights holding NaN or ±Inf: every feature computed from them would be NaN, and a file
+ * like that is damaged (or a diverged run's), not something to embed with.
+ */
+export function checkFinite(tensors: ReadonlyMap<string, { data: Float32Array }>): void {
+  const bad: string[] = [];
+  for (const [name, t] of tensors) {
+    let n = 0;
+    for (let i = 0; i < t.data.length; i++) if (!Number.isFinite(t.data[i])) n++;
+    if (n) bad.push(`${name} (${n} of ${t.data.length})`);
+  }
+  if (bad.length) {
+    throw new Error(`the weights hold NaN or infinite values in ${bad.length} tensor${bad.length === 1 ? '' : 's'}: ${bad.slice(0, 5).join(', ')}${bad.length > 5 ? `, and ${bad.length - 5} more` : ''}`);
+  }
+}
+
 /** The ViT config of a spec; imgSize from pos_embed's grid (grid² + 1 rows) when it has one. */
 export function vitConfigFor(spec: ArchSpec, tensors: ReadonlyMap<string, { shape: readonly number[] }>): ViTConfig {
   let imgSize = spec.imgSize ?? 224;
@@ -271,6 +287,7 @@ export function buildBackbone(engine: Engine, weights: BackboneWeights, req: Arc
   let spec: ArchSpec;
   try {
     spec = resolveArch(req, weights);
+    checkFinite(weights.tensors);
   } catch (e) {
     throw new Error(`${name}: ${(e as Error).message}`, { cause: e });
   }

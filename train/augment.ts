@@ -36,7 +36,7 @@ import {
 } from '../kernels/augment.js';
 
 export type { CropParams, ImageLike, Normalisation } from '../kernels/augment.js';
-import { evalTransform, type EvalTransformOptions, sampleResizedCropBox } from './data/transforms.js';
+import { cropImages, evalTransform, type EvalTransformOptions, sampleResizedCropBox } from './data/transforms.js';
 
 /** Configuration of the multi-crop augmentation; every field defaults to DINO's value. */
 export interface MultiCropOptions {
@@ -227,6 +227,13 @@ export class MultiCropAugmenter {
     if (images.length === 0) throw new RangeError('MultiCropAugmenter.augment: empty batch');
     const params = this.sample(images, rng);
     const cfg = this.config;
+    // One upload for both crop sizes when the batch fits a storage binding (as before); else each
+    // crop size uploads its images in runs that fit (cropImages).
+    if (images.reduce((n, im) => n + im.width * im.height * 4, 0) > this.engine.device.limits.maxStorageBufferBindingSize) {
+      const globals = cropImages(this.engine, images, params.globals, cfg.globalSize, cfg.norm);
+      const locals = cfg.localCrops > 0 ? cropImages(this.engine, images, params.locals, cfg.localSize, cfg.norm) : null;
+      return { globals, locals, params };
+    }
     const packed = uploadImages(this.engine, images);
     try {
       const globals = cropBatchRaw(this.engine, packed, params.globals, cfg.globalSize, { norm: cfg.norm });

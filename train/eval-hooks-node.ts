@@ -3,7 +3,7 @@
  * features from the evaluation transform of a training subset and a held-out split.
  */
 import type { Engine } from '../engine/engine.js';
-import type { Dataset } from './data/dataset.js';
+import { alignClasses, type Dataset, firstN } from './data/dataset.js';
 import { datasetFeatures } from '../eval/features.js';
 import { knnClassify } from '../eval/knn.js';
 import type { DinoTrainer } from './trainer.js';
@@ -17,11 +17,7 @@ export interface KnnEvaluatorOptions {
   k?: number;
 }
 
-/** A subset view of the first `n` samples of a dataset. */
-export function firstN(ds: Dataset, n: number): Dataset {
-  if (n >= ds.length) return ds;
-  return { ...ds, numClasses: ds.numClasses, classNames: ds.classNames, length: n, get: (i: number) => ds.get(i) } as Dataset;
-}
+export { firstN } from './data/dataset.js';
 
 /** Returns an evaluation hook for runTraining: { knn_top1, knn_top5 } of the teacher. */
 export function knnEvaluator(engine: Engine, opts: KnnEvaluatorOptions): (trainer: DinoTrainer) => Promise<Record<string, number>> {
@@ -31,7 +27,7 @@ export function knnEvaluator(engine: Engine, opts: KnnEvaluatorOptions): (traine
     const crop = trainer.config.globalSize;
     const trainSet = firstN(opts.train, opts.trainLimit ?? opts.train.length);
     const tr = await datasetFeatures(engine, backbone, trainSet, { crop });
-    const va = await datasetFeatures(engine, backbone, opts.val, { crop });
+    const va = await datasetFeatures(engine, backbone, alignClasses(opts.train, opts.val), { crop });
     try {
       const [r] = await knnClassify({
         trainFeatures: tr.features,

@@ -29,6 +29,54 @@ export interface RgbImage {
 export interface DecodeImageOptions {
   /** Refuse images with more pixels than this (default 100 million). */
   maxPixels?: number;
+  /**
+   * Longest side an image is decoded to (default {@link DEFAULT_MAX_SIDE}; Infinity keeps every
+   * image at full resolution). A larger image is reduced by the smallest integer factor f that
+   * brings its longer side within the limit, each output pixel the mean of an f×f box (partial
+   * boxes at the right and bottom edges average the pixels they hold), as PIL's Image.reduce.
+   */
+  maxSide?: number;
+}
+
+/**
+ * Default longest side of a decoded image. No model here looks at more than a few hundred pixels
+ * of an image (DINO's crops are 224 px from the shorter side resized to 256, or random crops of
+ * it), while a 12 MP photo is 48 MB as the RGBX words the GPU reads: a batch of them would exceed a
+ * storage binding (128 MiB on lavapipe). Reducing at decode bounds every image to 2048² pixels
+ * (16 MiB on the GPU), whatever the input.
+ */
+export const DEFAULT_MAX_SIDE = 2048;
+
+/** `img` box-reduced by the smallest integer factor that makes its longer side <= maxSide. */
+export function reduceToMaxSide(img: RgbImage, maxSide: number): RgbImage {
+  const { width: w, height: h, data } = img;
+  if (!(maxSide >= 1)) throw new RangeError(`maxSide must be >= 1, got ${maxSide}`);
+  if (Math.max(w, h) <= maxSide) return img;
+  const f = Math.ceil(Math.max(w, h) / maxSide);
+  const ow = Math.ceil(w / f);
+  const oh = Math.ceil(h / f);
+  const sums = new Float64Array(ow * 3);
+  const out = new Uint8Array(ow * oh * 3);
+  for (let oy = 0; oy < oh; oy++) {
+    sums.fill(0);
+    const y1 = Math.min(h, (oy + 1) * f);
+    for (let y = oy * f; y < y1; y++) {
+      const row = y * w * 3;
+      for (let x = 0; x < w; x++) {
+        const o = Math.floor(x / f) * 3;
+        const i = row + x * 3;
+        sums[o] += data[i];
+        sums[o + 1] += data[i + 1];
+        sums[o + 2] += data[i + 2];
+      }
+    }
+    const rows = y1 - oy * f;
+    for (let ox = 0; ox < ow; ox++) {
+      const n = rows * (Math.min(w, (ox + 1) * f) - ox * f);
+      for (let c = 0; c < 3; c++) out[(oy * ow + ox) * 3 + c] = Math.round(sums[ox * 3 + c] / n);
+    }
+  }
+  return { width: ow, height: oh, data: out };
 }
 
 const PNG_MAGIC = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
@@ -55,8 +103,9 @@ function firstBytes(b: Uint8Array): string {
 }
 
 /**
- * Decodes a JPEG or PNG (sniffed from its magic bytes) to 8-bit RGB. Anything else, corrupt or
- * truncated data, or more than `maxPixels` pixels, throws {@link ImageDecodeError}.
+ * Decodes a JPEG or PNG (sniffed from its magic bytes) to 8-bit RGB, reduced to at most `maxSide`
+ * pixels on the longer side (see {@link DecodeImageOptions}). Anything else, corrupt or truncated
+ * data, or more than `maxPixels` pixels, throws {@link ImageDecodeError}.
  */
 export function decodeImage(bytes: Uint8Array, options: DecodeImageOptions = {}): RgbImage {
   const maxPixels = options.maxPixels ?? 100_000_000;
@@ -64,8 +113,9 @@ export function decodeImage(bytes: Uint8Array, options: DecodeImageOptions = {})
   if (!format) {
     throw new ImageDecodeError(`not a JPEG or PNG image (first bytes: ${firstBytes(bytes)}${otherFormatHint(bytes)})`);
   }
+  let img: RgbImage;
   try {
-    return format === 'jpeg' ? decodeJpeg(bytes, maxPixels) : decodePngRgb(bytes, maxPixels);
+    img = format === 'jpeg' ? decodeJpeg(bytes, maxPixels) : decodePngRgb(bytes, maxPixels);
   } catch (e) {
     if (e instanceof ImageDecodeError) throw e;
     const what = format === 'jpeg' ? 'JPEG' : 'PNG';
@@ -75,6 +125,7 @@ export function decodeImage(bytes: Uint8Array, options: DecodeImageOptions = {})
     }
     throw new ImageDecodeError(`corrupt or truncated ${what} image: ${(e as Error)?.message ?? String(e)}`, { cause: e });
   }
+  return reduceToMaxSide(img, options.maxSide ?? DEFAULT_MAX_SIDE);
 }
 
 function checkSize(width: number, height: number, maxPixels: number, what: string): void {

@@ -51,6 +51,40 @@ export interface Dataset {
   describe?(index: number): string;
 }
 
+/** A subset view of the first `n` samples of a dataset. */
+export function firstN(ds: Dataset, n: number): Dataset {
+  if (n >= ds.length) return ds;
+  return { ...ds, numClasses: ds.numClasses, classNames: ds.classNames, length: n, get: (i: number) => ds.get(i) } as Dataset;
+}
+
+/**
+ * `evaluated` with its labels renumbered to `reference`'s classes by name, so that label k means
+ * the same class in both (two ImageFolders number their own sorted class folders: a held-out
+ * folder missing one class would shift every label after it). Returns `evaluated` itself when the
+ * class names already agree. Throws when `evaluated` has a class the reference does not know.
+ */
+export function alignClasses(reference: Dataset, evaluated: Dataset): Dataset {
+  const same = evaluated.classNames.length <= reference.classNames.length && evaluated.classNames.every((n, i) => reference.classNames[i] === n);
+  if (same) return evaluated;
+  const index = new Map(reference.classNames.map((n, i) => [n, i]));
+  const missing = evaluated.classNames.filter((n) => !index.has(n));
+  if (missing.length) {
+    const list = (names: readonly string[]) => names.slice(0, 10).join(', ') + (names.length > 10 ? `, … (${names.length} in all)` : '');
+    throw new Error(`the evaluated images have classes the training images do not: ${list(missing)} (training classes: ${list(reference.classNames)})`);
+  }
+  const map = evaluated.classNames.map((n) => index.get(n)!);
+  const relabel = (s: Sample): Sample => ({ ...s, label: map[s.label] });
+  const view: Dataset = {
+    numClasses: reference.numClasses,
+    classNames: reference.classNames,
+    length: evaluated.length,
+    get: async (i) => relabel(await evaluated.get(i)),
+    describe: evaluated.describe ? (i) => evaluated.describe!(i) : undefined,
+  };
+  if (evaluated.getSync) (view as { getSync?: (i: number) => Sample }).getSync = (i) => relabel(evaluated.getSync!(i));
+  return view;
+}
+
 /** Sample `source` exists but cannot be read or decoded; the loader skips such samples. */
 export class SampleReadError extends Error {
   override name = 'SampleReadError';

@@ -9,6 +9,7 @@
  */
 import type { Engine } from '../../engine/engine.js';
 import type { Rng } from '../../engine/random.js';
+import * as ops from '../../engine/ops.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { cropBatchRaw, type CropParams, IMAGENET_NORM, type ImageLike, type Normalisation, uploadImages } from '../../kernels/augment.js';
 
@@ -93,10 +94,58 @@ export function evalCropParams(image: number, width: number, height: number, cro
 export function evalTransform(engine: Engine, images: readonly ImageLike[], opts: EvalTransformOptions = {}): Tensor {
   const crop = opts.crop ?? 224;
   const ratio = opts.resize ?? 256 / 224;
+  const params = images.map((img, b) => evalCropParams(b, img.width, img.height, crop, ratio));
+  return cropImages(engine, images, params, crop, opts.norm ?? IMAGENET_NORM);
+}
+
+/**
+ * `crops` of `images` at size S, [K, 3, S, S] in the order of `crops`, with the images uploaded in
+ * as few groups as the device's storage binding limit allows: one upload when the batch fits (the
+ * usual case, and then exactly cropBatchRaw), otherwise consecutive runs of crops whose images fit
+ * together, each run uploading its images, the outputs concatenated. An image that alone exceeds
+ * the limit is an error naming it (decodeImage's maxSide keeps decoded images far below it).
+ */
+export function cropImages(engine: Engine, images: readonly ImageLike[], crops: readonly CropParams[], S: number, norm: Normalisation): Tensor {
+  const limit = engine.device.limits.maxStorageBufferBindingSize;
+  const bytes = (i: number) => images[i].width * images[i].height * 4; // one RGBX word per pixel
+  images.forEach((img, i) => {
+    if (bytes(i) > limit) {
+      throw new RangeError(
+        `augment: image ${i} is ${img.width}x${img.height} (${bytes(i)} bytes on the GPU), over the device's ${limit}-byte storage binding limit; decode it smaller (decodeImage's maxSide)`,
+      );
+    }
+  });
+  const total = images.reduce((n, _img, i) => n + bytes(i), 0);
+  if (total <= limit) return cropUploaded(engine, images, crops, S, norm);
+  const parts: Tensor[] = [];
+  try {
+    let start = 0;
+    while (start < crops.length) {
+      const used = new Map<number, number>(); // image index -> index in this run's upload
+      let size = 0;
+      let end = start;
+      for (; end < crops.length; end++) {
+        const i = crops[end].image;
+        if (used.has(i)) continue;
+        if (size + bytes(i) > limit) break;
+        used.set(i, used.size);
+        size += bytes(i);
+      }
+      const runImages = [...used.keys()].map((i) => images[i]);
+      const runCrops = crops.slice(start, end).map((c) => ({ ...c, image: used.get(c.image)! }));
+      parts.push(cropUploaded(engine, runImages, runCrops, S, norm));
+      start = end;
+    }
+    return parts.length === 1 ? parts[0] : ops.concat(parts, 0);
+  } finally {
+    if (parts.length > 1) for (const p of parts) p.dispose();
+  }
+}
+
+function cropUploaded(engine: Engine, images: readonly ImageLike[], crops: readonly CropParams[], S: number, norm: Normalisation): Tensor {
   const packed = uploadImages(engine, images);
   try {
-    const params = images.map((img, b) => evalCropParams(b, img.width, img.height, crop, ratio));
-    return cropBatchRaw(engine, packed, params, crop, { norm: opts.norm ?? IMAGENET_NORM });
+    return cropBatchRaw(engine, packed, crops, S, { norm });
   } finally {
     packed.pixels.dispose();
   }
