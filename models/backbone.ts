@@ -226,22 +226,29 @@ export function resolveArch(req: ArchRequest, weights: Pick<BackboneWeights, 'te
 }
 
 /**
- * Refuses an architecture that the tensors contradict, before anything is allocated: a file whose
- * metadata (or command line) claims dim 4096 × depth 48 while holding a tiny model would otherwise
- * build gigabytes of parameters only to fail strict loading, or crash allocating them. The
- * architecture-defining tensors are compared: cls_token [1, 1, D], patch_embed.proj.weight
- * [D, C, p, p], the block count, blocks.0.attn.qkv.weight [3D, D]. Full strict loading follows.
+ * Refuses, before anything is allocated, an architecture whose parameters would far outgrow the
+ * file: a file whose metadata (or command line) claims dim 4096 × depth 48 while holding a tiny
+ * model would otherwise allocate gigabytes only to fail strict loading, or crash allocating them.
+ * "Far" is more than 4× the file's elements plus 10⁸ (400 MB): every honest mismatch (a block more or
+ * less, another preset of a small model) is smaller and goes on to strict loading, whose error lists
+ * each key.
  */
 export function checkSpecAgainstShapes(spec: ArchSpec, tensors: ReadonlyMap<string, { shape: readonly number[] }>): void {
-  const problems: string[] = [];
-  const shapes = inferArchFromShapes(tensors);
-  const fmt = (s: readonly number[] | undefined) => (s ? `[${s.join(', ')}]` : 'absent');
-  if (shapes.embedDim !== undefined && shapes.embedDim !== spec.embedDim) problems.push(`cls_token ${fmt(tensors.get('cls_token')?.shape)} has dim ${shapes.embedDim}, not ${spec.embedDim}`);
-  if (shapes.depth !== undefined && shapes.depth !== spec.depth) problems.push(`the file has ${shapes.depth} blocks, not ${spec.depth}`);
-  if (shapes.patchSize !== undefined && shapes.patchSize !== spec.patchSize) problems.push(`patch_embed.proj.weight ${fmt(tensors.get('patch_embed.proj.weight')?.shape)} has patch ${shapes.patchSize}, not ${spec.patchSize}`);
-  const qkv = tensors.get('blocks.0.attn.qkv.weight')?.shape;
-  if (qkv && (qkv.length !== 2 || qkv[0] !== 3 * spec.embedDim || qkv[1] !== spec.embedDim)) problems.push(`blocks.0.attn.qkv.weight ${fmt(qkv)} is not [${3 * spec.embedDim}, ${spec.embedDim}]`);
-  if (problems.length) throw new Error(`the tensors do not match the architecture ${describeArch(spec)}: ${problems.join('; ')}`);
+  let held = 0;
+  for (const t of tensors.values()) held += t.shape.reduce((a, b) => a * b, 1);
+  const D = spec.embedDim;
+  const pos = tensors.get('pos_embed')?.shape;
+  const posRows = pos?.length === 3 ? pos[1] : Math.floor((spec.imgSize ?? 224) / spec.patchSize) ** 2 + 1;
+  // patch embed, cls token, position embedding, final norm; per block: norms, qkv, proj, MLP (4D)
+  const wanted = D * 3 * spec.patchSize ** 2 + D + D + posRows * D + 2 * D + spec.depth * (12 * D * D + 13 * D);
+  if (wanted > 4 * held + 1e8) {
+    const shapes = inferArchFromShapes(tensors);
+    const seen = [shapes.embedDim && `dim ${shapes.embedDim}`, shapes.depth && `depth ${shapes.depth}`, shapes.patchSize && `patch ${shapes.patchSize}`].filter(Boolean).join(', ');
+    throw new Error(
+      `the architecture ${describeArch(spec)} has ${wanted.toLocaleString('en')} parameters, but the file holds ${held.toLocaleString('en')} values` +
+        (seen ? ` (its tensors say ${seen})` : '') + ': refusing to build it',
+    );
+  }
 }
 
 /**
