@@ -3,6 +3,9 @@
  * zlib's raw inflate for zips with compressed entries. The parsers themselves (safetensors.ts,
  * npy.ts, torch.ts, image.ts, ...) never import Node built-ins; only this file does.
  *
+ * Budget: files are read whole (the callers' loaders bound what they allocate from them, see
+ * budget.ts); inflation is capped at the declared size of the zip entry.
+ *
  * Atomic write: the content goes to a temporary file in the destination's directory (same file
  * system), is flushed with fsync, then renamed over the destination. On any error the temporary
  * file is removed and the destination is left as it was (absent, or its previous content), so a
@@ -30,9 +33,13 @@ export function readBytesSync(path: string): Uint8Array {
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
-/** Raw-deflate decompression with Node's zlib, for `ZipArchive.read` / `loadTorchCheckpoint`. */
-export const nodeInflateRaw: InflateRawSync = (data) => {
-  const out = inflateRawSync(data);
+/**
+ * Raw-deflate decompression with Node's zlib, for `ZipArchive.read` / `loadTorchCheckpoint`. zlib
+ * stops with ERR_BUFFER_TOO_LARGE once the output would pass `maxOutputLength`, so a zip bomb is
+ * never inflated past the size its entry declares.
+ */
+export const nodeInflateRaw: InflateRawSync = (data, maxOutputLength) => {
+  const out = inflateRawSync(data, maxOutputLength === undefined ? {} : { maxOutputLength: Math.max(1, maxOutputLength) });
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 };
 
