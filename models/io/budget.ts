@@ -67,8 +67,9 @@ export class LoadBudget {
   /**
    * Charges `bytes` about to be allocated for `what`; when they do not fit, calls `fail` (which
    * throws the loader's own error type) with a one-line reason, before anything is allocated.
+   * `hint` (e.g. "a zip bomb?") goes in the reason.
    */
-  charge(bytes: number, what: string, fail: (message: string) => never): void {
+  charge(bytes: number, what: string, fail: (message: string) => never, hint?: string): void {
     if (this.used + bytes <= this.limit) {
       this.used += bytes;
       return;
@@ -78,7 +79,7 @@ export class LoadBudget {
       : 'set by maxBytes';
     const spent = this.used ? `, ${formatBytes(this.used)} of it already used` : '';
     fail(
-      `${what} needs ${formatBytes(bytes)} (${formatCount(bytes)} bytes), past the load budget of ${formatBytes(this.limit)} (${how}${spent}); refusing before allocating. Pass a larger maxBytes if the file is trusted`,
+      `${what} needs ${formatBytes(bytes)} (${formatCount(bytes)} bytes), past the load budget of ${formatBytes(this.limit)} (${how}${spent})${hint ? `; ${hint}` : ''}. Refused before allocating; pass a larger maxBytes if the file is trusted`,
     );
   }
 }

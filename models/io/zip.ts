@@ -234,7 +234,7 @@ export class ZipArchive {
   /** Charges a deflated entry's declared size to the budget, before it is inflated. */
   private chargeInflated(e: ZipEntry): void {
     const what = `entry ${quoteName(e.name)} (${formatBytes(e.compressedSize)} deflated, declaring ${formatBytes(e.size)} inflated)`;
-    this.budget.charge(e.size, what, (message) => fail(`${message}; a zip bomb? (torch never compresses checkpoints)`));
+    this.budget.charge(e.size, what, fail, 'a zip bomb? (torch never compresses checkpoints)');
   }
 
   /** The raw (possibly compressed) bytes of an entry. */
