@@ -12,6 +12,7 @@
  * partial output file never appears.
  */
 
+import { kMaxLength } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
@@ -39,7 +40,8 @@ export function readBytesSync(path: string): Uint8Array {
  * never inflated past the size its entry declares.
  */
 export const nodeInflateRaw: InflateRawSync = (data, maxOutputLength) => {
-  const out = inflateRawSync(data, maxOutputLength === undefined ? {} : { maxOutputLength: Math.max(1, maxOutputLength) });
+  const cap = maxOutputLength === undefined ? undefined : Math.min(Math.max(1, maxOutputLength), kMaxLength);
+  const out = inflateRawSync(data, cap === undefined ? {} : { maxOutputLength: cap });
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 };
 

@@ -20,8 +20,8 @@
  * copied (a DAG of shared references stays a DAG: expanding it is the caller's business, see
  * `flattenStateDict`). Integers are bounded: binary ones (LONG1/LONG4) to {@link MAX_LONG_BYTES}
  * bytes, decoded in linear time; decimal ones (INT/LONG) to {@link MAX_INT_DIGITS} digits. Tuple
- * dict keys render to at most {@link MAX_KEY_CHARS} characters, and values quoted in errors are
- * cut short.
+ * dict keys render to at most {@link MAX_KEY_CHARS} characters and nest at most
+ * {@link MAX_KEY_DEPTH} deep, and values quoted in errors are cut short.
  *
  * Pure TypeScript, no Node built-ins.
  */
@@ -55,6 +55,8 @@ export const COPY_FLOOR = 2 ** 20;
 
 /** Longest text a tuple dict key may render to ("(a, b)"); shared tuples could otherwise explode. */
 export const MAX_KEY_CHARS = 65536;
+/** Deepest nesting of tuples in a dict key (rendered recursively; real keys nest one or two levels). */
+export const MAX_KEY_DEPTH = 100;
 
 /** A pickle stream that is malformed or uses something this reader does not support. */
 export class PickleError extends Error {
@@ -121,17 +123,19 @@ const HEX_BYTE = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2
  * 2^depth characters once written out) is refused as soon as it passes the limit.
  */
 function keyString(k: unknown, where: () => string): string {
-  return typeof k === 'string' ? k : renderKey(k, where, { left: MAX_KEY_CHARS });
+  return typeof k === 'string' ? k : renderKey(k, where, { left: MAX_KEY_CHARS }, 0);
 }
 
 /** One part of a key; `budget.left` is what the whole key may still take (every call pays). */
-function renderKey(k: unknown, where: () => string, budget: { left: number }): string {
+function renderKey(k: unknown, where: () => string, budget: { left: number }, depth: number): string {
   let s: string;
   if (Array.isArray(k)) {
+    if (depth >= MAX_KEY_DEPTH) throw new PickleError(`pickle: a tuple dict key nested deeper than ${MAX_KEY_DEPTH} levels ${where()}`);
     // Parentheses, ", " separators, and the trailing comma of a 1-tuple.
     budget.left -= 2 + 2 * Math.max(0, k.length - 1) + (k.length === 1 ? 1 : 0);
     if (budget.left < 0) keyTooLong(where);
-    const parts = k.map((x) => renderKey(x, where, budget));
+    const parts: string[] = [];
+    for (const x of k) parts.push(renderKey(x, where, budget, depth + 1));
     return `(${parts.join(', ')}${k.length === 1 ? ',' : ''})`;
   }
   if (typeof k === 'string') s = k;

@@ -9,7 +9,8 @@
  * float32 (F16, BF16, F64, integers, BOOL, F8). Malformed files raise {@link SafetensorsError}
  * naming the problem and the tensor.
  *
- * Budget: the header is at most 100 MB (the reference implementation's limit), and the tensors'
+ * Budget: the header is at most 100 MB (the reference implementation's limit; JSON.parse turns it
+ * into JS objects several times that size, a million entries once took 1.5 GB), and the tensors'
  * `data_offsets` must tile the data section exactly, as the reference requires: sorted, no overlap,
  * no hole, nothing left over. So every stored byte belongs to exactly one tensor and the float32
  * output is at most 4x the data section (1-byte dtypes), all checked before any tensor is

@@ -192,6 +192,12 @@ describe('F4: shared references', () => {
     await expectRefusal('dag-key', 'PickleError', /a tuple dict key renders to more than 65536 characters/);
   }, CHILD_TIMEOUT);
 
+  it('a tuple key nested 100000 deep is refused by its depth, not by a stack overflow', () => {
+    const key = (depth: number) => concat(P.proto(2), P.emptyDict, P.emptyTuple, new Array(depth).fill(0x85), P.int(1), P.setitem, P.stop);
+    expect(Object.keys(unpickle(key(99), pickleOpts) as object)[0]).toBe(`${'('.repeat(99)}()${',)'.repeat(99)}`);
+    expect(() => unpickle(key(100_000), pickleOpts)).toThrow(new PickleError('pickle: a tuple dict key nested deeper than 100 levels at byte 100006 of t.pkl'));
+  });
+
   it('one big string handed to a constructor 2000 times is refused (shared, never copied 2000 times)', async () => {
     await expectRefusal('shared-copy', 'PickleError', /constructor arguments would copy more than 4x the pickle's size/);
   }, CHILD_TIMEOUT);
