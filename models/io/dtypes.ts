@@ -3,6 +3,10 @@
  *
  * Shared by the safetensors, .npy and PyTorch readers. Pure TypeScript (no Node built-ins): works
  * on any Uint8Array, whatever its byte offset or alignment, on little- and big-endian data.
+ *
+ * Budget: {@link toFloat32} allocates exactly `count` float32s and checks that the source bytes
+ * exist; whether `count` is acceptable is the caller's decision, made before calling (each
+ * reader's header states its bound, see budget.ts).
  */
 
 /** An element type, by its storage layout. */

@@ -3,12 +3,16 @@
  * zlib's raw inflate for zips with compressed entries. The parsers themselves (safetensors.ts,
  * npy.ts, torch.ts, image.ts, ...) never import Node built-ins; only this file does.
  *
+ * Budget: files are read whole (the callers' loaders bound what they allocate from them, see
+ * budget.ts); inflation is capped at the declared size of the zip entry.
+ *
  * Atomic write: the content goes to a temporary file in the destination's directory (same file
  * system), is flushed with fsync, then renamed over the destination. On any error the temporary
  * file is removed and the destination is left as it was (absent, or its previous content), so a
  * partial output file never appears.
  */
 
+import { kMaxLength } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, type Stats, unlinkSync, writeSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
@@ -65,9 +69,14 @@ function notRegular(path: string, st: Stats): string {
   return `${path} is ${kind}, not a regular file`;
 }
 
-/** Raw-deflate decompression with Node's zlib, for `ZipArchive.read` / `loadTorchCheckpoint`. */
-export const nodeInflateRaw: InflateRawSync = (data) => {
-  const out = inflateRawSync(data);
+/**
+ * Raw-deflate decompression with Node's zlib, for `ZipArchive.read` / `loadTorchCheckpoint`. zlib
+ * stops with ERR_BUFFER_TOO_LARGE once the output would pass `maxOutputLength`, so a zip bomb is
+ * never inflated past the size its entry declares.
+ */
+export const nodeInflateRaw: InflateRawSync = (data, maxOutputLength) => {
+  const cap = maxOutputLength === undefined ? undefined : Math.min(Math.max(1, maxOutputLength), kMaxLength);
+  const out = inflateRawSync(data, cap === undefined ? {} : { maxOutputLength: cap });
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 };
 

@@ -6,10 +6,23 @@
  * `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }` padded with spaces and a newline,
  * then the raw array data. Only C-order arrays of plain numeric dtypes are supported.
  *
+ * Budget: the header is parsed in time linear in its length (bounded by the file) with nesting at
+ * most {@link MAX_HEADER_DEPTH} deep (a header of 100000 '(' once overflowed the call stack), and
+ * the array's byte size (shape x dtype) must fit in the file before anything is allocated, so the
+ * float32 output is at most 4x the data bytes (1-byte dtypes).
+ *
  * Pure TypeScript, no Node built-ins. Reading converts every dtype to float32.
  */
 
 import { ELEMENT_BYTES, type ElementType, formatShape, isValidShape, numel, toFloat32 } from './dtypes.js';
+import { clip, firstBytes } from './error-text.js';
+import { sniffFormat, wrongFormatMessage } from './sniff.js';
+
+/**
+ * Deepest nesting of brackets accepted in a header. NumPy writes a dict holding a shape tuple
+ * (depth 2); structured dtypes, which this reader refuses anyway, nest a few levels more.
+ */
+export const MAX_HEADER_DEPTH = 32;
 
 /** A malformed or unsupported .npy file (or invalid input to the writer). */
 export class NpyError extends Error {
@@ -77,6 +90,9 @@ type PyLiteral = string | number | boolean | null | PyLiteral[] | Map<string, Py
 
 class LiteralParser {
   private pos = 0;
+  /** Brackets open around the current position (bounded by {@link MAX_HEADER_DEPTH}). */
+  private depth = 0;
+  private static readonly NUMBER = /[-+]?\d+L?/y;
   constructor(private readonly s: string) {}
 
   parseAll(): PyLiteral {
@@ -87,7 +103,7 @@ class LiteralParser {
   }
 
   private error(msg: string): never {
-    fail(`malformed header (${msg} at character ${this.pos}): ${JSON.stringify(this.s.trim().slice(0, 200))}`);
+    fail(`malformed header (${msg} at character ${this.pos}): ${JSON.stringify(clip(this.s.trim()))}`);
   }
 
   private ws(): void {
@@ -97,11 +113,10 @@ class LiteralParser {
   private value(): PyLiteral {
     this.ws();
     const c = this.s[this.pos];
-    if (c === '{') return this.dict();
-    if (c === '(') return this.seq(')');
-    if (c === '[') return this.seq(']');
+    if (c === '{' || c === '(' || c === '[') return this.nested(c);
     if (c === "'" || c === '"') return this.str();
-    const num = /^[-+]?\d+L?/.exec(this.s.slice(this.pos));
+    LiteralParser.NUMBER.lastIndex = this.pos;
+    const num = LiteralParser.NUMBER.exec(this.s);
     if (num) {
       this.pos += num[0].length;
       return Number(num[0].replace('L', ''));
@@ -117,6 +132,14 @@ class LiteralParser {
       }
     }
     this.error('expected a value');
+  }
+
+  /** A dict, tuple or list, one level deeper (refused past {@link MAX_HEADER_DEPTH}). */
+  private nested(open: '{' | '(' | '['): PyLiteral {
+    if (++this.depth > MAX_HEADER_DEPTH) this.error(`brackets nested deeper than ${MAX_HEADER_DEPTH} levels`);
+    const v = open === '{' ? this.dict() : this.seq(open === '(' ? ')' : ']');
+    this.depth--;
+    return v;
   }
 
   private str(): string {
@@ -179,8 +202,9 @@ class LiteralParser {
  */
 export function readNpyHeader(bytes: Uint8Array): NpyHeader {
   if (bytes.length < 10 || !MAGIC.every((b, i) => bytes[i] === b)) {
-    const first = Array.from(bytes.subarray(0, 8), (b) => b.toString(16).padStart(2, '0')).join(' ');
-    fail(`not a .npy file (bad magic; first bytes: ${first || 'none'})`);
+    const other = sniffFormat(bytes);
+    const known = other !== 'unknown' && other !== 'npy' && other !== 'empty' ? `: ${wrongFormatMessage(bytes, other, 'a .npy file')}` : '';
+    fail(`not a .npy file (bad magic; first bytes: ${firstBytes(bytes)})${known}`);
   }
   const major = bytes[6]!;
   const minor = bytes[7]!;
@@ -202,17 +226,17 @@ export function readNpyHeader(bytes: Uint8Array): NpyHeader {
   }
   const text = new TextDecoder(major === 3 ? 'utf-8' : 'latin1').decode(bytes.subarray(start, start + headerLen));
   const dict = new LiteralParser(text).parseAll();
-  if (!(dict instanceof Map)) fail(`header is not a dict: ${JSON.stringify(text.trim())}`);
+  if (!(dict instanceof Map)) fail(`header is not a dict: ${JSON.stringify(clip(text.trim()))}`);
   const descr = dict.get('descr');
   const fortran = dict.get('fortran_order');
   const shape = dict.get('shape');
   if (descr === undefined || fortran === undefined || shape === undefined) {
-    fail(`header lacks 'descr', 'fortran_order' or 'shape': ${JSON.stringify(text.trim())}`);
+    fail(`header lacks 'descr', 'fortran_order' or 'shape': ${JSON.stringify(clip(text.trim()))}`);
   }
-  if (typeof descr !== 'string') fail(`structured dtypes are not supported (descr: ${JSON.stringify(descr)})`);
+  if (typeof descr !== 'string') fail(`structured dtypes are not supported (descr: ${clip(JSON.stringify(descr) ?? 'None')})`);
   if (typeof fortran !== 'boolean') fail(`'fortran_order' is not True or False`);
   if (fortran) fail('Fortran-order arrays are not supported (save a C-contiguous array: np.ascontiguousarray)');
-  if (!isValidShape(shape)) fail(`invalid shape ${JSON.stringify(shape)}`);
+  if (!isValidShape(shape)) fail(`invalid shape ${clip(JSON.stringify(shape) ?? 'None')}`);
   return { version: [major, minor], descr, shape: shape.slice(), dataOffset: start + headerLen };
 }
 
@@ -224,12 +248,12 @@ export function readNpyHeader(bytes: Uint8Array): NpyHeader {
 export function parseNpy(bytes: Uint8Array): NpyArray {
   const h = readNpyHeader(bytes);
   const dt = parseDescr(h.descr);
-  if (!dt) fail(`unsupported dtype '${h.descr}' (supported: f2 f4 f8 i1 i2 i4 i8 u1 u2 u4 u8 b1)`);
+  if (!dt) fail(`unsupported dtype '${clip(h.descr)}' (supported: f2 f4 f8 i1 i2 i4 i8 u1 u2 u4 u8 b1)`);
   const count = numel(h.shape);
   const need = count * ELEMENT_BYTES[dt.type];
   const have = bytes.length - h.dataOffset;
   if (need > have) {
-    fail(`truncated file: shape ${formatShape(h.shape)} of '${h.descr}' needs ${need} data bytes but the file has ${have}`);
+    fail(`truncated file: shape ${clip(formatShape(h.shape))} of '${h.descr}' needs ${need} data bytes but the file has ${have}`);
   }
   return { descr: h.descr, shape: h.shape, data: toFloat32(bytes, h.dataOffset, count, dt.type, dt.littleEndian) };
 }

@@ -15,8 +15,48 @@
  * Attributes set on a dict by BUILD (e.g. a state dict's `_metadata`) are kept out of its keys,
  * under the non-enumerable symbol {@link PY_ATTRIBUTES}.
  *
+ * Budget: time and memory are linear in the pickle's size. Every opcode builds at most one new
+ * value of a size bounded by the bytes it reads; containers fetched from the memo are shared, never
+ * copied (a DAG of shared references stays a DAG: expanding it is the caller's business, see
+ * `flattenStateDict`). Integers are bounded: binary ones (LONG1/LONG4) to {@link MAX_LONG_BYTES}
+ * bytes, decoded in linear time; decimal ones (INT/LONG) to {@link MAX_INT_DIGITS} digits. Tuple
+ * dict keys render to at most {@link MAX_KEY_CHARS} characters and nest at most
+ * {@link MAX_KEY_DEPTH} deep, and values quoted in errors are cut short.
+ *
  * Pure TypeScript, no Node built-ins.
  */
+
+import { clip } from './error-text.js';
+
+/**
+ * Longest decimal integer accepted (INT / LONG text): CPython's own default limit on int <-> str
+ * conversion (`sys.get_int_max_str_digits()`, 4300), set there because the conversion is
+ * superlinear, as it is for BigInt in JavaScript.
+ */
+export const MAX_INT_DIGITS = 4300;
+
+/**
+ * Longest binary integer accepted (LONG1 / LONG4 payload), in bytes. torch.save writes 64-bit
+ * sizes, strides and offsets, and an 80-bit magic number; training arguments hold ordinary Python
+ * ints. 2048 bytes (16384 bits) holds every int CPython prints by default (4300 digits need 1786
+ * bytes), so nothing a real checkpoint holds is refused, while a 256 KB integer (once a load that
+ * never finished) is refused at once.
+ */
+export const MAX_LONG_BYTES = 2048;
+
+/**
+ * Constructors (REDUCE / NEWOBJ / BUILD) may copy at most this many elements per byte of pickle,
+ * plus {@link COPY_FLOOR}: a checkpoint hands each container to a constructor once, so it copies
+ * about one element per byte; shared containers handed over repeatedly would be quadratic.
+ */
+export const COPY_FACTOR = 4;
+/** See {@link COPY_FACTOR}. */
+export const COPY_FLOOR = 2 ** 20;
+
+/** Longest text a tuple dict key may render to ("(a, b)"); shared tuples could otherwise explode. */
+export const MAX_KEY_CHARS = 65536;
+/** Deepest nesting of tuples in a dict key (rendered recursively; real keys nest one or two levels). */
+export const MAX_KEY_DEPTH = 100;
 
 /** A pickle stream that is malformed or uses something this reader does not support. */
 export class PickleError extends Error {
@@ -74,23 +114,86 @@ export interface UnpickleOptions {
 /** Python 2 module names written by Python 3 pickles at protocol < 3 (fix_imports). */
 const MODULE_RENAMES: Record<string, string> = { __builtin__: 'builtins', copy_reg: 'copyreg' };
 
-/** Converts a Python dict key to the string used as JS property name. */
+/** Two lowercase hex digits of each byte value. */
+const HEX_BYTE = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, '0'));
+
+/**
+ * Converts a Python dict key to the string used as JS property name; tuples render as "(a, b)".
+ * A tuple key is bounded to {@link MAX_KEY_CHARS} characters: a tuple of shared tuples (a DAG,
+ * 2^depth characters once written out) is refused as soon as it passes the limit.
+ */
 function keyString(k: unknown, where: () => string): string {
-  if (typeof k === 'string') return k;
-  if (typeof k === 'number' || typeof k === 'bigint') return String(k);
-  if (typeof k === 'boolean') return k ? 'True' : 'False';
-  if (k === null) return 'None';
-  if (Array.isArray(k)) return `(${k.map((x) => keyString(x, where)).join(', ')}${k.length === 1 ? ',' : ''})`;
-  throw new PickleError(`pickle: unsupported dict key type ${describe(k)} ${where()}`);
+  return typeof k === 'string' ? k : renderKey(k, where, { left: MAX_KEY_CHARS }, 0);
+}
+
+/** One part of a key; `budget.left` is what the whole key may still take (every call pays). */
+function renderKey(k: unknown, where: () => string, budget: { left: number }, depth: number): string {
+  let s: string;
+  if (Array.isArray(k)) {
+    if (depth >= MAX_KEY_DEPTH) throw new PickleError(`pickle: a tuple dict key nested deeper than ${MAX_KEY_DEPTH} levels ${where()}`);
+    // Parentheses, ", " separators, and the trailing comma of a 1-tuple.
+    budget.left -= 2 + 2 * Math.max(0, k.length - 1) + (k.length === 1 ? 1 : 0);
+    if (budget.left < 0) keyTooLong(where);
+    const parts: string[] = [];
+    for (const x of k) parts.push(renderKey(x, where, budget, depth + 1));
+    return `(${parts.join(', ')}${k.length === 1 ? ',' : ''})`;
+  }
+  if (typeof k === 'string') s = k;
+  else if (typeof k === 'number' || typeof k === 'bigint') s = String(k);
+  else if (typeof k === 'boolean') s = k ? 'True' : 'False';
+  else if (k === null) s = 'None';
+  else throw new PickleError(`pickle: unsupported dict key type ${describe(k)} ${where()}`);
+  budget.left -= s.length;
+  if (budget.left < 0) keyTooLong(where);
+  return s;
+}
+
+function keyTooLong(where: () => string): never {
+  throw new PickleError(`pickle: a tuple dict key renders to more than ${MAX_KEY_CHARS} characters ${where()}`);
 }
 
 function describe(v: unknown): string {
   if (v === null) return 'None';
   if (Array.isArray(v)) return 'list/tuple';
-  if (v instanceof PickleGlobalRef) return `global '${v.qualifiedName}'`;
+  if (v instanceof PickleGlobalRef) return `global '${clip(v.qualifiedName)}'`;
   if (v instanceof Uint8Array) return 'bytes';
   if (v instanceof Set) return 'set';
   return typeof v;
+}
+
+/**
+ * A short rendering of an unpickled value for error messages: at most about `max` characters,
+ * however large or shared the value (a tuple of shared tuples is never expanded in full).
+ */
+export function preview(v: unknown, max = 80): string {
+  const budget = { left: max };
+  const s = render(v, budget);
+  return s.length > max ? `${s.slice(0, max)}...` : s;
+}
+
+function render(v: unknown, budget: { left: number }): string {
+  if (budget.left <= 0) return '...';
+  if (Array.isArray(v)) {
+    budget.left -= 2;
+    const parts: string[] = [];
+    for (const x of v) {
+      if (budget.left <= 0) {
+        parts.push('...');
+        break;
+      }
+      parts.push(render(x, budget));
+      budget.left -= 2;
+    }
+    return `(${parts.join(', ')})`;
+  }
+  let s: string;
+  if (typeof v === 'string') s = JSON.stringify(v.length > budget.left ? `${v.slice(0, budget.left)}...` : v);
+  else if (typeof v === 'number' || typeof v === 'boolean') s = String(v);
+  else if (typeof v === 'bigint') s = v.toString(16).length > 16 ? `<int of ${v.toString(16).length * 4} bits>` : String(v);
+  else if (v === null || v === undefined) s = 'None';
+  else s = `<${describe(v)}>`;
+  budget.left -= s.length;
+  return s;
 }
 
 /** Defines `obj[key] = value` as an own property, never touching the prototype (`__proto__`). */
@@ -130,6 +233,8 @@ class Unpickler {
   private readonly metastack: unknown[][] = [];
   private readonly memo = new Map<number, unknown>();
   private readonly creators = new WeakMap<object, PickleGlobal>();
+  /** Elements the constructors (REDUCE / NEWOBJ / BUILD) may still copy; see {@link chargeCopy}. */
+  private copyLeft: number;
   private opStart = 0;
   private static readonly utf8 = new TextDecoder('utf-8');
   private static readonly latin1 = new TextDecoder('latin1');
@@ -140,6 +245,7 @@ class Unpickler {
     private readonly opts: UnpickleOptions,
   ) {
     this.pos = offset;
+    this.copyLeft = COPY_FACTOR * (bytes.length - offset) + COPY_FLOOR;
     this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
@@ -208,12 +314,29 @@ class Unpickler {
     return items;
   }
 
+  /**
+   * A LONG1 / LONG4 payload: little-endian two's complement. Linear time: the bytes become one hex
+   * string, parsed once (a BigInt shift per byte made a 256 KB integer take minutes).
+   */
   private long(data: Uint8Array): number | bigint {
+    if (data.length > MAX_LONG_BYTES) {
+      this.error(`integer of ${data.length} bytes is longer than the ${MAX_LONG_BYTES}-byte limit (checkpoints hold 64-bit integers)`);
+    }
     if (data.length === 0) return 0;
-    let v = 0n;
-    for (let i = data.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(data[i]!);
+    const hex = new Array<string>(data.length);
+    for (let i = 0; i < data.length; i++) hex[data.length - 1 - i] = HEX_BYTE[data[i]!]!;
+    let v = BigInt(`0x${hex.join('')}`);
     if (data[data.length - 1]! & 0x80) v -= 1n << BigInt(8 * data.length);
     return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+  }
+
+  /** A protocol-0 decimal integer (INT / LONG text), at most {@link MAX_INT_DIGITS} digits. */
+  private decimal(s: string, op: string): number | bigint {
+    if (!/^[-+]?\d+$/.test(s)) this.error(`bad ${op} ${JSON.stringify(clip(s))}`);
+    if (s.replace(/^[-+]?0*/, '').length > MAX_INT_DIGITS) {
+      this.error(`${op} of ${s.length} characters is longer than the ${MAX_INT_DIGITS}-digit limit`);
+    }
+    return Number.isSafeInteger(Number(s)) ? Number(s) : BigInt(s);
   }
 
   private resolveGlobal(module: string, name: string): PickleGlobalRef {
@@ -222,7 +345,7 @@ class Unpickler {
     const impl = this.opts.globals.get(qualified);
     if (!impl) {
       throw new UnsafePickleError(
-        `refusing to load global '${qualified}' from ${this.opts.source ?? 'the pickle'}: ${
+        `refusing to load global '${clip(qualified)}' from ${this.opts.source ?? 'the pickle'}: ${
           this.opts.allowedDescription ?? 'it is not on the allowlist'
         }`,
       );
@@ -241,9 +364,41 @@ class Unpickler {
     for (const it of items) target.push(it);
   }
 
+  /**
+   * Charges what a constructor may copy out of `v` (its arguments or BUILD state), `depth` levels
+   * deep. Containers from the memo are shared, so a tiny pickle could hand one big list to a
+   * constructor a million times; every hand-over pays one unit per element it reaches, and the
+   * load stops once {@link COPY_FACTOR} x the pickle's size (+ {@link COPY_FLOOR}) is spent. Each
+   * step of this walk pays too, so the walk itself is bounded by the same allowance.
+   */
+  private chargeCopy(v: unknown, depth: number): void {
+    this.spend(1);
+    if (typeof v === 'string' || v instanceof Uint8Array) this.spend(v.length);
+    else if (Array.isArray(v)) {
+      this.spend(v.length);
+      if (depth > 0) for (const x of v) this.chargeCopy(x, depth - 1);
+    } else if (isDict(v)) {
+      for (const k in v) {
+        this.spend(1);
+        if (depth > 0) this.chargeCopy(v[k], depth - 1);
+      }
+    }
+  }
+
+  private spend(n: number): void {
+    this.copyLeft -= n;
+    if (this.copyLeft < 0) {
+      this.error(
+        `constructor arguments would copy more than ${COPY_FACTOR}x the pickle's size (the same container handed to constructors over and over?)`,
+      );
+    }
+  }
+
   private callGlobal(fn: unknown, args: unknown, kind: 'REDUCE' | 'NEWOBJ'): unknown {
     if (!(fn instanceof PickleGlobalRef)) this.error(`${kind} on a ${describe(fn)}, not a global`);
     if (!Array.isArray(args)) this.error(`${kind} arguments are not a tuple`);
+    // Three levels: the argument tuple, its items, and theirs (_rebuild_from_type_v2's inner args).
+    this.chargeCopy(args, 3);
     const method = kind === 'REDUCE' ? fn.impl.call : (fn.impl.newObj ?? fn.impl.call);
     if (!method) this.error(`global '${fn.qualifiedName}' cannot be used with ${kind}`);
     let result: unknown;
@@ -258,6 +413,7 @@ class Unpickler {
   }
 
   private build(obj: unknown, state: unknown): void {
+    this.chargeCopy(state, 2);
     const creator = obj !== null && typeof obj === 'object' ? this.creators.get(obj) : undefined;
     if (creator?.build) {
       creator.build(obj, state);
@@ -340,15 +496,12 @@ class Unpickler {
           // INT 'I' (protocol 0): decimal, or 00/01 for False/True
           const s = this.line().trim();
           if (s === '00' || s === '01') this.push(s === '01');
-          else if (/^[-+]?\d+$/.test(s)) this.push(Number.isSafeInteger(Number(s)) ? Number(s) : BigInt(s));
-          else this.error(`bad INT ${JSON.stringify(s)}`);
+          else this.push(this.decimal(s, 'INT'));
           break;
         }
         case 0x4c: {
           // LONG 'L' (protocol 0)
-          const s = this.line().trim().replace(/L$/, '');
-          if (!/^[-+]?\d+$/.test(s)) this.error(`bad LONG ${JSON.stringify(s)}`);
-          this.push(Number.isSafeInteger(Number(s)) ? Number(s) : BigInt(s));
+          this.push(this.decimal(this.line().trim().replace(/L$/, ''), 'LONG'));
           break;
         }
         case 0x47: // BINFLOAT 'G' (big-endian double)
@@ -358,7 +511,7 @@ class Unpickler {
           // FLOAT 'F' (protocol 0)
           const s = this.line().trim();
           const v = Number(s);
-          if (Number.isNaN(v) && s.toLowerCase() !== 'nan') this.error(`bad FLOAT ${JSON.stringify(s)}`);
+          if (Number.isNaN(v) && s.toLowerCase() !== 'nan') this.error(`bad FLOAT ${JSON.stringify(clip(s))}`);
           this.push(v);
           break;
         }
@@ -493,7 +646,7 @@ class Unpickler {
         case 0x67: {
           // GET 'g'
           const idx = op === 0x68 ? this.u8() : op === 0x6a ? this.u32() : Number(this.line());
-          if (!this.memo.has(idx)) this.error(`memo key ${idx} not defined`);
+          if (!this.memo.has(idx)) this.error(`memo key ${clip(String(idx))} not defined`);
           this.push(this.memo.get(idx));
           break;
         }

@@ -8,9 +8,18 @@
  * Pure TypeScript, no Node built-ins: bytes in, Float32Arrays out. Every tensor is converted to
  * float32 (F16, BF16, F64, integers, BOOL, F8). Malformed files raise {@link SafetensorsError}
  * naming the problem and the tensor.
+ *
+ * Budget: the header is at most 100 MB (the reference implementation's limit; JSON.parse turns it
+ * into JS objects several times that size, a million entries once took 1.5 GB), and the tensors'
+ * `data_offsets` must tile the data section exactly, as the reference requires: sorted, no overlap,
+ * no hole, nothing left over. So every stored byte belongs to exactly one tensor and the float32
+ * output is at most 4x the data section (1-byte dtypes), all checked before any tensor is
+ * converted. (Overlapping entries once let 50 tensors alias one 8 MB section: 1.6 GB from 8 MB.)
  */
 
 import { ELEMENT_BYTES, type ElementType, formatShape, isValidShape, numel, toFloat32 } from './dtypes.js';
+import { clip, firstBytes, quoteName } from './error-text.js';
+import { looksLikeSafetensorsHeader, sniffFormat, wrongFormatMessage } from './sniff.js';
 
 /** dtype names used in safetensors headers. */
 export type SafetensorsDtype =
@@ -96,13 +105,22 @@ function fail(message: string): never {
  * Reads and validates the header of a safetensors file without converting any tensor data: the
  * header length must fit in the file, the header must be a JSON object, every entry must have a
  * known dtype, a valid shape, and `data_offsets` inside the data section whose span matches
- * shape x dtype size.
+ * shape x dtype size, and the entries must tile the data section exactly (see the module doc).
+ * A file of another known format (a PyTorch checkpoint, an image, ...) is named as such.
  */
 export function readSafetensorsHeader(bytes: Uint8Array): SafetensorsHeader {
+  const other = sniffFormat(bytes);
+  if (!looksLikeSafetensorsHeader(bytes) && other !== 'unknown' && other !== 'safetensors') {
+    fail(wrongFormatMessage(bytes, other, 'a safetensors file'));
+  }
   if (bytes.length < 8) fail(`file is ${bytes.length} bytes, too short for the 8-byte header length`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const n64 = dv.getBigUint64(0, true);
-  if (n64 > BigInt(bytes.length - 8)) fail(`header length ${n64} exceeds file size ${bytes.length}`);
+  if (n64 > BigInt(bytes.length - 8)) {
+    // A truncated safetensors file still shows its JSON header's '{'; other bytes are another format.
+    const notJson = bytes.length > 8 && bytes[8] !== 0x7b ? ` (and no JSON header follows: not a safetensors file? first bytes: ${firstBytes(bytes)})` : '';
+    fail(`header length ${n64} exceeds file size ${bytes.length}${notJson}`);
+  }
   const n = Number(n64);
   if (n > MAX_HEADER_BYTES) fail(`header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
   if (n < 2) fail(`header length ${n} is too small for a JSON object`);
@@ -137,44 +155,73 @@ export function readSafetensorsHeader(bytes: Uint8Array): SafetensorsHeader {
   // Data order. (JSON.parse moves integer-like keys such as "10" to the front of an object, so the
   // textual header order is not available; writers lay data out in header order anyway.)
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  checkTiling(entries, dataLength);
   return { headerLength: n, dataStart, dataLength, entries, metadata };
+}
+
+/**
+ * The entries, in data order, must tile [0, dataLength) exactly, as the reference implementation
+ * requires: each begins where the previous one ended (zero-length tensors may share an offset).
+ */
+function checkTiling(entries: SafetensorsEntry[], dataLength: number): void {
+  let covered = 0;
+  let previous: SafetensorsEntry | undefined;
+  for (const e of entries) {
+    if (e.begin < covered) {
+      fail(
+        `tensor ${quoteName(e.name)}: data_offsets [${e.begin},${e.end}) overlap tensor ${quoteName(previous!.name)} [${previous!.begin},${previous!.end}) (tensors must not share bytes)`,
+      );
+    }
+    if (e.begin > covered) {
+      fail(
+        `tensor ${quoteName(e.name)}: data_offsets [${e.begin},${e.end}) leave bytes [${covered},${e.begin}) of the data section unused (offsets must tile it without holes)`,
+      );
+    }
+    covered = e.end;
+    previous = e;
+  }
+  if (covered !== dataLength) {
+    const after = previous ? `after tensor ${quoteName(previous.name)}` : 'with no tensors';
+    fail(`data section has ${dataLength} bytes but the tensors cover ${covered}: ${dataLength - covered} bytes left over ${after}`);
+  }
 }
 
 function checkMetadata(raw: unknown): Record<string, string> {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail('"__metadata__" is not a JSON object');
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
-    if (typeof v !== 'string') fail(`"__metadata__" value for '${k}' is not a string`);
+    if (typeof v !== 'string') fail(`"__metadata__" value for ${quoteName(k)} is not a string`);
     Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
   }
   return out;
 }
 
 function checkEntry(name: string, raw: unknown, dataLength: number): SafetensorsEntry {
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail(`tensor '${name}': entry is not a JSON object`);
+  const label = `tensor ${quoteName(name)}`;
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail(`${label}: entry is not a JSON object`);
   const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
   if (typeof dtype !== 'string' || !Object.hasOwn(DTYPES, dtype)) {
-    fail(`tensor '${name}': unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPES).join(', ')})`);
+    fail(`${label}: unsupported dtype ${clip(JSON.stringify(dtype) ?? 'undefined')} (supported: ${Object.keys(DTYPES).join(', ')})`);
   }
-  if (!isValidShape(shape)) fail(`tensor '${name}': invalid shape ${JSON.stringify(shape)}`);
+  if (!isValidShape(shape)) fail(`${label}: invalid shape ${clip(JSON.stringify(shape) ?? 'undefined')}`);
   if (
     !Array.isArray(offsets) ||
     offsets.length !== 2 ||
     !offsets.every((o) => typeof o === 'number' && Number.isSafeInteger(o) && o >= 0)
   ) {
-    fail(`tensor '${name}': invalid data_offsets ${JSON.stringify(offsets)}`);
+    fail(`${label}: invalid data_offsets ${clip(JSON.stringify(offsets) ?? 'undefined')}`);
   }
   const [begin, end] = offsets as [number, number];
-  if (end < begin) fail(`tensor '${name}': data_offsets [${begin},${end}) end before they begin`);
+  if (end < begin) fail(`${label}: data_offsets [${begin},${end}) end before they begin`);
   const sd = dtype as SafetensorsDtype;
   const need = numel(shape) * ELEMENT_BYTES[DTYPES[sd]];
   if (end - begin !== need) {
     fail(
-      `tensor '${name}': shape ${formatShape(shape)} of ${sd} needs ${need} bytes but data_offsets [${begin},${end}) span ${end - begin}`,
+      `${label}: shape ${clip(formatShape(shape))} of ${sd} needs ${need} bytes but data_offsets [${begin},${end}) span ${end - begin}`,
     );
   }
   if (end > dataLength) {
-    fail(`truncated file: tensor '${name}' needs bytes [${begin},${end}) but data section has ${dataLength}`);
+    fail(`truncated file: ${label} needs bytes [${begin},${end}) but data section has ${dataLength}`);
   }
   return { name, dtype: sd, shape, begin, end };
 }
@@ -282,16 +329,14 @@ export function writeSafetensors(
  * PROTO byte (0x80), which can also be the first byte of a safetensors header length.
  */
 export function looksLikeSafetensors(bytes: Uint8Array): boolean {
-  if (bytes.length < 10) return false;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const n = Number(view.getBigUint64(0, true));
-  return n >= 2 && 8 + n <= bytes.length && bytes[8] === 0x7b;
+  return looksLikeSafetensorsHeader(bytes);
 }
 
 /**
- * True for PyTorch's legacy (pre-1.6) checkpoint format: a pickle (PROTO 2..5) whose first value is
- * torch's magic number written with LONG1 (0x8a). Zip checkpoints are recognised by their header.
+ * True for PyTorch's legacy (pre-1.6, or `_use_new_zipfile_serialization=False`) checkpoint
+ * format: a pickle of protocol 2 to 5 whose first value is torch's magic number, after the FRAME
+ * opcode that protocols 4 and 5 begin with. Zip checkpoints are recognised by their header.
  */
 export function looksLikeLegacyTorch(bytes: Uint8Array): boolean {
-  return bytes.length > 3 && bytes[0] === 0x80 && bytes[1] >= 2 && bytes[1] <= 5 && bytes[2] === 0x8a;
+  return sniffFormat(bytes) === 'torch-legacy';
 }

@@ -5,12 +5,18 @@
  *
  * Pure TypeScript, no Node built-ins. Works on any tensor type with a `shape` (TorchTensor,
  * SafeTensor, NpyArray).
+ *
+ * Budget: {@link loadStateDict} is bounded by the loader it dispatches to (safetensors: 4x the
+ * data section; torch: `maxBytes`, then the key count checked by `flattenStateDict`). Errors list
+ * at most {@link MAX_LISTED_NAMES} names per list and say how many more there are: a file with a
+ * million tensors gives a short message, not an 8.9 MB line.
  */
 
 import { formatShape } from './dtypes.js';
-import { looksLikeLegacyTorch, looksLikeSafetensors, parseSafetensors } from './safetensors.js';
-import { flattenStateDict, loadTorchCheckpoint, TorchTensor } from './torch.js';
-import { looksLikeZip } from './zip.js';
+import { clip, formatCount, listNames, MAX_LISTED_NAMES, quoteName } from './error-text.js';
+import { parseSafetensors } from './safetensors.js';
+import { sniffFormat, wrongFormatMessage } from './sniff.js';
+import { type FlattenOptions, flattenStateDict, loadTorchCheckpoint, TorchTensor } from './torch.js';
 
 /** Anything with a shape (tensors of the readers in this folder). */
 export interface Shaped {
@@ -55,9 +61,7 @@ export function selectCheckpointEntry(obj: unknown, key = 'teacher'): Record<str
   }
   if (holdsTensors(obj)) return obj;
   throw new Error(
-    `checkpoint: no '${key}', 'state_dict' or 'model' entry and no tensors at the top level (keys: ${Object.keys(obj)
-      .slice(0, 20)
-      .join(', ')})`,
+    `checkpoint: no ${quoteName(key)}, 'state_dict' or 'model' entry and no tensors at the top level (keys: ${listNames(Object.keys(obj), 20)})`,
   );
 }
 
@@ -87,7 +91,7 @@ export function stripPrefixes<T>(map: ReadonlyMap<string, T>, prefixes: readonly
       }
     }
     const prev = from.get(n);
-    if (prev !== undefined) throw new Error(`stripPrefixes: '${prev}' and '${name}' both become '${n}'`);
+    if (prev !== undefined) throw new Error(`stripPrefixes: ${quoteName(prev)} and ${quoteName(name)} both become ${quoteName(n)}`);
     from.set(n, name);
     out.set(n, v);
   }
@@ -121,9 +125,11 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 }
 
 /**
- * Strict loading check: throws ONE {@link StateDictMismatchError} listing every missing name,
- * every unexpected name and every shape mismatch (`blocks.0.attn.qkv.weight: expected [576, 192],
- * got [192, 576]`); returns normally when `got` has exactly the expected names and shapes.
+ * Strict loading check: throws ONE {@link StateDictMismatchError} for every missing name, every
+ * unexpected name and every shape mismatch (`blocks.0.attn.qkv.weight: expected [576, 192], got
+ * [192, 576]`); returns normally when `got` has exactly the expected names and shapes. The error
+ * carries the complete lists; its message shows at most {@link MAX_LISTED_NAMES} of each
+ * ("... and 999,950 more").
  */
 export function checkStrict(expected: ReadonlyMap<string, readonly number[]>, got: ReadonlyMap<string, Shaped>): void {
   const missing: string[] = [];
@@ -132,7 +138,7 @@ export function checkStrict(expected: ReadonlyMap<string, readonly number[]>, go
   for (const [name, shape] of expected) {
     const t = got.get(name);
     if (!t) missing.push(name);
-    else if (!sameShape(shape, t.shape)) mismatched.push(`${name}: expected ${formatShape(shape)}, got ${formatShape(t.shape)}`);
+    else if (!sameShape(shape, t.shape)) mismatched.push(`${name}: expected ${formatShape(shape)}, got ${clip(formatShape(t.shape))}`);
   }
   for (const name of got.keys()) if (!expected.has(name)) unexpected.push(name);
   if (!missing.length && !unexpected.length && !mismatched.length) return;
@@ -141,9 +147,10 @@ export function checkStrict(expected: ReadonlyMap<string, readonly number[]>, go
       mismatched.length === 1 ? '' : 'es'
     }`,
   ];
-  if (missing.length) lines.push(`  missing keys: ${missing.join(', ')}`);
-  if (unexpected.length) lines.push(`  unexpected keys: ${unexpected.join(', ')}`);
-  for (const m of mismatched) lines.push(`  shape mismatch: ${m}`);
+  if (missing.length) lines.push(`  missing keys: ${listNames(missing)}`);
+  if (unexpected.length) lines.push(`  unexpected keys: ${listNames(unexpected)}`);
+  for (const m of mismatched.slice(0, MAX_LISTED_NAMES)) lines.push(`  shape mismatch: ${clip(m)}`);
+  if (mismatched.length > MAX_LISTED_NAMES) lines.push(`  ... and ${formatCount(mismatched.length - MAX_LISTED_NAMES)} more shape mismatches`);
   throw new StateDictMismatchError(lines.join('\n'), missing, unexpected, mismatched);
 }
 
@@ -153,15 +160,34 @@ export interface LoadedStateDict {
   tensors: Map<string, { shape: number[]; data: Float32Array }>;
 }
 
+/** Options of {@link loadStateDict}. */
+export interface LoadStateDictOptions extends FlattenOptions {
+  /** Entry of a training checkpoint to load (see {@link selectCheckpointEntry}; default 'teacher'). */
+  key?: string;
+  /** Name of the file, for error messages. */
+  name?: string;
+  /** Most bytes a PyTorch checkpoint's load may allocate (see `TorchLoadOptions.maxBytes`). */
+  maxBytes?: number;
+}
+
+/** What {@link loadStateDict} reads, as named in its refusals. */
+const WEIGHTS_FILE = 'a weights file (expected safetensors or a PyTorch checkpoint: a .pth zip or legacy pickle)';
+
 /**
  * Reads a weights file from its bytes, sniffing the format: a PyTorch checkpoint (zip or legacy
- * pickle; the entry is chosen by {@link selectCheckpointEntry} with `options.key`, then flattened)
- * or safetensors. Names are returned as stored; apply {@link stripPrefixes} as needed.
+ * pickle of any protocol 2-5; the entry is chosen by {@link selectCheckpointEntry} with
+ * `options.key`, then flattened) or safetensors. Any other file is refused naming what it is
+ * ("this is a PNG image, not a weights file ..."). Names are returned as stored; apply
+ * {@link stripPrefixes} as needed.
  */
-export function loadStateDict(bytes: Uint8Array, options: { key?: string; name?: string } = {}): LoadedStateDict {
-  if (!looksLikeSafetensors(bytes) && (looksLikeZip(bytes) || looksLikeLegacyTorch(bytes))) {
-    const ckpt = loadTorchCheckpoint(bytes, { name: options.name });
-    return { format: 'torch', tensors: flattenStateDict(selectCheckpointEntry(ckpt, options.key)) };
+export function loadStateDict(bytes: Uint8Array, options: LoadStateDictOptions = {}): LoadedStateDict {
+  const format = sniffFormat(bytes);
+  if (format === 'zip' || format === 'torch-legacy') {
+    const ckpt = loadTorchCheckpoint(bytes, { name: options.name, maxBytes: options.maxBytes });
+    return { format: 'torch', tensors: flattenStateDict(selectCheckpointEntry(ckpt, options.key), '', options) };
   }
-  return { format: 'safetensors', tensors: parseSafetensors(bytes) };
+  // A truncated safetensors file still shows its JSON header: its parser says what is missing.
+  const truncatedSafetensors = format === 'unknown' && bytes.length > 8 && bytes[8] === 0x7b;
+  if (format === 'safetensors' || truncatedSafetensors) return { format: 'safetensors', tensors: parseSafetensors(bytes) };
+  throw new Error(`${options.name ?? 'weights'}: ${wrongFormatMessage(bytes, format, WEIGHTS_FILE)}`);
 }

@@ -16,20 +16,36 @@
  * {@link UnsafePickleError} while the pickle is read, before any tensor data is touched.
  *
  * Tensors become {@link TorchTensor}s: float32 data, materialized contiguous (row-major) from the
- * storage using the saved offset and strides. Pure TypeScript, no Node built-ins.
+ * storage using the saved offset and strides.
+ *
+ * Budget: the pickle costs time and memory linear in its size (see `pickle.ts`). Everything else
+ * this loader allocates is charged to one {@link LoadBudget} before it is allocated: inflated zip
+ * entries (at their declared size, and inflation stops there) and every float32 array materialized
+ * (each tensor, and a whole storage converted once for strided views). The limit is
+ * `options.maxBytes`, by default 8x the file size, at least 64 MiB: enough for float32 copies of
+ * 1-byte storages and a few views of one storage, while a stride-0 tensor of 2^28 elements over one
+ * stored float (a 668-byte file) or a zip bomb is refused before anything is allocated. Stored zip
+ * entries and legacy storages are views of the file's bytes, not copies. {@link flattenStateDict}
+ * counts the keys a nested checkpoint expands to before building them (see there).
+ *
+ * Pure TypeScript, no Node built-ins.
  */
 
+import { LoadBudget } from './budget.js';
 import { ELEMENT_BYTES, type ElementType, formatShape, numel, toFloat32 } from './dtypes.js';
+import { clip, firstBytes, formatCount, listNames } from './error-text.js';
 import {
   defineKey,
   type PickleGlobal,
   PickleError,
   PickleGlobalRef,
+  preview,
   unpickleAt,
   UnsafePickleError,
   type UnpickleOptions,
 } from './pickle.js';
-import { type InflateRaw, type InflateRawSync, looksLikeZip, ZipArchive, ZipError } from './zip.js';
+import { FORMAT_NAMES, sniffFormat } from './sniff.js';
+import { type InflateRaw, type InflateRawSync, ZipArchive, ZipError } from './zip.js';
 
 export { PickleError, UnsafePickleError, PY_ATTRIBUTES } from './pickle.js';
 export { ZipError } from './zip.js';
@@ -105,7 +121,7 @@ function isInt(v: unknown): v is number {
 }
 
 function intList(v: unknown, what: string): number[] {
-  if (!Array.isArray(v) || !v.every(isInt)) throw new PickleError(`${what} is not a tuple of ints: ${String(v)}`);
+  if (!Array.isArray(v) || !v.every(isInt)) throw new PickleError(`${what} is not a tuple of ints: ${preview(v)}`);
   return v.slice();
 }
 
@@ -114,7 +130,7 @@ const pending = new WeakMap<TorchTensor, StorageRef>();
 function rebuildTensor(args: unknown[]): TorchTensor {
   const [storage, offset, size, stride] = args;
   if (!(storage instanceof StorageRef)) throw new PickleError('tensor storage is not a persistent storage reference');
-  if (!isInt(offset) || offset < 0) throw new PickleError(`bad storage offset ${String(offset)}`);
+  if (!isInt(offset) || offset < 0) throw new PickleError(`bad storage offset ${preview(offset)}`);
   const shape = intList(size, 'tensor size');
   const strides = intList(stride, 'tensor stride');
   if (shape.length !== strides.length) {
@@ -223,7 +239,7 @@ export const TORCH_GLOBALS: ReadonlyMap<string, PickleGlobal> = new Map<string, 
           return out;
         }
         if (enc === 'utf-8' || enc === 'utf8') return new TextEncoder().encode(text);
-        throw new PickleError(`_codecs.encode: unsupported encoding ${String(encoding)}`);
+        throw new PickleError(`_codecs.encode: unsupported encoding ${preview(encoding)}`);
       },
     },
   ],
@@ -261,6 +277,11 @@ export interface TorchLoadOptions {
   name?: string;
   /** Verify CRC-32 of zip entries (default true). */
   verifyCrc?: boolean;
+  /**
+   * Most bytes the load may allocate beyond the file itself: inflated zip entries and float32
+   * tensor data (default 8x the file size, at least 64 MiB; see the module doc).
+   */
+  maxBytes?: number;
 }
 
 /** Options of {@link loadTorchCheckpoint}. */
@@ -277,22 +298,22 @@ export interface TorchLoadAsyncOptions extends TorchLoadOptions {
 
 function storageTypeOf(v: unknown): TorchDtype {
   if (v instanceof PickleGlobalRef && 'storageDtype' in v.impl) return (v.impl as StorageTypeGlobal).storageDtype;
-  throw new PickleError(`persistent id names an unknown storage type (${v instanceof PickleGlobalRef ? v.qualifiedName : typeof v})`);
+  throw new PickleError(`persistent id names an unknown storage type (${v instanceof PickleGlobalRef ? clip(v.qualifiedName) : typeof v})`);
 }
 
 /** persistent_load for both formats: ('storage', type, key, location, numel[, view_metadata]). */
 function storageFromPid(pid: unknown, refs: Map<string, StorageRef>): StorageRef {
   if (!Array.isArray(pid) || pid[0] !== 'storage' || pid.length < 5) {
-    throw new PickleError(`unsupported persistent id ${JSON.stringify(Array.isArray(pid) ? pid[0] : typeof pid)}`);
+    throw new PickleError(`unsupported persistent id ${Array.isArray(pid) ? preview(pid[0]) : typeof pid}`);
   }
   const dtype = storageTypeOf(pid[1]);
   const key = pid[2];
   const count = pid[4];
-  if (typeof key !== 'string' || !/^[\w.-]+$/.test(key)) throw new PickleError(`bad storage key ${String(key)}`);
-  if (!isInt(count) || count < 0) throw new PickleError(`bad storage size ${String(count)}`);
+  if (typeof key !== 'string' || !/^[\w.-]+$/.test(key)) throw new PickleError(`bad storage key ${preview(key)}`);
+  if (!isInt(count) || count < 0) throw new PickleError(`bad storage size ${preview(count)}`);
   const seen = refs.get(key);
   if (seen && (seen.dtype !== dtype || seen.numel !== count)) {
-    throw new PickleError(`storage '${key}' is referenced with different types or sizes`);
+    throw new PickleError(`storage '${clip(key)}' is referenced with different types or sizes`);
   }
   const root = seen ?? new StorageRef(key, dtype, count);
   refs.set(key, root);
@@ -301,7 +322,7 @@ function storageFromPid(pid: unknown, refs: Map<string, StorageRef>): StorageRef
     // Legacy storage view: (view_key, offset, view_size), in elements of the root storage.
     const [, off, size] = view;
     if (!isInt(off) || !isInt(size) || off < 0 || size < 0 || off + size > count) {
-      throw new PickleError(`bad storage view ${JSON.stringify(view)} of storage '${key}'`);
+      throw new PickleError(`bad storage view ${preview(view)} of storage '${clip(key)}'`);
     }
     return new StorageRef(key, dtype, size, off);
   }
@@ -318,17 +339,23 @@ interface StorageBytes {
 /** Largest tensor materialized (elements); larger ones cannot be a Float32Array in every engine. */
 const MAX_ELEMENTS = 2 ** 31 - 1;
 
-/** Fills in `data` of every tensor the pickle created. */
-function materialize(tensors: TorchTensor[], storageBytes: (ref: StorageRef) => StorageBytes): void {
+/**
+ * Fills in `data` of every tensor the pickle created. Every float32 array is charged to `budget`
+ * before it is allocated (`fail` throws the refusal): one per tensor, plus one per storage that
+ * strided views read from, converted once.
+ */
+function materialize(
+  tensors: TorchTensor[],
+  storageBytes: (ref: StorageRef) => StorageBytes,
+  budget: LoadBudget,
+  fail: (message: string) => never,
+): void {
   const whole = new Map<string, Float32Array>();
   for (const t of tensors) {
     const ref = pending.get(t);
     if (!ref) continue;
     pending.delete(t);
     const sb = storageBytes(ref);
-    const elem = ELEMENT_OF[ref.dtype];
-    const size = ELEMENT_BYTES[elem];
-    const rootElements = Math.floor(sb.bytes.length / size);
     const n = numel(t.shape);
     if (!(n <= MAX_ELEMENTS)) {
       throw new PickleError(`tensor of shape ${formatShape(t.shape)} is too large to materialize (${n} elements)`);
@@ -341,16 +368,21 @@ function materialize(tensors: TorchTensor[], storageBytes: (ref: StorageRef) => 
     for (let d = 0; d < t.shape.length; d++) last += (t.shape[d]! - 1) * t.stride[d]!;
     if (last >= ref.numel) {
       throw new PickleError(
-        `tensor of shape ${formatShape(t.shape)}, stride ${formatShape(t.stride)}, offset ${t.offset} reads element ${last} of storage '${ref.key}', which has ${ref.numel}`,
+        `tensor of shape ${formatShape(t.shape)}, stride ${formatShape(t.stride)}, offset ${t.offset} reads element ${last} of storage '${clip(ref.key)}', which has ${ref.numel}`,
       );
     }
-    const contiguous = isContiguous(t.shape, t.stride);
-    if (contiguous) {
+    const elem = ELEMENT_OF[ref.dtype];
+    const size = ELEMENT_BYTES[elem];
+    const spread = n > ref.numel ? ` (${formatCount(n)} elements over a storage of ${formatCount(ref.numel)}: an expanded, stride-0 view)` : '';
+    budget.charge(n * 4, `tensor of shape ${formatShape(t.shape)}, stride ${formatShape(t.stride)}${spread} as float32`, fail);
+    if (isContiguous(t.shape, t.stride)) {
       t.data = toFloat32(sb.bytes, (ref.base + t.offset) * size, n, elem, sb.littleEndian);
       continue;
     }
     let all = whole.get(ref.key);
     if (!all) {
+      const rootElements = Math.floor(sb.bytes.length / size);
+      budget.charge(rootElements * 4, `storage '${clip(ref.key)}' (${formatCount(rootElements)} ${ref.dtype} elements) as float32`, fail);
       all = toFloat32(sb.bytes, 0, rootElements, elem, sb.littleEndian);
       whole.set(ref.key, all);
     }
@@ -422,52 +454,80 @@ function archiveDir(zip: ZipArchive, name: string): string {
   const top = candidates.filter((n) => n.split('/').length <= 2);
   const pick = top.length ? top : candidates;
   if (pick.length === 0) {
-    throw new PickleError(
-      `${name}: not a PyTorch checkpoint: the zip has no '<dir>/data.pkl' entry (entries: ${zip.names().slice(0, 8).join(', ')})`,
-    );
+    throw new PickleError(`${name}: not a PyTorch checkpoint: the zip has no '<dir>/data.pkl' entry (entries: ${listNames(zip.names(), 8)})`);
   }
-  if (pick.length > 1) throw new PickleError(`${name}: several data.pkl entries (${pick.join(', ')})`);
+  if (pick.length > 1) throw new PickleError(`${name}: several data.pkl entries (${listNames(pick, 8)})`);
   const p = pick[0]!;
   return p.slice(0, p.length - 'data.pkl'.length);
 }
 
-function loadFromZip(zip: ZipArchive, name: string, read: (entry: string) => Uint8Array): unknown {
+/** One load's context: the file's name (for messages) and its allocation budget. */
+interface LoadContext {
+  name: string;
+  budget: LoadBudget;
+}
+
+/** Throws a budget refusal as a PickleError naming the file. */
+function refuse(ctx: LoadContext): (message: string) => never {
+  return (message) => {
+    throw new PickleError(`${ctx.name}: ${message}`);
+  };
+}
+
+function loadFromZip(zip: ZipArchive, ctx: LoadContext, readEntry: (entry: string) => Uint8Array): unknown {
+  const { name } = ctx;
+  // Each entry is read (inflated, CRC-checked) once, however many tensors view its storage.
+  const cache = new Map<string, Uint8Array>();
+  const read = (entry: string): Uint8Array => {
+    let b = cache.get(entry);
+    if (!b) {
+      b = readEntry(entry);
+      cache.set(entry, b);
+    }
+    return b;
+  };
   const dir = archiveDir(zip, name);
   let littleEndian = true;
   if (zip.entries.has(`${dir}byteorder`)) {
     const order = new TextDecoder().decode(read(`${dir}byteorder`)).trim();
-    if (order !== 'little' && order !== 'big') throw new PickleError(`${name}: unknown byteorder '${order}'`);
+    if (order !== 'little' && order !== 'big') throw new PickleError(`${name}: unknown byteorder '${clip(order)}'`);
     littleEndian = order === 'little';
   }
   const refs = new Map<string, StorageRef>();
   const tensors: TorchTensor[] = [];
   const pkl = read(`${dir}data.pkl`);
   const { value } = unpickleTorch(pkl, 0, `${name}:${dir}data.pkl`, refs, tensors);
-  materialize(tensors, (ref) => {
-    const entry = `${dir}data/${ref.key}`;
-    if (!zip.entries.has(entry)) throw new PickleError(`${name}: storage '${ref.key}' is missing (no entry '${entry}')`);
-    const bytes = read(entry);
-    const need = ref.numel * ELEMENT_BYTES[ELEMENT_OF[ref.dtype]];
-    if (bytes.length < need) {
-      throw new PickleError(
-        `${name}: truncated checkpoint: storage '${entry}' has ${bytes.length} bytes but its ${ref.numel} ${ref.dtype} elements need ${need}`,
-      );
-    }
-    return { bytes, littleEndian, label: entry };
-  });
+  materialize(
+    tensors,
+    (ref) => {
+      const entry = `${dir}data/${ref.key}`;
+      if (!zip.entries.has(entry)) throw new PickleError(`${name}: storage '${clip(ref.key)}' is missing (no entry '${clip(entry)}')`);
+      const bytes = read(entry);
+      const need = ref.numel * ELEMENT_BYTES[ELEMENT_OF[ref.dtype]];
+      if (bytes.length < need) {
+        throw new PickleError(
+          `${name}: truncated checkpoint: storage '${clip(entry)}' has ${bytes.length} bytes but its ${ref.numel} ${ref.dtype} elements need ${need}`,
+        );
+      }
+      return { bytes, littleEndian, label: entry };
+    },
+    ctx.budget,
+    refuse(ctx),
+  );
   return value;
 }
 
 const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
 
-function loadLegacy(bytes: Uint8Array, name: string): unknown {
+function loadLegacy(bytes: Uint8Array, ctx: LoadContext): unknown {
+  const { name } = ctx;
   const plain: UnpickleOptions = { globals: new Map(), source: name, allowedDescription: ALLOWED };
   const magic = unpickleAt(bytes, 0, plain);
   if (magic.value !== LEGACY_MAGIC) {
     throw new PickleError(`${name}: not a PyTorch checkpoint (a pickle, but without torch's magic number)`);
   }
   const version = unpickleAt(bytes, magic.end, plain);
-  if (version.value !== 1001) throw new PickleError(`${name}: unsupported legacy torch format version ${String(version.value)}`);
+  if (version.value !== 1001) throw new PickleError(`${name}: unsupported legacy torch format version ${preview(version.value)}`);
   const sysInfo = unpickleAt(bytes, version.end, plain);
   const info = sysInfo.value as Record<string, unknown> | null;
   const littleEndian = !(info && info['little_endian'] === false);
@@ -478,28 +538,35 @@ function loadLegacy(bytes: Uint8Array, name: string): unknown {
   if (!Array.isArray(keys.value) || !keys.value.every((k) => typeof k === 'string')) {
     throw new PickleError(`${name}: legacy storage key list is malformed`);
   }
-  // Raw storages follow, in key order: int64 element count, then the elements.
+  // Raw storages follow, in key order: int64 element count, then the elements (views of `bytes`).
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const located = new Map<string, Uint8Array>();
   let pos = keys.end;
   for (const key of keys.value as string[]) {
     const ref = refs.get(key);
-    if (!ref) throw new PickleError(`${name}: storage '${key}' is not used by any tensor`);
-    if (pos + 8 > bytes.length) throw new PickleError(`${name}: truncated checkpoint: storage '${key}' header missing`);
+    if (!ref) throw new PickleError(`${name}: storage '${clip(key)}' is not used by any tensor`);
+    if (pos + 8 > bytes.length) throw new PickleError(`${name}: truncated checkpoint: storage '${clip(key)}' header missing`);
     const count = Number(dv.getBigInt64(pos, littleEndian));
     const nbytes = count * ELEMENT_BYTES[ELEMENT_OF[ref.dtype]];
     if (count < 0 || pos + 8 + nbytes > bytes.length) {
-      throw new PickleError(`${name}: truncated checkpoint: storage '${key}' needs ${nbytes} bytes at ${pos + 8}, file has ${bytes.length}`);
+      throw new PickleError(
+        `${name}: truncated checkpoint: storage '${clip(key)}' needs ${nbytes} bytes at ${pos + 8}, file has ${bytes.length}`,
+      );
     }
-    if (count < ref.numel) throw new PickleError(`${name}: storage '${key}' has ${count} elements, expected ${ref.numel}`);
+    if (count < ref.numel) throw new PickleError(`${name}: storage '${clip(key)}' has ${count} elements, expected ${ref.numel}`);
     located.set(key, bytes.subarray(pos + 8, pos + 8 + nbytes));
     pos += 8 + nbytes;
   }
-  materialize(tensors, (ref) => {
-    const b = located.get(ref.key);
-    if (!b) throw new PickleError(`${name}: storage '${ref.key}' is missing`);
-    return { bytes: b, littleEndian, label: ref.key };
-  });
+  materialize(
+    tensors,
+    (ref) => {
+      const b = located.get(ref.key);
+      if (!b) throw new PickleError(`${name}: storage '${clip(ref.key)}' is missing`);
+      return { bytes: b, littleEndian, label: ref.key };
+    },
+    ctx.budget,
+    refuse(ctx),
+  );
   return main.value;
 }
 
@@ -507,32 +574,38 @@ function loadLegacy(bytes: Uint8Array, name: string): unknown {
  * Loads a PyTorch checkpoint (zip or legacy format) into nested JS values (see `pickle.ts` for the
  * mapping; tensors are {@link TorchTensor}). Throws {@link UnsafePickleError} if the pickle names
  * any global outside {@link TORCH_GLOBALS}, before any tensor data is read; {@link PickleError} or
- * `ZipError` for malformed files. Zips with deflated entries need `options.inflateRaw` (or use
+ * `ZipError` for malformed files, and for files that would allocate past `options.maxBytes` (see
+ * the module doc). Zips with deflated entries need `options.inflateRaw` (or use
  * {@link loadTorchCheckpointAsync}).
  */
 export function loadTorchCheckpoint(bytes: Uint8Array, options: TorchLoadSyncOptions = {}): unknown {
-  const name = options.name ?? 'checkpoint';
+  const ctx = contextFor(bytes, options);
   try {
-    return loadAny(bytes, name, options);
+    return loadAny(bytes, ctx, options);
   } catch (e) {
-    throw wrapError(e, name);
+    throw wrapError(e, ctx.name);
   }
+}
+
+function contextFor(bytes: Uint8Array, options: TorchLoadOptions): LoadContext {
+  return { name: options.name ?? 'checkpoint', budget: LoadBudget.forFile(bytes.length, options.maxBytes) };
 }
 
 /** Errors of this layer pass through; anything else (RangeError, ...) becomes a PickleError. */
 function wrapError(e: unknown, name: string): unknown {
   if (e instanceof PickleError || e instanceof ZipError) return e;
-  return new PickleError(`${name}: malformed checkpoint (${(e as Error)?.message ?? String(e)})`, { cause: e });
+  return new PickleError(`${name}: malformed checkpoint (${clip(String((e as Error)?.message ?? e))})`, { cause: e });
 }
 
-function loadAny(bytes: Uint8Array, name: string, options: TorchLoadSyncOptions): unknown {
-  if (looksLikeZip(bytes)) {
-    const zip = new ZipArchive(bytes, options.verifyCrc ?? true);
-    return loadFromZip(zip, name, (entry) => zip.read(entry, options.inflateRaw));
+function loadAny(bytes: Uint8Array, ctx: LoadContext, options: TorchLoadSyncOptions): unknown {
+  const format = sniffFormat(bytes);
+  if (format === 'zip') {
+    const zip = new ZipArchive(bytes, { verifyCrc: options.verifyCrc ?? true, budget: ctx.budget });
+    return loadFromZip(zip, ctx, (entry) => zip.read(entry, options.inflateRaw));
   }
-  if (bytes.length >= 2 && bytes[0] === 0x80) return loadLegacy(bytes, name);
-  const first = Array.from(bytes.subarray(0, 8), (b) => b.toString(16).padStart(2, '0')).join(' ');
-  throw new PickleError(`${name}: not a PyTorch checkpoint (neither a zip nor a pickle; first bytes: ${first || 'none'})`);
+  if (format === 'torch-legacy' || format === 'pickle' || (format === 'unknown' && bytes[0] === 0x80)) return loadLegacy(bytes, ctx);
+  const what = format === 'unknown' ? `neither a zip nor a pickle; first bytes: ${firstBytes(bytes)}` : `this is ${FORMAT_NAMES[format]}`;
+  throw new PickleError(`${ctx.name}: not a PyTorch checkpoint (${what})`);
 }
 
 /**
@@ -540,73 +613,173 @@ function loadAny(bytes: Uint8Array, name: string, options: TorchLoadSyncOptions)
  * `options.inflateRaw` or `DecompressionStream('deflate-raw')` (browsers, Node >= 20).
  */
 export async function loadTorchCheckpointAsync(bytes: Uint8Array, options: TorchLoadAsyncOptions = {}): Promise<unknown> {
-  if (!looksLikeZip(bytes)) return loadTorchCheckpoint(bytes, { ...options, inflateRaw: undefined });
-  const name = options.name ?? 'checkpoint';
+  if (sniffFormat(bytes) !== 'zip') return loadTorchCheckpoint(bytes, { ...options, inflateRaw: undefined });
+  const ctx = contextFor(bytes, options);
   try {
-    const zip = new ZipArchive(bytes, options.verifyCrc ?? true);
-    const dir = archiveDir(zip, name);
+    const zip = new ZipArchive(bytes, { verifyCrc: options.verifyCrc ?? true, budget: ctx.budget });
+    const dir = archiveDir(zip, ctx.name);
     const contents = new Map<string, Uint8Array>();
     for (const entry of zip.names()) {
       if (entry === `${dir}data.pkl` || entry === `${dir}byteorder` || entry.startsWith(`${dir}data/`)) {
         contents.set(entry, await zip.readAsync(entry, options.inflateRaw));
       }
     }
-    return loadFromZip(zip, name, (entry) => contents.get(entry) ?? zip.read(entry));
+    return loadFromZip(zip, ctx, (entry) => contents.get(entry) ?? zip.read(entry));
   } catch (e) {
-    throw wrapError(e, name);
+    throw wrapError(e, ctx.name);
   }
+}
+
+/** Default {@link FlattenOptions.maxEntries}. */
+export const FLATTEN_MAX_ENTRIES = 10_000_000;
+/** Default {@link FlattenOptions.maxKeyChars}. */
+export const FLATTEN_MAX_KEY_CHARS = 100_000_000;
+
+/** Limits of {@link flattenStateDict}, checked before any key is built. */
+export interface FlattenOptions {
+  /** Most container entries the expansion may visit, every path to them counted (default 10^7). */
+  maxEntries?: number;
+  /** Most characters in all keys of the result together (default 10^8). */
+  maxKeyChars?: number;
 }
 
 /**
  * Flattens nested dicts (and lists) of a loaded checkpoint into "a.b.c" -> tensor, in insertion
  * order; non-tensor leaves are skipped. `prefix` is prepended to every key (e.g. "teacher.").
+ *
+ * A container shared by two paths appears under both (a tied tensor, or one state dict stored
+ * under two names, loads under each key), and a container that contains itself is not entered
+ * again. Shared containers make the result's size exponential in the pickle's (60 levels of
+ * `x = (x, x)` are 2^60 keys in 638 bytes), so the expansion is first counted on the container
+ * graph, each container once (memoised: linear time), and refused in one line past
+ * `options.maxEntries` entries visited or `options.maxKeyChars` characters of keys; only then are
+ * the keys built. The walk is iterative (no recursion limit on deeply nested input).
  */
-export function flattenStateDict(obj: unknown, prefix = ''): Map<string, TorchTensor> {
+export function flattenStateDict(obj: unknown, prefix = '', options: FlattenOptions = {}): Map<string, TorchTensor> {
   const out = new Map<string, TorchTensor>();
   if (obj instanceof TorchTensor) {
     out.set(prefix, obj);
     return out;
   }
   if (!isContainer(obj)) return out;
-  // Iterative depth-first walk (no recursion limit on deeply nested input). A container that is
-  // its own ancestor (a cycle) is skipped; one shared by two paths appears under both. Frames keep
-  // only their own key; full names are joined when a tensor is found.
-  interface Frame {
-    obj: object;
-    entries: [string, unknown][];
-    index: number;
-    key: string;
+  const nodes = containerGraph(obj);
+  const root = nodes.get(obj)!;
+  const base = prefix === '' || prefix.endsWith('.') ? prefix : `${prefix}.`;
+  const maxEntries = options.maxEntries ?? FLATTEN_MAX_ENTRIES;
+  const maxKeyChars = options.maxKeyChars ?? FLATTEN_MAX_KEY_CHARS;
+  const keyChars = root.chars + root.leaves * base.length;
+  if (!(root.walk <= maxEntries) || !(keyChars <= maxKeyChars)) {
+    const over = !(root.walk <= maxEntries)
+      ? `${bigCount(root.walk)} entries visited, past the limit of ${formatCount(maxEntries)} (maxEntries)`
+      : `${bigCount(keyChars)} characters of keys, past the limit of ${formatCount(maxKeyChars)} (maxKeyChars)`;
+    throw new PickleError(
+      `checkpoint: its nested containers expand to ${bigCount(root.leaves)} tensor keys and ${over}; shared references reached by exponentially many paths (a "billion laughs" file?)`,
+    );
   }
-  const ancestors = new Set<object>([obj]);
-  const stack: Frame[] = [{ obj, entries: entriesOf(obj), index: 0, key: '' }];
-  const join = (last: string): string => {
-    const keys: string[] = [];
-    for (let i = 1; i < stack.length; i++) keys.push(stack[i]!.key);
-    keys.push(last);
-    const path = keys.join('.');
-    return prefix === '' || prefix.endsWith('.') ? prefix + path : `${prefix}.${path}`;
-  };
+  // Depth-first, in entry order; each frame's `path` is the key prefix of its entries.
+  const stack: { node: ContainerNode; index: number; path: string }[] = [{ node: root, index: 0, path: base }];
   while (stack.length) {
     const frame = stack[stack.length - 1]!;
-    if (frame.index >= frame.entries.length) {
+    const { node } = frame;
+    if (frame.index >= node.values.length) {
       stack.pop();
-      ancestors.delete(frame.obj);
       continue;
     }
-    const [k, v] = frame.entries[frame.index++]!;
-    if (v instanceof TorchTensor) out.set(join(k), v);
-    else if (isContainer(v) && !ancestors.has(v)) {
-      ancestors.add(v);
-      stack.push({ obj: v, entries: entriesOf(v), index: 0, key: k });
-    }
+    const i = frame.index++;
+    const v = node.values[i];
+    if (node.kinds[i] === TENSOR) out.set(frame.path + keyOf(node, i), v as TorchTensor);
+    else if (node.kinds[i] === CONTAINER) stack.push({ node: nodes.get(v as object)!, index: 0, path: `${frame.path}${keyOf(node, i)}.` });
   }
   return out;
+}
+
+/** Entry kinds of a {@link ContainerNode}: skipped (other leaves, and edges that close a cycle). */
+const SKIP = 0;
+const TENSOR = 1;
+const CONTAINER = 2;
+
+/** A container of the checkpoint, with what expanding it costs (all paths below counted). */
+interface ContainerNode {
+  /** Keys of a dict's entries; undefined for a list, whose keys are its indices. */
+  keys: string[] | undefined;
+  /** Values of the entries (a list itself, not a copy). */
+  values: unknown[];
+  /** Per entry: {@link SKIP}, {@link TENSOR} or {@link CONTAINER} (to descend into). */
+  kinds: number[];
+  /** Entries visited when expanding this container. */
+  walk: number;
+  /** Tensor keys produced. */
+  leaves: number;
+  /** Characters of those keys, from this container down. */
+  chars: number;
+  done: boolean;
+}
+
+/**
+ * Every container reachable from `root`, each visited once (iterative depth-first search). An
+ * entry leading to a container still open on the search path closes a cycle and is skipped; what
+ * remains is acyclic, so each container's costs are sums over its entries of its children's,
+ * finished before it (post-order). Costs are floats: 2^60 stays a number, past 2^1024 Infinity.
+ */
+function containerGraph(root: object): Map<object, ContainerNode> {
+  const nodes = new Map<object, ContainerNode>();
+  const open = (o: object): ContainerNode => {
+    const keys = Array.isArray(o) ? undefined : Object.keys(o);
+    const values: unknown[] = Array.isArray(o) ? o : keys!.map((k) => (o as Record<string, unknown>)[k]);
+    const node: ContainerNode = { keys, values, kinds: new Array<number>(values.length).fill(SKIP), walk: 0, leaves: 0, chars: 0, done: false };
+    nodes.set(o, node);
+    return node;
+  };
+  const stack: { node: ContainerNode; index: number }[] = [{ node: open(root), index: 0 }];
+  while (stack.length) {
+    const frame = stack[stack.length - 1]!;
+    const { node } = frame;
+    if (frame.index < node.values.length) {
+      const i = frame.index++;
+      const v = node.values[i];
+      if (v instanceof TorchTensor) node.kinds[i] = TENSOR;
+      else if (isContainer(v)) {
+        const seen = nodes.get(v);
+        if (!seen) {
+          node.kinds[i] = CONTAINER;
+          stack.push({ node: open(v), index: 0 });
+        } else if (seen.done) node.kinds[i] = CONTAINER;
+        // else: `v` is open, an ancestor on the search path: a cycle, skipped.
+      }
+      continue;
+    }
+    node.walk = node.values.length;
+    for (let i = 0; i < node.values.length; i++) {
+      if (node.kinds[i] === TENSOR) {
+        node.leaves += 1;
+        node.chars += keyLength(node, i);
+      } else if (node.kinds[i] === CONTAINER) {
+        const child = nodes.get(node.values[i] as object)!;
+        node.walk += child.walk;
+        node.leaves += child.leaves;
+        node.chars += (keyLength(node, i) + 1) * child.leaves + child.chars;
+      }
+    }
+    node.done = true;
+    stack.pop();
+  }
+  return nodes;
+}
+
+/** A count that may be astronomically large: digits with commas, or an exponent. */
+function bigCount(n: number): string {
+  return n < 1e15 ? formatCount(n) : n.toExponential(2);
 }
 
 function isContainer(v: unknown): v is object {
   return v !== null && typeof v === 'object' && !(v instanceof Uint8Array) && !(v instanceof Set) && !(v instanceof TorchTensor);
 }
 
-function entriesOf(v: object): [string, unknown][] {
-  return Array.isArray(v) ? v.map((x, i): [string, unknown] => [String(i), x]) : Object.entries(v);
+/** The key of entry `i` of a container. */
+function keyOf(node: ContainerNode, i: number): string {
+  return node.keys ? node.keys[i]! : String(i);
+}
+
+function keyLength(node: ContainerNode, i: number): number {
+  return node.keys ? node.keys[i]!.length : String(i).length;
 }

@@ -6,8 +6,18 @@
  * path), ZIP64 sizes and offsets, and checks CRC-32 of what it returns. Encrypted entries,
  * multi-disk archives and other compression methods are refused with {@link ZipError}.
  *
+ * Budget: the directory costs memory linear in the archive. Stored entries are views of the
+ * archive (no allocation). A deflated entry's declared size is charged to a {@link LoadBudget}
+ * (given, or by default 8x the archive size, at least 64 MiB, over all entries read) before it is
+ * inflated, and inflation is capped at that declared size: an entry that inflates past it is
+ * refused as a zip bomb (or corrupt) without the rest being produced. Torch never compresses, so
+ * a compressed checkpoint far larger than its file is suspect from the start.
+ *
  * Pure TypeScript, no Node built-ins.
  */
+
+import { formatBytes, LoadBudget } from './budget.js';
+import { clip, quoteName } from './error-text.js';
 
 /** A malformed or unsupported zip archive. */
 export class ZipError extends Error {
@@ -18,10 +28,22 @@ function fail(message: string): never {
   throw new ZipError(`zip: ${message}`);
 }
 
-/** Synchronous raw-deflate decompressor (e.g. Node's `zlib.inflateRawSync`). */
-export type InflateRawSync = (data: Uint8Array) => Uint8Array;
-/** Raw-deflate decompressor that may be asynchronous. */
-export type InflateRaw = (data: Uint8Array) => Uint8Array | Promise<Uint8Array>;
+/**
+ * Synchronous raw-deflate decompressor (e.g. Node's `zlib.inflateRawSync`). It should stop (throw)
+ * once the output would pass `maxOutputLength` bytes; output longer than that is refused anyway,
+ * but only after the decompressor has produced it.
+ */
+export type InflateRawSync = (data: Uint8Array, maxOutputLength: number) => Uint8Array;
+/** Raw-deflate decompressor that may be asynchronous (same contract as {@link InflateRawSync}). */
+export type InflateRaw = (data: Uint8Array, maxOutputLength: number) => Uint8Array | Promise<Uint8Array>;
+
+/** Options of {@link ZipArchive}. */
+export interface ZipOptions {
+  /** Verify CRC-32 of entries as they are read (default true). */
+  verifyCrc?: boolean;
+  /** Budget that inflated entries are charged to (default: {@link LoadBudget.forFile} of the archive). */
+  budget?: LoadBudget;
+}
 
 /** One entry of the central directory. */
 export interface ZipEntry {
@@ -92,12 +114,22 @@ export class ZipArchive {
   readonly entries = new Map<string, ZipEntry>();
   private readonly dv: DataView;
 
-  /** Parses the central directory of `bytes`; throws {@link ZipError} if it is not a valid zip. */
+  /** Verify CRC-32 of entries as they are read. */
+  readonly verifyCrc: boolean;
+  /** What inflated entries are charged to. */
+  readonly budget: LoadBudget;
+
+  /**
+   * Parses the central directory of `bytes`; throws {@link ZipError} if it is not a valid zip.
+   * `options` may be a boolean: whether to verify CRC-32 (default true).
+   */
   constructor(
     readonly bytes: Uint8Array,
-    /** Verify CRC-32 of entries as they are read (default true). */
-    readonly verifyCrc = true,
+    options: boolean | ZipOptions = {},
   ) {
+    const opts = typeof options === 'boolean' ? { verifyCrc: options } : options;
+    this.verifyCrc = opts.verifyCrc ?? true;
+    this.budget = opts.budget ?? LoadBudget.forFile(bytes.length);
     this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.readDirectory();
   }
@@ -158,7 +190,7 @@ export class ZipArchive {
         if (id === 0x0001) {
           let q = x + 4;
           const take = (what: string): number => {
-            if (q + 8 > x + 4 + len) fail(`entry '${name}': short ZIP64 extra field`);
+            if (q + 8 > x + 4 + len) fail(`entry ${quoteName(name)}: short ZIP64 extra field`);
             const v = u64(dv, q, what);
             q += 8;
             return v;
@@ -169,13 +201,13 @@ export class ZipArchive {
         }
         x += 4 + len;
       }
-      if (flags & 1) fail(`entry '${name}' is encrypted`);
+      if (flags & 1) fail(`entry ${quoteName(name)} is encrypted`);
       if (localOffset + 30 > n || dv.getUint32(localOffset, true) !== SIG_LOCAL) {
-        fail(`entry '${name}': local header at ${localOffset} is missing`);
+        fail(`entry ${quoteName(name)}: local header at ${localOffset} is missing`);
       }
       const dataOffset = localOffset + 30 + dv.getUint16(localOffset + 26, true) + dv.getUint16(localOffset + 28, true);
       if (dataOffset + compressedSize > n) {
-        fail(`truncated archive: entry '${name}' needs bytes [${dataOffset}, ${dataOffset + compressedSize}) of ${n}`);
+        fail(`truncated archive: entry ${quoteName(name)} needs bytes [${dataOffset}, ${dataOffset + compressedSize}) of ${n}`);
       }
       this.entries.set(name, { name, method, crc32: crc, compressedSize, size, dataOffset });
       p = end;
@@ -189,14 +221,20 @@ export class ZipArchive {
 
   private entry(name: string): ZipEntry {
     const e = this.entries.get(name);
-    if (!e) fail(`no entry '${name}'`);
+    if (!e) fail(`no entry ${quoteName(name)}`);
     return e;
   }
 
   private checked(e: ZipEntry, data: Uint8Array): Uint8Array {
-    if (data.length !== e.size) fail(`entry '${e.name}': expected ${e.size} bytes, got ${data.length}`);
-    if (this.verifyCrc && crc32(data) !== e.crc32) fail(`entry '${e.name}': CRC-32 mismatch (corrupt data)`);
+    if (data.length !== e.size) fail(`entry ${quoteName(e.name)}: expected ${e.size} bytes, got ${data.length}`);
+    if (this.verifyCrc && crc32(data) !== e.crc32) fail(`entry ${quoteName(e.name)}: CRC-32 mismatch (corrupt data)`);
     return data;
+  }
+
+  /** Charges a deflated entry's declared size to the budget, before it is inflated. */
+  private chargeInflated(e: ZipEntry): void {
+    const what = `entry ${quoteName(e.name)} (${formatBytes(e.compressedSize)} deflated, declaring ${formatBytes(e.size)} inflated)`;
+    this.budget.charge(e.size, what, fail, 'a zip bomb? (torch never compresses checkpoints)');
   }
 
   /** The raw (possibly compressed) bytes of an entry. */
@@ -212,16 +250,17 @@ export class ZipArchive {
   read(name: string, inflateRaw?: InflateRawSync): Uint8Array {
     const e = this.entry(name);
     if (e.method === 0) {
-      if (e.compressedSize !== e.size) fail(`entry '${name}': stored sizes differ`);
+      if (e.compressedSize !== e.size) fail(`entry ${quoteName(name)}: stored sizes differ`);
       return this.checked(e, this.raw(name));
     }
     if (e.method === 8) {
       if (!inflateRaw) {
-        fail(`entry '${name}' is deflate-compressed; pass an inflateRaw function or use the async loader`);
+        fail(`entry ${quoteName(name)} is deflate-compressed; pass an inflateRaw function or use the async loader`);
       }
-      return this.checked(e, inflate(name, () => inflateRaw(this.raw(name))));
+      this.chargeInflated(e);
+      return this.checked(e, inflate(e, () => inflateRaw(this.raw(name), outputCap(e))));
     }
-    fail(`entry '${name}': unsupported compression method ${e.method} (only stored and deflate)`);
+    fail(`entry ${quoteName(name)}: unsupported compression method ${e.method} (only stored and deflate)`);
   }
 
   /**
@@ -231,32 +270,67 @@ export class ZipArchive {
   async readAsync(name: string, inflateRaw?: InflateRaw): Promise<Uint8Array> {
     const e = this.entry(name);
     if (e.method !== 8) return this.read(name);
+    this.chargeInflated(e);
     const raw = this.raw(name);
     let out: Uint8Array;
     try {
-      out = inflateRaw ? await inflateRaw(raw) : await inflateWithStream(raw);
+      out = inflateRaw ? await inflateRaw(raw, outputCap(e)) : await inflateWithStream(raw, e);
     } catch (err) {
-      if (err instanceof ZipError) throw err;
-      throw new ZipError(`zip: entry '${name}': deflate data is corrupt (${(err as Error).message})`, { cause: err });
+      throw inflateError(e, err);
     }
     return this.checked(e, out);
   }
 }
 
-function inflate(name: string, run: () => Uint8Array): Uint8Array {
+/**
+ * The output cap handed to decompressors: the declared size, plus one byte so that an entry that
+ * inflates past its declaration is caught by the size check even when the decompressor returns
+ * what it has instead of throwing (Node's cap must also be at least 1).
+ */
+function outputCap(e: ZipEntry): number {
+  return e.size + 1;
+}
+
+function inflate(e: ZipEntry, run: () => Uint8Array): Uint8Array {
   try {
     return run();
   } catch (err) {
-    throw new ZipError(`zip: entry '${name}': deflate data is corrupt (${(err as Error).message})`, { cause: err });
+    throw inflateError(e, err);
   }
 }
 
-async function inflateWithStream(data: Uint8Array): Promise<Uint8Array> {
+/** A decompressor's failure as a ZipError; passing the output cap is named as such. */
+function inflateError(e: ZipEntry, err: unknown): ZipError {
+  if (err instanceof ZipError) return err;
+  const code = (err as { code?: unknown })?.code;
+  if (code === 'ERR_BUFFER_TOO_LARGE') {
+    return new ZipError(`zip: entry ${quoteName(e.name)} inflates to more than its declared ${e.size} bytes (a zip bomb, or corrupt); stopped there`, {
+      cause: err,
+    });
+  }
+  return new ZipError(`zip: entry ${quoteName(e.name)}: deflate data is corrupt (${clip(String((err as Error)?.message ?? err))})`, { cause: err });
+}
+
+/** Inflates with `DecompressionStream`, reading chunk by chunk and stopping past the declared size. */
+async function inflateWithStream(data: Uint8Array, e: ZipEntry): Promise<Uint8Array> {
   if (typeof DecompressionStream === 'undefined') {
     fail('this platform has no DecompressionStream; pass an inflateRaw function');
   }
   const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream('deflate-raw'));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
+  const reader = stream.getReader();
+  const out = new Uint8Array(e.size);
+  let length = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (length + value.length > e.size) {
+      await reader.cancel().catch(() => undefined);
+      fail(`entry ${quoteName(e.name)} inflates to more than its declared ${e.size} bytes (a zip bomb, or corrupt); stopped there`);
+    }
+    out.set(value, length);
+    length += value.length;
+  }
+  return out.subarray(0, length);
 }
 
 /** True when `bytes` starts like a zip archive (local file header signature "PK\x03\x04"). */
