@@ -23,10 +23,11 @@
  */
 import type { Engine } from '../engine/engine.js';
 import { Rng } from '../engine/random.js';
-import { looksLikeLegacyTorch, looksLikeSafetensors, parseSafetensorsWithMetadata } from './io/safetensors.js';
+import { parseSafetensorsWithMetadata } from './io/safetensors.js';
+import { sniffFormat, wrongFormatMessage } from './io/sniff.js';
 import { selectCheckpointEntry, stripPrefixes } from './io/state-dict.js';
 import { flattenStateDict, loadTorchCheckpoint } from './io/torch.js';
-import { type InflateRawSync, looksLikeZip } from './io/zip.js';
+import type { InflateRawSync } from './io/zip.js';
 import { VIT_PRESETS, type ViTArch, vitConfig, type ViTConfig, VisionTransformer } from './vit.js';
 
 /** A ViT architecture as `webdino` names it. */
@@ -70,6 +71,11 @@ export interface ParseWeightsOptions {
   name?: string;
   /** Raw-deflate decompression for zip entries a torch file compressed (Node: zlib). */
   inflateRaw?: InflateRawSync;
+  /**
+   * Bytes a PyTorch checkpoint may allocate while loading (default 8× the file, at least 64 MiB:
+   * see models/io/budget.ts); raise it for a trusted file that expands more (shared storages).
+   */
+  maxBytes?: number;
 }
 
 /**
@@ -81,10 +87,15 @@ export function parseBackboneWeights(bytes: Uint8Array, opts: ParseWeightsOption
   let raw: Weights;
   let recorded: ArchSpec | undefined;
   let format: BackboneWeights['format'];
-  if (!looksLikeSafetensors(bytes) && (looksLikeZip(bytes) || looksLikeLegacyTorch(bytes))) {
+  const found = sniffFormat(bytes);
+  if (found === 'zip' || found === 'torch-legacy') {
     format = 'torch';
-    const ckpt = loadTorchCheckpoint(bytes, { name: opts.name ?? 'weights', inflateRaw: opts.inflateRaw });
+    const ckpt = loadTorchCheckpoint(bytes, { name: opts.name ?? 'weights', inflateRaw: opts.inflateRaw, maxBytes: opts.maxBytes });
     raw = flattenStateDict(selectCheckpointEntry(ckpt, key));
+  } else if (found !== 'safetensors' && found !== 'unknown' && found !== 'empty') {
+    // A known other format: say what it is. An unknown one goes to the safetensors parser, whose
+    // message says exactly what is wrong with the header (length past the end, bad JSON, ...).
+    throw new Error(wrongFormatMessage(bytes, found, 'a weights file (safetensors or a PyTorch checkpoint)'));
   } else {
     format = 'safetensors';
     const { tensors, metadata } = parseSafetensorsWithMetadata(bytes);
