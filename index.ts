@@ -26,8 +26,8 @@ export { ShapeError } from './engine/shape.js';
 export type { Shape } from './engine/shape.js';
 export { Rng } from './engine/random.js';
 export type { PoolStats } from './engine/pool.js';
-export * as ops from './engine/ops.js';
-export type { MatmulOptions, AttentionOptions, CrossEntropyOptions, Conv2dOptions } from './engine/ops.js';
+export * as ops from './engine/ops/index.js';
+export type { MatmulOptions, AttentionOptions, CrossEntropyOptions, Conv2dOptions } from './engine/ops/index.js';
 export { ParamArena, AdamW, emaUpdate, gradNorms, clipGradients, tensorNorms, totalNorm, lerpInPlace, dinoDecayMask } from './engine/optim.js';
 export type { ParamArenaOptions, AddParamOptions, ParamInit, AdamWOptions, AdamWState } from './engine/optim.js';
 

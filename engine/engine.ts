@@ -9,7 +9,7 @@ import { Rng } from './random.js';
 import { keep as keepTensor, scope as runScope } from './scope.js';
 import { checkShape, fmt, numel, type Shape, ShapeError } from './shape.js';
 import { Storage, Tensor } from './tensor.js';
-import * as ops from './ops.js';
+import * as ops from './ops/index.js';
 
 export interface TensorOptions {
   /** Track gradients for this tensor (makes it a leaf of the autograd graph). */

@@ -13,7 +13,7 @@
 import type { GradNode } from './autograd.js';
 import { backward as runBackward } from './autograd.js';
 import type { Engine } from './engine.js';
-import * as ops from './ops.js';
+import * as ops from './ops/index.js';
 import { contiguousStrides, fmt, inferReshape, isContiguous, normAxis, numel, type Shape, ShapeError } from './shape.js';
 import { track } from './scope.js';
 

@@ -64,7 +64,7 @@
 import { record } from '../engine/autograd.js';
 import { type BufferBinding, Uniforms } from '../engine/device.js';
 import type { Engine } from '../engine/engine.js';
-import type { AttentionOptions } from '../engine/ops.js';
+import type { AttentionOptions } from '../engine/ops/index.js';
 import { contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
 import { checkTensor, type Tensor } from '../engine/tensor.js';
 import { dense, release } from './common.js';

@@ -47,7 +47,7 @@
  */
 import { record } from '../engine/autograd.js';
 import { Uniforms } from '../engine/device.js';
-import type { Conv2dOptions } from '../engine/ops.js';
+import type { Conv2dOptions } from '../engine/ops/index.js';
 import { fmt, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
 import { checkTensor } from '../engine/tensor.js';

@@ -21,7 +21,7 @@
 import { record } from '../engine/autograd.js';
 import { Uniforms } from '../engine/device.js';
 import { fmt, sameShape, ShapeError } from '../engine/shape.js';
-import type { CrossEntropyOptions } from '../engine/ops.js';
+import type { CrossEntropyOptions } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
 import { checkTensor } from '../engine/tensor.js';
 import { dense, grid1d, linearIndexWgsl, release, rowGrid, rowKernelSource, rowMaxWgsl, rowSumsWgsl, type RowVariant } from './common.js';

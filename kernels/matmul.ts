@@ -51,7 +51,7 @@
  */
 import { record } from '../engine/autograd.js';
 import { type Device, Uniforms } from '../engine/device.js';
-import type { MatmulOptions } from '../engine/ops.js';
+import type { MatmulOptions } from '../engine/ops/index.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
 import { type Tensor, checkTensor } from '../engine/tensor.js';
 import { bind, dense, denseAligned, release } from './common.js';

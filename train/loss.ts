@@ -22,7 +22,7 @@
  */
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
-import * as ops from '../engine/ops.js';
+import * as ops from '../engine/ops/index.js';
 import { fmt, ShapeError } from '../engine/shape.js';
 import { lerpInPlace } from '../kernels/optim.js';
 

@@ -411,7 +411,7 @@ describe('attention: references, probs, errors, memory', () => {
 
 describe('attentionPacked', () => {
   it('equals attention on the three slices, with one gradient for the packed tensor', async () => {
-    const { attentionPacked } = await import('../../engine/ops.js');
+    const { attentionPacked } = await import('../../engine/ops/index.js');
     const wd = await getEngine('cpu');
     await wd.scope(async () => {
       const B = 2, N = 11, H = 3, d = 8;

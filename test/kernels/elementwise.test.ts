@@ -169,7 +169,7 @@ describe('strided views read in place', () => {
 
   it('concat along an axis, with gradients split back', async () => {
     const wd = await getEngine();
-    const { concat } = await import('../../engine/ops.js');
+    const { concat } = await import('../../engine/ops/index.js');
     await wd.scope(async () => {
       const a = wd.tensor(randn(6, 1), [2, 3], { requiresGrad: true });
       const b = wd.tensor(randn(10, 2), [2, 5], { requiresGrad: true });

@@ -6,18 +6,18 @@
  * (elementwise, reductions, views), and fused ops (matmul + bias + activation, softmax with
  * temperature and center, layernorm, attention, cross-entropy) ship a forward/backward kernel pair.
  */
-import { record } from './autograd.js';
-import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, inferReshape, normAxis, sameShape, type Shape, ShapeError } from './shape.js';
-import type { SoftmaxOptions, Tensor } from './tensor.js';
-import { checkTensor } from './tensor.js';
-import { copyRaw, fillInPlace, makeElementwiseOps, stridedCopy } from '../kernels/elementwise.js';
-import { argmax as argmaxK, max as maxK, mean as meanK, sum as sumK, sumTo } from '../kernels/reduce.js';
-import * as mm from '../kernels/matmul.js';
-import * as sm from '../kernels/softmax.js';
-import * as ln from '../kernels/layernorm.js';
-import * as at from '../kernels/attention.js';
-import * as ce from '../kernels/cross-entropy.js';
-import * as cv from '../kernels/conv2d.js';
+import { record } from '../autograd.js';
+import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, inferReshape, normAxis, sameShape, type Shape, ShapeError } from '../shape.js';
+import type { SoftmaxOptions, Tensor } from '../tensor.js';
+import { checkTensor } from '../tensor.js';
+import { copyRaw, fillInPlace, makeElementwiseOps, stridedCopy } from '../../kernels/elementwise.js';
+import { argmax as argmaxK, max as maxK, mean as meanK, sum as sumK, sumTo } from '../../kernels/reduce.js';
+import * as mm from '../../kernels/matmul.js';
+import * as sm from '../../kernels/softmax.js';
+import * as ln from '../../kernels/layernorm.js';
+import * as at from '../../kernels/attention.js';
+import * as ce from '../../kernels/cross-entropy.js';
+import * as cv from '../../kernels/conv2d.js';
 
 const ew = makeElementwiseOps(sumTo);
 
