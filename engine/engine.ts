@@ -41,6 +41,8 @@ export class Engine {
   readonly device: Device;
   readonly pool: BufferPool;
   readonly grad = new GradMode();
+  /** The differentiable ops (the package's `ops` export); tensor methods call through this table. */
+  readonly ops: typeof ops = ops;
 
   constructor(device: Device) {
     this.device = device;

@@ -61,13 +61,19 @@
  *
  * Limits: u32 index arithmetic (each tensor, and probs, below 2³² elements); 1 ≤ d ≤ 256; Nk ≥ 1.
  */
-import { record } from '../engine/autograd.js';
 import { type BufferBinding, Uniforms } from '../engine/device.js';
 import type { Engine } from '../engine/engine.js';
-import type { AttentionOptions } from '../engine/ops/index.js';
 import { contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
-import { checkTensor, type Tensor } from '../engine/tensor.js';
-import { dense, release } from './common.js';
+import type { Tensor } from '../engine/tensor.js';
+import { dense, release } from './elementwise.js';
+
+/** Options of the attention ops (engine/ops/attention.ts). */
+export interface AttentionOptions {
+  /** Multiplies Q·Kᵀ; default 1/√(head dim). */
+  scale?: number;
+  /** Also return the attention probabilities softmax(Q·Kᵀ·scale) (no gradient flows through them). */
+  returnProbs?: boolean;
+}
 
 /** Largest head dim: the accumulators of one row must fit in registers (or the spill area). */
 export const MAX_HEAD_DIM = 256;
@@ -150,7 +156,7 @@ function layout(ts: readonly Tensor[], d: number): { c: Collapsed; used: Tensor[
 }
 
 /** The problem size shared by the three kernels. */
-interface Dims {
+export interface Dims {
   B: number;
   H: number;
   BH: number;
@@ -161,9 +167,6 @@ interface Dims {
 }
 
 function checkShapes(q: Tensor, k: Tensor, v: Tensor): { nq: number; nk: number; d: number } {
-  checkTensor(q, 'attention');
-  checkTensor(k, 'attention');
-  checkTensor(v, 'attention');
   const all = `q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)}`;
   if (q.rank < 3 || k.rank !== q.rank || v.rank !== q.rank) {
     throw new ShapeError(`attention: q, k, v must have one rank ≥ 3 ([B, H, N, d] or [BH, N, d]); got ${all}`);
@@ -555,56 +558,20 @@ function range(t: Tensor, start: number, n: number): BufferBinding {
   return { buffer: t.buffer, offset: start * 4, size: Math.max(n, 1) * 4 };
 }
 
-/**
- * softmax(q·kᵀ·scale)·v, fused (see the file header). Returns `{ out, probs? }`: out has q's shape;
- * probs [..., Nq, Nk] (with `returnProbs`) carry no gradient. Records the FlashAttention-2 backward
- * when an input requires a gradient.
- */
-export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): { out: Tensor; probs?: Tensor } {
-  const f = attentionForward(q, k, v, opts);
-  record(f.out, 'attention', [q, k, v], (g) => attentionBackward(q, k, v, f.out, f.lOff, g, f.dm));
-  return f.probs ? { out: f.out, probs: f.probs } : { out: f.out };
-}
-
-/**
- * Attention on a packed qkv tensor [3, ..., N, d] (any strides: ViT's permuted qkv projection),
- * with ONE gradient for it: dq, dk and dv are copied into the three contiguous blocks of a single
- * [3, ..., N, d] tensor, instead of three zero-padded gradients (one per slice) that autograd would
- * then add together.
- */
-export function attentionPacked(qkv: Tensor, opts: AttentionOptions = {}): { out: Tensor; probs?: Tensor } {
-  if (qkv.rank < 3 || qkv.shape[0] !== 3) throw new ShapeError(`attentionPacked: qkv must be [3, ..., N, d], got ${fmt(qkv.shape)}`);
-  const shape = qkv.shape.slice(1);
-  const strides = qkv.strides.slice(1);
-  const part = (i: number): Tensor => {
-    const t = qkv.view(shape, strides, qkv.offset + i * qkv.strides[0], `qkv[${i}]`);
-    t.requiresGrad = qkv.requiresGrad;
-    return t;
-  };
-  const [q, k, v] = [part(0), part(1), part(2)];
-  const f = attentionForward(q, k, v, opts);
-  record(f.out, 'attention', [qkv], (g) => {
-    const grads = attentionBackward(q, k, v, f.out, f.lOff, g, f.dm);
-    const e = qkv.engine;
-    const gq = e.empty(qkv.shape, { label: 'attention_dqkv' });
-    const n = q.size;
-    grads.forEach((t, i) => {
-      if (t) e.device.copy(t.buffer, 0, gq.buffer, i * n * 4, n * 4);
-      t?.dispose();
-    });
-    return [gq];
-  });
-  return f.probs ? { out: f.out, probs: f.probs } : { out: f.out };
-}
-
-interface ForwardResult {
+/** What the forward returns: out (L in its storage, at `lOff`), probs when asked, and the problem size. */
+export interface AttentionForward {
   out: Tensor;
   probs?: Tensor;
+  /** Element offset of L behind the O rows in out's storage. */
   lOff: number;
   dm: Dims;
 }
 
-function attentionForward(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): ForwardResult {
+/**
+ * softmax(q·kᵀ·scale)·v, fused (see the file header): out has q's shape; probs [..., Nq, Nk] (with
+ * `returnProbs`). q, k, v are read in place where their layout allows.
+ */
+export function attentionForwardRaw(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): AttentionForward {
   const { nq, nk, d } = checkShapes(q, k, v);
   const scale = opts.scale ?? 1 / Math.sqrt(d);
   if (!Number.isFinite(scale)) throw new Error(`attention: scale must be finite (got ${scale})`);
@@ -629,16 +596,25 @@ function attentionForward(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
 }
 
 /**
- * The three gradients [dq, dk, dv] (null where an input needs none) from the upstream gradient g.
- * `fwd` is the forward's problem size; the (b, h) split is redone with g, whose layout may group
- * the batch dims differently (the flat batch-head index, and so O and L, are the same).
+ * The three gradients [dq, dk, dv] from the upstream gradient g, each only where `need` asks (null
+ * otherwise; dq's kernel runs regardless, since it also writes the D that dK/dV read). `fwd` is
+ * the forward's result; the (b, h) split is redone with g, whose layout may group the batch dims
+ * differently (the flat batch-head index, and so O and L, are the same).
  */
-function attentionBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lOff: number, g: Tensor, fwd: Dims): (Tensor | null)[] {
+export function attentionBackwardRaw(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  fwd: AttentionForward,
+  g: Tensor,
+  need: readonly [boolean, boolean, boolean],
+): [Tensor | null, Tensor | null, Tensor | null] {
+  const { out, lOff } = fwd;
   const e = q.engine;
   const dev = e.device;
   const inputs = [q, k, v, g];
-  const { c: lay, used } = layout(inputs, fwd.d);
-  const dm: Dims = { ...fwd, B: lay.B, H: lay.H };
+  const { c: lay, used } = layout(inputs, fwd.dm.d);
+  const dm: Dims = { ...fwd.dm, B: lay.B, H: lay.H };
   const nrows = dm.BH * dm.nq;
   const cq = consts(e, dm.d, 'dq');
   const ckv = consts(e, dm.d, 'dkv');
@@ -657,7 +633,7 @@ function attentionBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lOff: n
   }
   let dk: Tensor | null = null;
   let dv: Tensor | null = null;
-  if (k.requiresGrad || v.requiresGrad) {
+  if (need[1] || need[2]) {
     dk = e.empty(k.shape, { label: 'attention_dk' });
     dv = e.empty(v.shape, { label: 'attention_dv' });
     // With nq = 0 the loop over queries is empty and dK = dV = 0 are written all the same.
@@ -675,7 +651,7 @@ function attentionBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lOff: n
     if (t && !needed) t.dispose();
     return needed ? t : null;
   };
-  return [keepIf(dq, q.requiresGrad), keepIf(dk, k.requiresGrad), keepIf(dv, v.requiresGrad)];
+  return [keepIf(dq, need[0]), keepIf(dk, need[1]), keepIf(dv, need[2])];
 }
 
 // -------------------------------------------------------------------------------------------------

@@ -41,8 +41,8 @@
 import { Uniforms } from '../engine/device.js';
 import { fmt, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { checkTensor } from '../engine/tensor.js';
-import { dense, grid1d, linearIndexWgsl, release } from './common.js';
+import { grid1d, linearIndexWgsl } from './common.js';
+import { dense, release } from './elementwise.js';
 
 /** Invocations per workgroup (one (row, segment) each). */
 const WG = 64;
@@ -188,7 +188,6 @@ function launch(x: Tensor, xi: Tensor | null, R: number, C: number, k: number, S
  */
 export function topk(x: Tensor, k: number, opts: TopkOptions = {}): TopkResult {
   const op = 'topk';
-  checkTensor(x, op);
   if (x.rank < 1) throw new ShapeError(`${op}: x ${fmt(x.shape)} needs at least one dimension`);
   const C = x.shape[x.rank - 1];
   if (!Number.isInteger(k) || k < 1) throw new RangeError(`${op}: k must be a positive integer (got ${k})`);
