@@ -97,11 +97,16 @@ export class Tensor {
     return this.storage.buffer;
   }
 
-  /** Frees this handle; the buffer returns to the pool when no view uses it. Idempotent. */
+  /**
+   * Frees this handle; the buffer returns to the pool when no view uses it. Idempotent. The op
+   * node that produced it is released with it (its saved tensors freed): a backward through this
+   * tensor then throws, naming it.
+   */
   dispose(): void {
     if (!this._storage) return;
     this._storage.release();
     this._storage = null;
+    this.gradFn?.release();
     this.gradFn = null;
     if (this.grad) {
       this.grad.dispose();

@@ -21,7 +21,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   checkTensor(k, 'attention');
   checkTensor(v, 'attention');
   const f = attentionForwardRaw(q, k, v, opts);
-  record(f.out, 'attention', [q, k, v], (g) => attentionBackwardRaw(q, k, v, f, g, [q.requiresGrad, k.requiresGrad, v.requiresGrad]));
+  record(f.out, { name: 'attention', inputs: [q, k, v], backward: (g) => attentionBackwardRaw(q, k, v, f, g, [q.requiresGrad, k.requiresGrad, v.requiresGrad]) });
   return f.probs ? { out: f.out, probs: f.probs } : { out: f.out };
 }
 
@@ -39,16 +39,21 @@ export function attentionPacked(qkv: Tensor, opts: AttentionOptions = {}): { out
   const part = (i: number): Tensor => qkv.view(shape, strides, qkv.offset + i * qkv.strides[0], `qkv[${i}]`);
   const [q, k, v] = [part(0), part(1), part(2)];
   const f = attentionForwardRaw(q, k, v, opts);
-  record(f.out, 'attention', [qkv], (g) => {
-    const grads = attentionBackwardRaw(q, k, v, f, g, [true, true, true]);
-    const e = qkv.engine;
-    const gq = e.empty(qkv.shape, { label: 'attention_dqkv' });
-    const n = q.size;
-    grads.forEach((t, i) => {
-      if (t) e.device.copy(t.buffer, 0, gq.buffer, i * n * 4, n * 4);
-      t?.dispose();
-    });
-    return [gq];
+  record(f.out, {
+    name: 'attention',
+    inputs: [qkv],
+    saved: [q, k, v],
+    backward: (g) => {
+      const grads = attentionBackwardRaw(q, k, v, f, g, [true, true, true]);
+      const e = qkv.engine;
+      const gq = e.empty(qkv.shape, { label: 'attention_dqkv' });
+      const n = q.size;
+      grads.forEach((t, i) => {
+        if (t) e.device.copy(t.buffer, 0, gq.buffer, i * n * 4, n * 4);
+        t?.dispose();
+      });
+      return [gq];
+    },
   });
   return f.probs ? { out: f.out, probs: f.probs } : { out: f.out };
 }

@@ -33,9 +33,11 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
     throw new ShapeError(`conv2d: bias ${fmt(bias.shape)} must be [${g.Cout}] for weight ${fmt(weight.shape)}`);
   }
   const y = conv2dForwardRaw(x, weight, bias, g);
-  return record(y, 'conv2d', [x, weight, bias], (gy) =>
-    conv2dBackwardRaw(x, weight, gy, g, [x.requiresGrad, weight.requiresGrad, !!bias?.requiresGrad]),
-  );
+  return record(y, {
+    name: 'conv2d',
+    inputs: [x, weight, bias],
+    backward: (gy) => conv2dBackwardRaw(x, weight, gy, g, [x.requiresGrad, weight.requiresGrad, !!bias?.requiresGrad]),
+  });
 }
 
 /**
@@ -48,9 +50,5 @@ export function maxPool2d(x: Tensor, opts: MaxPool2dOptions): Tensor {
   const withIndices = x.engine.grad.enabled && x.requiresGrad;
   const { y, idx } = maxPool2dForwardRaw(x, g, withIndices);
   if (!idx) return y;
-  return record(y, 'maxPool2d', [x], (gy) => {
-    const dx = maxPool2dBackwardRaw(gy, idx, g);
-    idx.dispose(); // the graph is released after its backward: the indices are not needed again
-    return [dx];
-  });
+  return record(y, { name: 'maxPool2d', inputs: [x], saved: [idx], backward: (gy) => [maxPool2dBackwardRaw(gy, idx, g)] });
 }

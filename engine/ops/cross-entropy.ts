@@ -29,11 +29,10 @@ export function softCrossEntropy(target: Tensor, logits: Tensor, opts: CrossEntr
   const tau = opts.temperature ?? 1;
   checkTemperature(op, tau);
   const { loss, stats } = softCrossEntropyForwardRaw(target, logits, tau);
-  record(loss, op, [logits], (g) => {
-    const dz = softCrossEntropyBackwardRaw(target, logits, stats, g, tau);
-    stats.dispose(); // the graph is released after one backward: the stats are not needed again
-    return [dz];
+  return record(loss, {
+    name: op,
+    inputs: [logits],
+    saved: [stats],
+    backward: (g) => [softCrossEntropyBackwardRaw(target, logits, stats, g, tau)],
   });
-  if (!loss.gradFn) stats.dispose();
-  return loss;
 }

@@ -87,7 +87,7 @@ export function unary(op: DifferentiableUnaryOp, x: Tensor, p = 0): Tensor {
   checkTensor(x, op);
   const y = unaryRaw(op, x, p);
   const rule = UNARY_GRADS[op];
-  return record(y, op, [x], (g) => [rule({ x, y, g, p })]);
+  return record(y, { name: op, inputs: [x], backward: (g) => [rule({ x, y, g, p })] });
 }
 
 /** The differentiable binary op `op` of a and b (NumPy broadcasting): the kernel, and its rule recorded. */
@@ -96,10 +96,14 @@ export function binary(op: DifferentiableBinaryOp, a: Tensor, b: Tensor): Tensor
   checkTensor(b, op);
   const y = binaryRaw(op, a, b);
   const rule = BINARY_GRADS[op];
-  return record(y, op, [a, b], (g) => {
-    const ga = a.requiresGrad ? reduceTo(rule.a({ a, b, g }), a.shape, g) : null;
-    const gb = b.requiresGrad ? reduceTo(rule.b({ a, b, g }), b.shape, g) : null;
-    return [ga, gb];
+  return record(y, {
+    name: op,
+    inputs: [a, b],
+    backward: (g) => {
+      const ga = a.requiresGrad ? reduceTo(rule.a({ a, b, g }), a.shape, g) : null;
+      const gb = b.requiresGrad ? reduceTo(rule.b({ a, b, g }), b.shape, g) : null;
+      return [ga, gb];
+    },
   });
 }
 

@@ -26,31 +26,28 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   if (weight) checkParam(x, weight, 'weight', op);
   if (bias) checkParam(x, bias, 'bias', op);
   const { y, mean, rstd } = layerNormForwardRaw(x, weight, bias, eps);
-  record(y, op, [x, weight, bias], (g) => {
-    const dx = x.requiresGrad ? layerNormBackwardRaw(x, weight, mean, rstd, g) : null;
-    let dw: Tensor | null = null;
-    let db: Tensor | null = null;
-    if (weight?.requiresGrad || bias?.requiresGrad) {
-      [dw, db] = layerNormParamGradRaw(x, mean, rstd, g);
-      if (!weight?.requiresGrad) {
-        dw.dispose();
-        dw = null;
+  return record(y, {
+    name: op,
+    inputs: [x, weight, bias],
+    saved: [mean, rstd],
+    backward: (g) => {
+      const dx = x.requiresGrad ? layerNormBackwardRaw(x, weight, mean, rstd, g) : null;
+      let dw: Tensor | null = null;
+      let db: Tensor | null = null;
+      if (weight?.requiresGrad || bias?.requiresGrad) {
+        [dw, db] = layerNormParamGradRaw(x, mean, rstd, g);
+        if (!weight?.requiresGrad) {
+          dw.dispose();
+          dw = null;
+        }
+        if (!bias?.requiresGrad) {
+          db.dispose();
+          db = null;
+        }
       }
-      if (!bias?.requiresGrad) {
-        db.dispose();
-        db = null;
-      }
-    }
-    // The graph is released after one backward: the row statistics are not needed again.
-    mean.dispose();
-    rstd.dispose();
-    return [dx, dw, db];
+      return [dx, dw, db];
+    },
   });
-  if (!y.gradFn) {
-    mean.dispose();
-    rstd.dispose();
-  }
-  return y;
 }
 
 /** x / max(‖x‖₂, eps) over the last dimension (as torch.nn.functional.normalize). */
@@ -60,13 +57,7 @@ export function l2Normalize(x: Tensor, eps = 1e-12): Tensor {
   if (x.rank < 1) throw new ShapeError(`${op}: x ${fmt(x.shape)} needs at least one dimension`);
   checkEps(op, eps);
   const { y, norm } = l2NormalizeForwardRaw(x, eps);
-  record(y, op, [x], (g) => {
-    const dx = l2NormalizeBackwardRaw(y, norm, g, eps);
-    norm.dispose(); // the graph is released after one backward
-    return [dx];
-  });
-  if (!y.gradFn) norm.dispose();
-  return y;
+  return record(y, { name: op, inputs: [x], saved: [norm], backward: (g) => [l2NormalizeBackwardRaw(y, norm, g, eps)] });
 }
 
 function checkParam(x: Tensor, p: Tensor, what: string, op: string): void {

@@ -22,11 +22,11 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const needGrad = a.engine.grad.enabled && (a.requiresGrad || b.requiresGrad || !!bias?.requiresGrad);
   const { y, z } = matmulRaw(a, b, { bias, activation: act, saveZ: needGrad && act === 'gelu' });
   if (!needGrad) return y;
-  return record(y, act === 'none' ? 'matmul' : `matmul_${act}`, [a, b, bias], (g) => {
-    const grads = matmulBackwardRaw(a, b, bias, act, y, z, g, [a.requiresGrad, b.requiresGrad, !!bias?.requiresGrad]);
-    // The graph is released after its backward (autograd.ts), so Z is no longer needed.
-    z?.dispose();
-    return grads;
+  return record(y, {
+    name: act === 'none' ? 'matmul' : `matmul_${act}`,
+    inputs: [a, b, bias],
+    saved: z ? [z] : [],
+    backward: (g) => matmulBackwardRaw(a, b, bias, act, y, z, g, [a.requiresGrad, b.requiresGrad, !!bias?.requiresGrad]),
   });
 }
 

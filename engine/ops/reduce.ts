@@ -25,11 +25,15 @@ export function sum(x: Tensor, dim?: number, keepDim = false): Tensor {
   checkTensor(x, 'sum');
   const axis = dim === undefined ? undefined : normAxis(dim, x.rank, 'sum dim');
   const y = axis === undefined ? reduceAllRaw('sum', x, keepDim) : reduceAxisRaw('sum', x, axis, keepDim);
-  return record(y, 'sum', [x], (g) => {
-    const gk = g.view(keptShape(x.shape, axis), contiguousStrides(keptShape(x.shape, axis)), g.offset);
-    const gx = expandRaw(gk, x.shape);
-    gk.dispose();
-    return [gx];
+  return record(y, {
+    name: 'sum',
+    inputs: [x],
+    backward: (g) => {
+      const gk = g.view(keptShape(x.shape, axis), contiguousStrides(keptShape(x.shape, axis)), g.offset);
+      const gx = expandRaw(gk, x.shape);
+      gk.dispose();
+      return [gx];
+    },
   });
 }
 
@@ -41,13 +45,17 @@ export function mean(x: Tensor, dim?: number, keepDim = false): Tensor {
   const s = axis === undefined ? reduceAllRaw('sum', x, keepDim) : reduceAxisRaw('sum', x, axis, keepDim);
   const y = unaryRaw('mulScalar', s, 1 / R);
   s.dispose();
-  return record(y, 'mean', [x], (g) => {
-    const gk = g.view(keptShape(x.shape, axis), contiguousStrides(keptShape(x.shape, axis)), g.offset);
-    const ge = expandRaw(gk, x.shape);
-    gk.dispose();
-    const gx = unaryRaw('mulScalar', ge, 1 / R);
-    ge.dispose();
-    return [gx];
+  return record(y, {
+    name: 'mean',
+    inputs: [x],
+    backward: (g) => {
+      const gk = g.view(keptShape(x.shape, axis), contiguousStrides(keptShape(x.shape, axis)), g.offset);
+      const ge = expandRaw(gk, x.shape);
+      gk.dispose();
+      const gx = unaryRaw('mulScalar', ge, 1 / R);
+      ge.dispose();
+      return [gx];
+    },
   });
 }
 
@@ -56,16 +64,20 @@ export function max(x: Tensor, dim?: number, keepDim = false): Tensor {
   checkTensor(x, 'max');
   const axis = dim === undefined ? undefined : normAxis(dim, x.rank, 'max dim');
   const y = axis === undefined ? reduceAllRaw('max', x, keepDim) : reduceAxisRaw('max', x, axis, keepDim);
-  return record(y, 'max', [x], (g) => {
-    const ks = keptShape(x.shape, axis);
-    const yk = y.view(ks, contiguousStrides(ks), y.offset);
-    const gk = g.view(ks, contiguousStrides(ks), g.offset);
-    const mask = binaryRaw('eq', x, yk);
-    const gx = binaryRaw('mul', mask, gk);
-    mask.dispose();
-    yk.dispose();
-    gk.dispose();
-    return [gx];
+  return record(y, {
+    name: 'max',
+    inputs: [x],
+    backward: (g) => {
+      const ks = keptShape(x.shape, axis);
+      const yk = y.view(ks, contiguousStrides(ks), y.offset);
+      const gk = g.view(ks, contiguousStrides(ks), g.offset);
+      const mask = binaryRaw('eq', x, yk);
+      const gx = binaryRaw('mul', mask, gk);
+      mask.dispose();
+      yk.dispose();
+      gk.dispose();
+      return [gx];
+    },
   });
 }
 

@@ -30,14 +30,18 @@ function softmaxOp(x: Tensor, dim: number, opts: SoftmaxOptions, log: boolean): 
   const center = opts.center ?? null;
   if (center) checkCenter(x, center, op);
   const y = softmaxForwardRaw(x, center, tau, log);
-  return record(y, op, [x, center], (g) => {
-    const dx = softmaxBackwardRaw(y, g, tau, log);
-    const dc = center?.requiresGrad ? softmaxCenterGradRaw(dx, center.shape) : null;
-    if (!x.requiresGrad) {
-      dx.dispose();
-      return [null, dc];
-    }
-    return [dx, dc];
+  return record(y, {
+    name: op,
+    inputs: [x, center],
+    backward: (g) => {
+      const dx = softmaxBackwardRaw(y, g, tau, log);
+      const dc = center?.requiresGrad ? softmaxCenterGradRaw(dx, center.shape) : null;
+      if (!x.requiresGrad) {
+        dx.dispose();
+        return [null, dc];
+      }
+      return [dx, dc];
+    },
   });
 }
 

@@ -21,7 +21,7 @@ export function contiguous(x: Tensor): Tensor {
   checkTensor(x, 'contiguous');
   if (x.isContiguous) {
     const v = x.view(x.shape, x.strides, x.offset);
-    return record(v, 'contiguous', [x], (g) => [g]);
+    return record(v, { name: 'contiguous', inputs: [x], backward: (g) => [g] });
   }
   return copy(x);
 }
@@ -33,7 +33,7 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
   const src = x.isContiguous ? x : copyRaw(x);
   const y = src.view(target, contiguousStrides(target), 0);
   if (src !== x) src.dispose();
-  return record(y, 'reshape', [x], (g) => [reshape(g, x.shape)]);
+  return record(y, { name: 'reshape', inputs: [x], backward: (g) => [reshape(g, x.shape)] });
 }
 
 /** The dimensions reordered: axis i of the result is axis perm[i] of x. A view. */
@@ -49,7 +49,7 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
   );
   const inv: number[] = [];
   p.forEach((a, i) => (inv[a] = i));
-  return record(y, 'permute', [x], (g) => [permute(g, inv)]);
+  return record(y, { name: 'permute', inputs: [x], backward: (g) => [permute(g, inv)] });
 }
 
 /** Elements `start` to `end` (exclusive; negative counts from the end) along `dim`. A view. */
@@ -62,15 +62,19 @@ export function slice(x: Tensor, dim: number, start: number, end: number): Tenso
   if (!(0 <= s && s <= e && e <= n)) throw new ShapeError(`slice: [${start}, ${end}) is out of range for dim ${dim} of ${fmt(x.shape)}`);
   const shape = x.shape.map((v, i) => (i === d ? e - s : v));
   const y = x.view(shape, x.strides, x.offset + s * x.strides[d]);
-  return record(y, 'slice', [x], (g) => {
-    // Scatter g into zeros of x's shape.
-    const gx = x.engine.zeros(x.shape, { label: 'slice_grad' });
-    const region = gx.view(shape, gx.strides, s * gx.strides[d]);
-    const gc = g.isContiguous ? g : copyRaw(g);
-    copyInto(region, gc);
-    region.dispose();
-    if (gc !== g) gc.dispose();
-    return [gx];
+  return record(y, {
+    name: 'slice',
+    inputs: [x],
+    backward: (g) => {
+      // Scatter g into zeros of x's shape.
+      const gx = x.engine.zeros(x.shape, { label: 'slice_grad' });
+      const region = gx.view(shape, gx.strides, s * gx.strides[d]);
+      const gc = g.isContiguous ? g : copyRaw(g);
+      copyInto(region, gc);
+      region.dispose();
+      if (gc !== g) gc.dispose();
+      return [gx];
+    },
   });
 }
 
@@ -83,7 +87,7 @@ export function expand(x: Tensor, shape: Shape): Tensor {
   const target = broadcastShapes(x.shape, shape, 'expand');
   if (!sameShape(target, shape)) throw new ShapeError(`expand: ${fmt(x.shape)} cannot be expanded to ${fmt(shape)}`);
   const y = x.view(shape, broadcastStrides(x.shape, x.strides, shape), x.offset);
-  return record(y, 'expand', [x], (g) => [sumTo(g, x.shape)]);
+  return record(y, { name: 'expand', inputs: [x], backward: (g) => [sumTo(g, x.shape)] });
 }
 
 /** Concatenates tensors along `dim` (differentiable). */
@@ -110,15 +114,18 @@ export function concat(xs: readonly Tensor[], dim = 0): Tensor {
     region.dispose();
     off += t.shape[d];
   }
-  return record(out, 'concat', xs, (g) =>
-    xs.map((t, i) => {
-      if (!t.requiresGrad) return null;
-      const piece = g.view(t.shape, g.strides, g.offset + starts[i] * g.strides[d]);
-      const gt = copyRaw(piece);
-      piece.dispose();
-      return gt;
-    }),
-  );
+  return record(out, {
+    name: 'concat',
+    inputs: xs,
+    backward: (g) =>
+      xs.map((t, i) => {
+        if (!t.requiresGrad) return null;
+        const piece = g.view(t.shape, g.strides, g.offset + starts[i] * g.strides[d]);
+        const gt = copyRaw(piece);
+        piece.dispose();
+        return gt;
+      }),
+  });
 }
 
 /** Copies `src` into the (possibly strided) view `dst` in place. Both must have the same shape. Not differentiable. */
