@@ -1,6 +1,7 @@
 /**
  * Fused scaled dot-product attention: out = softmax(Q·Kᵀ·scale)·V, forward and backward, without
- * ever materialising the N×N score matrix (FlashAttention-2's recurrences; rows per invocation).
+ * ever materialising the N×N score matrix (FlashAttention-2's recurrences; rows per invocation),
+ * and the float64 reference. The autograd glue is engine/ops/attention.ts.
  *
  * Shapes and layouts
  * - q [..., Nq, d], k [..., Nk, d], v [..., Nk, d] with the same leading (batch) dims: usually
@@ -32,29 +33,21 @@
  *   L_i. With returnProbs, a second pass over the keys (L_i now known) writes P_i.
  * - attention_bwd_dq: per query row: D_i, then one pass over the keys → dQ_i; writes D for dK/dV.
  * - attention_bwd_dkv: per key row, one pass over the query rows → dK_j and dV_j.
- * Workgroup id y (and z past 65 535) is the batch-head, x the block of rows: all invocations of a
- * workgroup read the same K/V (or Q/dO) chunk at the same time from a workgroup-uniform address,
- * which lavapipe compiles to one scalar load broadcast to its SIMD lanes (and GPUs serve from L1).
+ * Workgroup id y (and z past 65 535) is the batch-head, x the block of rows, so all invocations of a
+ * workgroup read the same K/V (or Q/dO) chunk at the same time, from a workgroup-uniform address.
  * Keys (queries in dK/dV) go 4 at a time, the tail block clamped to the last row and masked.
  *
  * Variants (AttentionConsts)
  * - 'cpu' (lavapipe, SwiftShader): each invocation owns several rows (forward 4, dQ 2, dK/dV 2) so
  *   each broadcast K/V chunk feeds several rows; the loops over the d-chunks take their trip count
- *   from the uniform block, so LLVM keeps them as loops (unrolled, the d = 64 kernels took 20–100 s
- *   to compile on the 2-core test machine and ran no faster); workgroups of 16.
+ *   from the uniform block (they stay loops); workgroups of 16.
  * - 'gpu': one row per invocation, workgroups of 64, chunk loops with a constant trip count that
- *   the driver unrolls into registers (per thread 2·d floats in the forward, 3·d in dQ, 4·d in
- *   dK/dV: 256 at d = 64, NVIDIA's register limit, so expect spills there).
- *   A tiled GPU variant would stage 32–64 K/V rows (Q/dO/L/D rows in dK/dV) in workgroup memory
- *   per step, loaded cooperatively as vec4 behind one barrier, shared by a workgroup of 64–128 rows
- *   (each K/V element then leaves global memory once per workgroup instead of once per subgroup),
- *   and would split dK/dV's accumulators over two threads per key row. On CPU drivers barriers cost
- *   more than they save (shared/reference/wgsl-performance.md), so that stays a GPU-only variant.
+ *   the driver unrolls into registers.
+ * Measurements, compile times and the tiled GPU variant not built yet: bench/lab/kernel-notes.md.
  *
- * Saved for backward: q, k, v (the caller's tensors), out, and L. L lives in out's own storage,
- * behind the O rows at a binding-aligned offset (out is a contiguous view of the first BH·Nq·d
- * elements), so it lives exactly as long as out: nothing extra to keep or dispose. Backward needs
- * `out` undisposed (scopes keep it). D is a temporary of the backward.
+ * Saved for backward: q, k, v, out, and L. L lives in out's own storage, behind the O rows at a
+ * binding-aligned offset (out is a contiguous view of the first BH·Nq·d elements), so it lives
+ * exactly as long as out: nothing extra to keep or dispose. D is a temporary of the backward.
  *
  * probs (returnProbs) carry NO gradient: they are an extra output for inspection (DINO's attention
  * maps); gradients flow through `out` only.
@@ -205,8 +198,8 @@ export interface AttentionConsts {
   wg: number;
   /**
    * 'gpu': loops over the d-chunks have the constant trip count d/4 (unrolled by the driver, rows
-   * in registers). 'cpu': the trip count comes from the uniform block, so lavapipe keeps them as
-   * loops: its LLVM takes tens of seconds on the unrolled d = 64 kernels and runs them no faster.
+   * in registers). 'cpu': the trip count comes from the uniform block, so they stay loops (see
+   * bench/lab/kernel-notes.md).
    */
   variant: 'cpu' | 'gpu';
   /** Rows per invocation (query rows in the forward and dQ, key rows in dK/dV). */
@@ -524,9 +517,8 @@ function uniforms(dm: Dims, views: readonly Strided4[]): ArrayBuffer {
 
 /**
  * Rows per invocation of the cpu variant: each broadcast K/V (Q/dO) chunk then feeds that many
- * rows. Measured on lavapipe (2 shared cores) at B·H = 6, N = 197, d = 64, CPU time per call for
- * 1 / 2 / 4 rows: forward 42 / 24 / 17 ms; dQ ~45 / 25 / 22 ms; dK/dV ~40 / 38 / 40 ms. LLVM's
- * compile time grows with the rows (2–4 s per kernel at 4 rows on that machine).
+ * rows. The fastest measured on lavapipe per kernel, bounded by LLVM's compile time, which grows
+ * with the rows (bench/lab/kernel-notes.md).
  */
 const CPU_ROWS = { fwd: 4, dq: 2, dkv: 2 } as const;
 

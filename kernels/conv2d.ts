@@ -1,6 +1,7 @@
 /**
  * 2-D convolution (NCHW, PyTorch weight layout, groups = 1) and 2-D max pooling: forward and
- * backward WGSL kernels, launch geometry, and float64 references of the same math.
+ * backward WGSL kernels, launch geometry, and float64 references of the same math. The autograd
+ * glue is engine/ops/conv2d.ts; max pooling's backward reads the argmax indices its forward saved.
  *
  * Shapes and math
  *   x [B, Cin, H, W], w [Cout, Cin, kh, kw], bias [Cout], stride (sh, sw), zero padding (ph, pw)
@@ -59,20 +60,11 @@ export interface Conv2dOptions {
 }
 
 const WG = 64;
-/**
- * Output channels per forward invocation (each a vec4 of 4 pixels): 8 → 32 accumulators. On
- * lavapipe 8 beat 2 and 4 by 1.5–2.5× and tied 16 (patch embedding, ResNet 3×3 and stem shapes).
- */
+/** Output channels per forward invocation (each a vec4 of 4 pixels): 8 → 32 accumulators (measured: bench/lab/kernel-notes.md). */
 const FWD_TC = 8;
-/**
- * Input channels per dx invocation (a multiple of 4), times 4 pixels: 8 when Cin ≥ 8 (1.3–1.7×
- * faster than 4 on ResNet 3×3 layers on lavapipe), else 4 (8 wastes half the work at Cin = 3).
- */
+/** Input channels per dx invocation (a multiple of 4), times 4 pixels: 8, or 4 when Cin < 8 (8 would waste work at Cin = 3). */
 const dxChannels = (Cin: number): number => (Cin >= 8 ? 8 : 4);
-/**
- * Output channels per dw invocation (each a vec4 over 4 consecutive k = (ci, ky, kx)). On lavapipe
- * 8 beat 4 by 1.1–2.3× (patch embedding, ResNet 3×3, stem) and 2 by more.
- */
+/** Output channels per dw invocation (each a vec4 over 4 consecutive k = (ci, ky, kx)) (measured: bench/lab/kernel-notes.md). */
 const DW_TC = 8;
 /** dw: split the B·Ho·Wo sum when fewer invocations than this would run ... */
 const DW_TARGET_INVOCATIONS = 16384;

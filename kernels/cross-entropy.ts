@@ -7,8 +7,8 @@
  *             so both terms are ≥ 0 for non-negative targets (no cancellation).
  *   backward  ∂loss_r/∂logits_j = g_r · (softmax(z)_j · T − target_j) / τ
  *             (targets usually sum to 1, so T = 1, but T is carried: nothing assumes it).
- *   No gradient flows to `target`: in DINO it is the teacher's output, a constant. The op records
- *   only `logits` as its input, so a target that requires a gradient simply receives none.
+ *   No gradient flows to `target`: in DINO it is the teacher's output, a constant (the op,
+ *   engine/ops/cross-entropy.ts, records only `logits` as its input).
  *
  * Kernels
  * - forward: one row kernel (kernels/common.ts layouts 'cpu' / 'gpu'): pass 1 the row max of the

@@ -250,7 +250,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`;
 }
 
-/** Copies `src` into the (possibly strided) view `dst`, in place. Shapes must match (no autograd). */
+/** Copies `src` into the (possibly strided) view `dst`, in place. Shapes must match. */
 export function stridedCopy(dst: Tensor, src: Tensor): void {
   if (!sameShape(dst.shape, src.shape)) throw new ShapeError(`copyInto: shapes ${fmt(dst.shape)} and ${fmt(src.shape)} differ`);
   if (dst.rank > MAX_RANK) throw new ShapeError(`copyInto: rank > ${MAX_RANK} is not supported`);

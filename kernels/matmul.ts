@@ -1,6 +1,7 @@
 /**
  * Matmul family: Y = act(A·B + bias) over the last two dims, batched over the leading dims with
- * NumPy broadcasting, and its backward.
+ * NumPy broadcasting; its backward (`matmulBackwardRaw`); the float64 reference of both. The
+ * autograd glue is engine/ops/matmul.ts.
  *
  * Math (A: [..., M, K], B: [..., K, N], Z = A·B + bias, Y = act(Z))
  *   Z[m, n] = Σ_k A[m, k]·B[k, n] + bias[n]
@@ -25,29 +26,21 @@
  *   vec4 dimension is a multiple of 4 (otherwise the scalar-load kernel of the same tile runs).
  *
  * Variants (`dev.variants`)
- * - 'cpu' (lavapipe, SwiftShader): register-blocked, NO workgroup memory and NO barriers. A
- *   workgroup is W = 8 invocations in a row along N (one lavapipe subgroup); each invocation
- *   accumulates a TM×TN = 16×4 block (16 rows of the workgroup × 4 adjacent columns: 64 registers)
- *   with K unrolled by 4. B is read as vec4 along N (along K when B is transposed). A's 16×4 block
- *   of a k-step is the same for every lane, so the subgroup loads it cooperatively (lane l loads
- *   pieces l, l+8, ...; vec4 where aligned) and `subgroupBroadcast` hands each piece to all lanes.
- *   Why: lavapipe (Mesa 25.0) compiles every storage load whose address varies in the loop into a
- *   per-lane loop with a bounds check per component (≈ 8 x86 instructions per lane and component),
- *   while a broadcast is a few register shuffles; loads, not FMAs, bound this kernel. Each
- *   accumulator takes its 4 products as acc += (p0 + p1) + (p2 + p3): lavapipe splits fma into mul
- *   and add, and with 64 interleaved fma chains LLVM spilled every product. Without the
- *   `subgroups` feature or a fixed subgroup size (adapter subgroupMinSize = subgroupMaxSize), the
- *   same kernel is generated with every invocation loading A itself. Measurements and the
- *   variants that lost: bench/lab/matmul-variants.md.
+ * - 'cpu' (lavapipe, SwiftShader): register-blocked, no workgroup memory and no barriers. A
+ *   workgroup is W = 8 invocations in a row along N; each invocation accumulates a TM×TN = 16×4
+ *   block with K unrolled by 4, taking the 4 products of a k-step as acc += (p0 + p1) + (p2 + p3)
+ *   (this order is part of the numerics). B is read as vec4 along N (along K when transposed). A's
+ *   16×4 block of a k-step is the same for every lane: with the `subgroups` feature and a fixed
+ *   subgroup size the subgroup loads it cooperatively and `subgroupBroadcast`s the pieces,
+ *   otherwise every invocation loads it itself (the same kernel otherwise).
  * - 'gpu': a 64×64 output tile per workgroup of 16×16 invocations (4×4 outputs each), A and B
  *   staged in padded workgroup-memory tiles of BK = 16, two barriers per K step.
+ * Why these shapes, and the variants that lost: bench/lab/kernel-notes.md, bench/lab/matmul-variants.md.
  *
- * Fused epilogue: bias and activation are applied in the output write. When gradients will be
- * recorded and the activation is GELU, the kernel also writes the pre-activation Z (a second
- * output, no extra pass), which the backward needs for GELU' (Z); ReLU' is recovered from Y
- * itself (Y > 0 ⇔ Z > 0), so nothing extra is saved. Fused-in-forward beats "matmul then a separate
- * activation kernel": one dispatch and one pass over the output instead of two, and inference
- * (no grad: DINO's teacher) writes Y only.
+ * Fused epilogue and what is saved: bias and activation are applied in the output write. When
+ * gradients will be recorded and the activation is GELU, the kernel also writes the pre-activation
+ * Z (a second output of the same dispatch), which the backward needs for GELU'(Z); ReLU' is read
+ * from Y itself (Y > 0 ⇔ Z > 0), so nothing extra is saved. Without gradients only Y is written.
  */
 import { type Device, Uniforms } from '../engine/device.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
@@ -458,7 +451,7 @@ export interface MatmulEpilogue {
 const isAligned = (...v: number[]) => v.every((x) => x % 4 === 0);
 
 /**
- * act(a·b + bias) without autograd: the launcher. Returns Y (new, contiguous [...batch, M, N]) and,
+ * act(a·b + bias): the launcher. Returns Y (new, contiguous [...batch, M, N]) and,
  * when `saveZ` and an activation is set, the pre-activation Z of the same shape.
  */
 export function matmulRaw(a: Tensor, b: Tensor, epi: MatmulEpilogue = {}, tuning: MatmulTuning = {}): { y: Tensor; z: Tensor | null } {

@@ -269,7 +269,7 @@ export class SegmentLayout {
 }
 
 // -------------------------------------------------------------------------------------------------
-// Launchers (no autograd: optimizer updates are not differentiated)
+// Launchers (optimizer updates are not differentiated)
 
 function kernelOf(engine: Engine, name: string, source: () => string): Kernel {
   return engine.device.kernel(name, source());

@@ -75,7 +75,7 @@ function launchReduce(op: ReduceOp, x: Tensor, outer: number, R: number, inner: 
   return out;
 }
 
-/** Reduces along `axis` (no autograd). keepDim keeps a size-1 axis. */
+/** Reduces along `axis`; keepDim keeps a size-1 axis. */
 export function reduceAxisRaw(op: ReduceOp, x: Tensor, axis: number, keepDim: boolean): Tensor {
   const a = normAxis(axis, x.rank, `${op} dim`);
   const d = dense(x);
@@ -89,7 +89,7 @@ export function reduceAxisRaw(op: ReduceOp, x: Tensor, axis: number, keepDim: bo
   return out;
 }
 
-/** Reduces every element to one (no autograd); keepDim gives shape [1, 1, ...]. */
+/** Reduces every element to one; keepDim gives shape [1, 1, ...]. */
 export function reduceAllRaw(op: 'sum' | 'max', x: Tensor, keepDim: boolean): Tensor {
   const outShape = keepDim ? x.shape.map(() => 1) : [];
   let cur = dense(x);
