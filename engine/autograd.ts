@@ -126,7 +126,7 @@ function checkOnPath(t: Tensor, consumer: GradNode | null, index: number): void 
   }
   if (t.gradFn?.released) {
     throw new Error(
-      `backward(): the graph through ${what} made by '${t.gradFn.name}', was already released by an earlier backward(); ` +
+      `backward(): ${what} was made by '${t.gradFn.name}', whose graph was already released by an earlier backward(); ` +
         'a graph back-propagates once: run the forward again',
     );
   }
