@@ -19,15 +19,15 @@ import type { DeviceOptions } from './engine/device.js';
 export { Engine } from './engine/engine.js';
 export type { TensorOptions, RandomOptions } from './engine/engine.js';
 export { Tensor, Storage, UseAfterDisposeError } from './engine/tensor.js';
-export type { SoftmaxOptions, DType } from './engine/tensor.js';
+export type { DType } from './engine/tensor.js';
 export { Device, DeviceError, NoAdapterError, Uniforms } from './engine/device.js';
 export type { DeviceOptions, DeviceFeatures, AdapterDescription, VariantPreference, Kernel } from './engine/device.js';
 export { ShapeError } from './engine/shape.js';
 export type { Shape } from './engine/shape.js';
 export { Rng } from './engine/random.js';
 export type { PoolStats } from './engine/pool.js';
-export * as ops from './engine/ops.js';
-export type { MatmulOptions, AttentionOptions, CrossEntropyOptions, Conv2dOptions } from './engine/ops.js';
+export * as ops from './engine/ops/index.js';
+export type { MatmulOptions, AttentionOptions, CrossEntropyOptions, Conv2dOptions, SoftmaxOptions } from './engine/ops/index.js';
 export { ParamArena, AdamW, emaUpdate, gradNorms, clipGradients, tensorNorms, totalNorm, lerpInPlace, dinoDecayMask } from './engine/optim.js';
 export type { ParamArenaOptions, AddParamOptions, ParamInit, AdamWOptions, AdamWState } from './engine/optim.js';
 

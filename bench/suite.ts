@@ -24,7 +24,7 @@
  * - Inputs are seeded, so every run of the suite sees the same data.
  */
 import type { Engine } from '../engine/engine.js';
-import * as ops from '../engine/ops.js';
+import * as ops from '../engine/ops/index.js';
 import { ALIGN, AdamW, emaUpdate, ParamArena } from '../engine/optim.js';
 
 /** Kernel families, the names `--only` accepts, in the order the suite runs them. */

@@ -206,11 +206,19 @@ export class Device {
     gpu.lost.then((info) => {
       if (!this.destroyed) this.fatal = new DeviceError(`webdino: the GPU device was lost (${info.reason}): ${info.message}`);
     });
-    gpu.addEventListener('uncapturederror', (ev: Event) => {
-      const err = (ev as GPUUncapturedErrorEvent).error;
-      this.fatal ??= new DeviceError(`webdino: uncaptured WebGPU error: ${err.message}`);
-    });
+    gpu.addEventListener('uncapturederror', this.onUncapturedError);
   }
+
+  /**
+   * Turns an uncaptured error into the exception of the next call. A field, not a method, so that
+   * `destroy()` can remove the very listener: Dawn keeps a listener (and through it this Device,
+   * its pipelines and compiled shaders) alive for as long as it is registered, even after
+   * `GPUDevice.destroy()`.
+   */
+  private readonly onUncapturedError = (ev: Event): void => {
+    const err = (ev as GPUUncapturedErrorEvent).error;
+    this.fatal ??= new DeviceError(`webdino: uncaptured WebGPU error: ${err.message}`);
+  };
 
   /** Finds an adapter, requests its larger limits and our optional features, and returns a device. */
   static async create(opts: DeviceOptions = {}): Promise<Device> {
@@ -507,7 +515,11 @@ export class Device {
     this.gpu.queue.writeBuffer(buffer, offset, data.buffer, data.byteOffset, data.byteLength);
   }
 
-  /** Releases the device. Every buffer and tensor of it becomes unusable. */
+  /**
+   * Releases the device. Every buffer and tensor of it becomes unusable. Native memory is returned
+   * too: the error listener is removed (it would keep this object and every pipeline reachable),
+   * and the pipeline and shader caches are dropped.
+   */
   destroy(): void {
     if (this.destroyed) return;
     try {
@@ -516,6 +528,13 @@ export class Device {
       /* destroying anyway */
     }
     this.destroyed = true;
+    this.gpu.removeEventListener('uncapturederror', this.onUncapturedError);
+    this.profile?.querySet.destroy();
+    this.profile = null;
+    this.pipelines.clear();
+    this.modules.clear();
+    this.encoder = null;
+    this.pass = null;
     this.uniformBuffer.destroy();
     this.gpu.destroy();
   }

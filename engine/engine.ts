@@ -9,7 +9,7 @@ import { Rng } from './random.js';
 import { keep as keepTensor, scope as runScope } from './scope.js';
 import { checkShape, fmt, numel, type Shape, ShapeError } from './shape.js';
 import { Storage, Tensor } from './tensor.js';
-import * as ops from './ops.js';
+import * as ops from './ops/index.js';
 
 export interface TensorOptions {
   /** Track gradients for this tensor (makes it a leaf of the autograd graph). */
@@ -41,6 +41,8 @@ export class Engine {
   readonly device: Device;
   readonly pool: BufferPool;
   readonly grad = new GradMode();
+  /** The differentiable ops (the package's `ops` export); tensor methods call through this table. */
+  readonly ops: typeof ops = ops;
 
   constructor(device: Device) {
     this.device = device;

@@ -35,20 +35,9 @@
  */
 import type { Engine } from './engine.js';
 import { contiguousStrides, fmt, isContiguous, numel, type Shape, ShapeError } from './shape.js';
-import { Tensor } from './tensor.js';
-import { stridedCopy } from '../kernels/elementwise.js';
-import {
-  adamwRaw,
-  clipSegmentsRaw,
-  fillRangeRaw,
-  lerpInPlace,
-  lerpRaw,
-  SegmentLayout,
-  segmentNormsRaw,
-  totalNorm,
-} from '../kernels/optim.js';
-
-export { lerpInPlace, totalNorm };
+import { checkTensor, Tensor } from './tensor.js';
+import { copyRaw, stridedCopy } from '../kernels/elementwise.js';
+import { adamwRaw, clipSegmentsRaw, fillRangeRaw, lerpRaw, SegmentLayout, segmentNormsRaw } from '../kernels/optim.js';
 
 /** Parameter starts are multiples of this many elements (256 bytes, the largest storage offset alignment). */
 export const ALIGN = 64;
@@ -56,6 +45,38 @@ export const ALIGN = 64;
 const DEFAULT_CAPACITY = 1 << 20;
 
 const alignUp = (n: number, a = ALIGN): number => Math.ceil(n / a) * a;
+
+/** Elements of `t` are laid out row-major without gaps from `t.offset` (offset allowed). */
+const isDense = (t: Tensor): boolean => isContiguous(t.shape, t.strides);
+
+/**
+ * dst ← m·dst + (1−m)·src in place, for two tensors with the same number of elements (row-major
+ * order). `dst` must be dense (a contiguous view at any offset); `src` may be any view. No autograd.
+ * DINO: center ← 0.9·center + 0.1·batchCenter is `lerpInPlace(center, batchCenter, 0.9)`.
+ */
+export function lerpInPlace(dst: Tensor, src: Tensor, momentum: number): Tensor {
+  checkTensor(dst, 'lerpInPlace');
+  checkTensor(src, 'lerpInPlace');
+  if (dst.size !== src.size) throw new ShapeError(`lerpInPlace: ${fmt(dst.shape)} and ${fmt(src.shape)} differ in size`);
+  if (!isDense(dst)) throw new ShapeError('lerpInPlace: the destination must be a contiguous view');
+  const s = isDense(src) && src.buffer !== dst.buffer ? src : copyRaw(src);
+  lerpRaw(dst.engine, dst.buffer, dst.offset, s.buffer, s.offset, dst.size, momentum);
+  if (s !== src) s.dispose();
+  return dst;
+}
+
+/** √(Σ norms²): the global norm of all tensors from their per-tensor norms, as a [1] tensor. */
+export function totalNorm(norms: Tensor): Tensor {
+  checkTensor(norms, 'totalNorm');
+  const e = norms.engine;
+  const x = isDense(norms) && norms.offset === 0 ? norms : copyRaw(norms);
+  const layout = new SegmentLayout(e, [0], [norms.size]);
+  const out = e.empty([1], { label: 'total-norm' });
+  segmentNormsRaw(x, layout, out, 0);
+  layout.dispose();
+  if (x !== norms) x.dispose();
+  return out;
+}
 
 /** Initial values of a parameter: a constant, the values (row-major), or a function of the element count. */
 export type ParamInit = number | ArrayLike<number> | ((n: number) => ArrayLike<number>);

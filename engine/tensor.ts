@@ -7,13 +7,15 @@
  * - Use after `dispose()` is an error that names the tensor's shape and the op that made it.
  * - Only f32 today. The dtype field exists so that f16 storage can come without an API change.
  *
- * The op methods (add, matmul, softmax...) are thin: each calls the op of the same name in
- * engine/ops.ts, which launches the kernel of its family (kernels/*.ts) and records the gradient.
+ * The op methods (add, matmul, softmax...) are thin: each calls the op of the same name in the
+ * engine's ops table (engine/ops/, `this.engine.ops`), which launches the kernel of its family
+ * (kernels/*.ts) and records the gradient. Going through the engine keeps this module below the
+ * ops: engine/ops/* import Tensor (to check their arguments), and nothing here imports them back.
  */
 import type { GradNode } from './autograd.js';
 import { backward as runBackward } from './autograd.js';
 import type { Engine } from './engine.js';
-import * as ops from './ops.js';
+import type { SoftmaxOptions } from './ops/index.js';
 import { contiguousStrides, fmt, inferReshape, isContiguous, normAxis, numel, type Shape, ShapeError } from './shape.js';
 import { track } from './scope.js';
 
@@ -38,13 +40,6 @@ export class UseAfterDisposeError extends Error {
     super(what);
     this.name = 'UseAfterDisposeError';
   }
-}
-
-export interface SoftmaxOptions {
-  /** Divide the logits by this temperature first (default 1). */
-  temperature?: number;
-  /** Subtract this tensor (broadcast over the rows, shape [D]) before dividing: DINO's centering. */
-  center?: Tensor;
 }
 
 export class Tensor {
@@ -102,11 +97,16 @@ export class Tensor {
     return this.storage.buffer;
   }
 
-  /** Frees this handle; the buffer returns to the pool when no view uses it. Idempotent. */
+  /**
+   * Frees this handle; the buffer returns to the pool when no view uses it. Idempotent. The op
+   * node that produced it is released with it (its saved tensors freed): a backward through this
+   * tensor then throws, naming it.
+   */
   dispose(): void {
     if (!this._storage) return;
     this._storage.release();
     this._storage = null;
+    this.gradFn?.release();
     this.gradFn = null;
     if (this.grad) {
       this.grad.dispose();
@@ -175,7 +175,7 @@ export class Tensor {
   /** Same elements, new shape (one dimension may be -1). Copies only when the layout requires it. */
   reshape(...shape: number[] | [Shape]): Tensor {
     const target = inferReshape(this.shape, (Array.isArray(shape[0]) ? shape[0] : shape) as number[]);
-    return ops.reshape(this, target);
+    return this.engine.ops.reshape(this, target);
   }
 
   /** Swaps two dimensions (default: the last two). A view: strides change, data does not move. */
@@ -192,80 +192,80 @@ export class Tensor {
   /** Reorders the dimensions. A view. */
   permute(...perm: number[] | [number[]]): Tensor {
     const p = (Array.isArray(perm[0]) ? perm[0] : perm) as number[];
-    return ops.permute(this, p);
+    return this.engine.ops.permute(this, p);
   }
 
   /** Elements `start` to `end` (exclusive) along `dim`. A view. */
   slice(dim: number, start: number, end: number): Tensor {
-    return ops.slice(this, dim, start, end);
+    return this.engine.ops.slice(this, dim, start, end);
   }
 
   /** A contiguous copy when the layout is not row-major from offset 0; otherwise a view. */
   contiguous(): Tensor {
-    return ops.contiguous(this);
+    return this.engine.ops.contiguous(this);
   }
 
   /** A contiguous copy (always new storage). */
   clone(): Tensor {
-    return ops.copy(this);
+    return this.engine.ops.copy(this);
   }
 
   // ---------------------------------------------------------------------------------------------
   // Arithmetic (broadcasting; a number is a scalar)
 
   add(other: Tensor | number): Tensor {
-    return ops.add(this, other);
+    return this.engine.ops.add(this, other);
   }
   sub(other: Tensor | number): Tensor {
-    return ops.sub(this, other);
+    return this.engine.ops.sub(this, other);
   }
   mul(other: Tensor | number): Tensor {
-    return ops.mul(this, other);
+    return this.engine.ops.mul(this, other);
   }
   div(other: Tensor | number): Tensor {
-    return ops.div(this, other);
+    return this.engine.ops.div(this, other);
   }
   pow(exponent: number): Tensor {
-    return ops.pow(this, exponent);
+    return this.engine.ops.pow(this, exponent);
   }
   neg(): Tensor {
-    return ops.neg(this);
+    return this.engine.ops.neg(this);
   }
   exp(): Tensor {
-    return ops.exp(this);
+    return this.engine.ops.exp(this);
   }
   log(): Tensor {
-    return ops.log(this);
+    return this.engine.ops.log(this);
   }
   sqrt(): Tensor {
-    return ops.sqrt(this);
+    return this.engine.ops.sqrt(this);
   }
   relu(): Tensor {
-    return ops.relu(this);
+    return this.engine.ops.relu(this);
   }
   /** Exact GELU: x·Φ(x) with the error function (as PyTorch's default nn.GELU). */
   gelu(): Tensor {
-    return ops.gelu(this);
+    return this.engine.ops.gelu(this);
   }
   tanh(): Tensor {
-    return ops.tanh(this);
+    return this.engine.ops.tanh(this);
   }
 
   // ---------------------------------------------------------------------------------------------
   // Reductions (over one axis, or all elements when `dim` is omitted)
 
   sum(dim?: number, keepDim = false): Tensor {
-    return ops.sum(this, dim, keepDim);
+    return this.engine.ops.sum(this, dim, keepDim);
   }
   mean(dim?: number, keepDim = false): Tensor {
-    return ops.mean(this, dim, keepDim);
+    return this.engine.ops.mean(this, dim, keepDim);
   }
   max(dim?: number, keepDim = false): Tensor {
-    return ops.max(this, dim, keepDim);
+    return this.engine.ops.max(this, dim, keepDim);
   }
   /** Indices of the maxima (as f32 values), no gradient. */
   argmax(dim?: number, keepDim = false): Tensor {
-    return ops.argmax(this, dim, keepDim);
+    return this.engine.ops.argmax(this, dim, keepDim);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -273,22 +273,22 @@ export class Tensor {
 
   /** Matrix product over the last two dimensions, batched over the leading ones (broadcast). */
   matmul(other: Tensor): Tensor {
-    return ops.matmul(this, other);
+    return this.engine.ops.matmul(this, other);
   }
   /** softmax((x − center) / temperature) over `dim` (only the last dimension is supported: -1). */
   softmax(dim = -1, opts: SoftmaxOptions = {}): Tensor {
-    return ops.softmax(this, dim, opts);
+    return this.engine.ops.softmax(this, dim, opts);
   }
   logSoftmax(dim = -1, opts: SoftmaxOptions = {}): Tensor {
-    return ops.logSoftmax(this, dim, opts);
+    return this.engine.ops.logSoftmax(this, dim, opts);
   }
   /** Layer normalisation over the last dimension with optional affine weight and bias. */
   layerNorm(weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
-    return ops.layerNorm(this, weight ?? null, bias ?? null, eps);
+    return this.engine.ops.layerNorm(this, weight ?? null, bias ?? null, eps);
   }
   /** x / max(‖x‖₂, eps) over the last dimension (as torch.nn.functional.normalize). */
   l2Normalize(eps = 1e-12): Tensor {
-    return ops.l2Normalize(this, eps);
+    return this.engine.ops.l2Normalize(this, eps);
   }
 }
 

@@ -35,7 +35,7 @@
  * - Nothing is differentiated: everything runs under noGrad, temporaries in scopes.
  */
 import type { Engine } from '../engine/engine.js';
-import * as ops from '../engine/ops.js';
+import * as ops from '../engine/ops/index.js';
 import { fmt, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
 import { topk } from '../kernels/topk.js';

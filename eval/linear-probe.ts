@@ -48,7 +48,7 @@
  * reference of one step used by the tests.
  */
 import type { Engine } from '../engine/engine.js';
-import * as ops from '../engine/ops.js';
+import * as ops from '../engine/ops/index.js';
 import { Rng } from '../engine/random.js';
 import type { Tensor } from '../engine/tensor.js';
 import { cropBatchRaw, IMAGENET_NORM, type ImageLike, plainCrop, uploadImages } from '../kernels/augment.js';

@@ -1,6 +1,7 @@
 /**
  * Fused scaled dot-product attention: out = softmax(Q·Kᵀ·scale)·V, forward and backward, without
- * ever materialising the N×N score matrix (FlashAttention-2's recurrences; rows per invocation).
+ * ever materialising the N×N score matrix (FlashAttention-2's recurrences; rows per invocation),
+ * and the float64 reference. The autograd glue is engine/ops/attention.ts.
  *
  * Shapes and layouts
  * - q [..., Nq, d], k [..., Nk, d], v [..., Nk, d] with the same leading (batch) dims: usually
@@ -32,42 +33,40 @@
  *   L_i. With returnProbs, a second pass over the keys (L_i now known) writes P_i.
  * - attention_bwd_dq: per query row: D_i, then one pass over the keys → dQ_i; writes D for dK/dV.
  * - attention_bwd_dkv: per key row, one pass over the query rows → dK_j and dV_j.
- * Workgroup id y (and z past 65 535) is the batch-head, x the block of rows: all invocations of a
- * workgroup read the same K/V (or Q/dO) chunk at the same time from a workgroup-uniform address,
- * which lavapipe compiles to one scalar load broadcast to its SIMD lanes (and GPUs serve from L1).
+ * Workgroup id y (and z past 65 535) is the batch-head, x the block of rows, so all invocations of a
+ * workgroup read the same K/V (or Q/dO) chunk at the same time, from a workgroup-uniform address.
  * Keys (queries in dK/dV) go 4 at a time, the tail block clamped to the last row and masked.
  *
  * Variants (AttentionConsts)
  * - 'cpu' (lavapipe, SwiftShader): each invocation owns several rows (forward 4, dQ 2, dK/dV 2) so
  *   each broadcast K/V chunk feeds several rows; the loops over the d-chunks take their trip count
- *   from the uniform block, so LLVM keeps them as loops (unrolled, the d = 64 kernels took 20–100 s
- *   to compile on the 2-core test machine and ran no faster); workgroups of 16.
+ *   from the uniform block (they stay loops); workgroups of 16.
  * - 'gpu': one row per invocation, workgroups of 64, chunk loops with a constant trip count that
- *   the driver unrolls into registers (per thread 2·d floats in the forward, 3·d in dQ, 4·d in
- *   dK/dV: 256 at d = 64, NVIDIA's register limit, so expect spills there).
- *   A tiled GPU variant would stage 32–64 K/V rows (Q/dO/L/D rows in dK/dV) in workgroup memory
- *   per step, loaded cooperatively as vec4 behind one barrier, shared by a workgroup of 64–128 rows
- *   (each K/V element then leaves global memory once per workgroup instead of once per subgroup),
- *   and would split dK/dV's accumulators over two threads per key row. On CPU drivers barriers cost
- *   more than they save (shared/reference/wgsl-performance.md), so that stays a GPU-only variant.
+ *   the driver unrolls into registers.
+ * Measurements, compile times and the tiled GPU variant not built yet: bench/lab/kernel-notes.md.
  *
- * Saved for backward: q, k, v (the caller's tensors), out, and L. L lives in out's own storage,
- * behind the O rows at a binding-aligned offset (out is a contiguous view of the first BH·Nq·d
- * elements), so it lives exactly as long as out: nothing extra to keep or dispose. Backward needs
- * `out` undisposed (scopes keep it). D is a temporary of the backward.
+ * Saved for backward: q, k, v, out, and L. L lives in out's own storage, behind the O rows at a
+ * binding-aligned offset (out is a contiguous view of the first BH·Nq·d elements), so it lives
+ * exactly as long as out: nothing extra to keep or dispose. D is a temporary of the backward.
  *
  * probs (returnProbs) carry NO gradient: they are an extra output for inspection (DINO's attention
  * maps); gradients flow through `out` only.
  *
  * Limits: u32 index arithmetic (each tensor, and probs, below 2³² elements); 1 ≤ d ≤ 256; Nk ≥ 1.
  */
-import { record } from '../engine/autograd.js';
 import { type BufferBinding, Uniforms } from '../engine/device.js';
 import type { Engine } from '../engine/engine.js';
-import type { AttentionOptions } from '../engine/ops.js';
 import { contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
-import { checkTensor, type Tensor } from '../engine/tensor.js';
-import { dense, release } from './common.js';
+import type { Tensor } from '../engine/tensor.js';
+import { dense, release } from './elementwise.js';
+
+/** Options of the attention ops (engine/ops/attention.ts). */
+export interface AttentionOptions {
+  /** Multiplies Q·Kᵀ; default 1/√(head dim). */
+  scale?: number;
+  /** Also return the attention probabilities softmax(Q·Kᵀ·scale) (no gradient flows through them). */
+  returnProbs?: boolean;
+}
 
 /** Largest head dim: the accumulators of one row must fit in registers (or the spill area). */
 export const MAX_HEAD_DIM = 256;
@@ -150,7 +149,7 @@ function layout(ts: readonly Tensor[], d: number): { c: Collapsed; used: Tensor[
 }
 
 /** The problem size shared by the three kernels. */
-interface Dims {
+export interface Dims {
   B: number;
   H: number;
   BH: number;
@@ -161,9 +160,6 @@ interface Dims {
 }
 
 function checkShapes(q: Tensor, k: Tensor, v: Tensor): { nq: number; nk: number; d: number } {
-  checkTensor(q, 'attention');
-  checkTensor(k, 'attention');
-  checkTensor(v, 'attention');
   const all = `q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)}`;
   if (q.rank < 3 || k.rank !== q.rank || v.rank !== q.rank) {
     throw new ShapeError(`attention: q, k, v must have one rank ≥ 3 ([B, H, N, d] or [BH, N, d]); got ${all}`);
@@ -202,8 +198,8 @@ export interface AttentionConsts {
   wg: number;
   /**
    * 'gpu': loops over the d-chunks have the constant trip count d/4 (unrolled by the driver, rows
-   * in registers). 'cpu': the trip count comes from the uniform block, so lavapipe keeps them as
-   * loops: its LLVM takes tens of seconds on the unrolled d = 64 kernels and runs them no faster.
+   * in registers). 'cpu': the trip count comes from the uniform block, so they stay loops (see
+   * bench/lab/kernel-notes.md).
    */
   variant: 'cpu' | 'gpu';
   /** Rows per invocation (query rows in the forward and dQ, key rows in dK/dV). */
@@ -521,9 +517,8 @@ function uniforms(dm: Dims, views: readonly Strided4[]): ArrayBuffer {
 
 /**
  * Rows per invocation of the cpu variant: each broadcast K/V (Q/dO) chunk then feeds that many
- * rows. Measured on lavapipe (2 shared cores) at B·H = 6, N = 197, d = 64, CPU time per call for
- * 1 / 2 / 4 rows: forward 42 / 24 / 17 ms; dQ ~45 / 25 / 22 ms; dK/dV ~40 / 38 / 40 ms. LLVM's
- * compile time grows with the rows (2–4 s per kernel at 4 rows on that machine).
+ * rows. The fastest measured on lavapipe per kernel, bounded by LLVM's compile time, which grows
+ * with the rows (bench/lab/kernel-notes.md).
  */
 const CPU_ROWS = { fwd: 4, dq: 2, dkv: 2 } as const;
 
@@ -555,56 +550,20 @@ function range(t: Tensor, start: number, n: number): BufferBinding {
   return { buffer: t.buffer, offset: start * 4, size: Math.max(n, 1) * 4 };
 }
 
-/**
- * softmax(q·kᵀ·scale)·v, fused (see the file header). Returns `{ out, probs? }`: out has q's shape;
- * probs [..., Nq, Nk] (with `returnProbs`) carry no gradient. Records the FlashAttention-2 backward
- * when an input requires a gradient.
- */
-export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): { out: Tensor; probs?: Tensor } {
-  const f = attentionForward(q, k, v, opts);
-  record(f.out, 'attention', [q, k, v], (g) => attentionBackward(q, k, v, f.out, f.lOff, g, f.dm));
-  return f.probs ? { out: f.out, probs: f.probs } : { out: f.out };
-}
-
-/**
- * Attention on a packed qkv tensor [3, ..., N, d] (any strides: ViT's permuted qkv projection),
- * with ONE gradient for it: dq, dk and dv are copied into the three contiguous blocks of a single
- * [3, ..., N, d] tensor, instead of three zero-padded gradients (one per slice) that autograd would
- * then add together.
- */
-export function attentionPacked(qkv: Tensor, opts: AttentionOptions = {}): { out: Tensor; probs?: Tensor } {
-  if (qkv.rank < 3 || qkv.shape[0] !== 3) throw new ShapeError(`attentionPacked: qkv must be [3, ..., N, d], got ${fmt(qkv.shape)}`);
-  const shape = qkv.shape.slice(1);
-  const strides = qkv.strides.slice(1);
-  const part = (i: number): Tensor => {
-    const t = qkv.view(shape, strides, qkv.offset + i * qkv.strides[0], `qkv[${i}]`);
-    t.requiresGrad = qkv.requiresGrad;
-    return t;
-  };
-  const [q, k, v] = [part(0), part(1), part(2)];
-  const f = attentionForward(q, k, v, opts);
-  record(f.out, 'attention', [qkv], (g) => {
-    const grads = attentionBackward(q, k, v, f.out, f.lOff, g, f.dm);
-    const e = qkv.engine;
-    const gq = e.empty(qkv.shape, { label: 'attention_dqkv' });
-    const n = q.size;
-    grads.forEach((t, i) => {
-      if (t) e.device.copy(t.buffer, 0, gq.buffer, i * n * 4, n * 4);
-      t?.dispose();
-    });
-    return [gq];
-  });
-  return f.probs ? { out: f.out, probs: f.probs } : { out: f.out };
-}
-
-interface ForwardResult {
+/** What the forward returns: out (L in its storage, at `lOff`), probs when asked, and the problem size. */
+export interface AttentionForward {
   out: Tensor;
   probs?: Tensor;
+  /** Element offset of L behind the O rows in out's storage. */
   lOff: number;
   dm: Dims;
 }
 
-function attentionForward(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): ForwardResult {
+/**
+ * softmax(q·kᵀ·scale)·v, fused (see the file header): out has q's shape; probs [..., Nq, Nk] (with
+ * `returnProbs`). q, k, v are read in place where their layout allows.
+ */
+export function attentionForwardRaw(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): AttentionForward {
   const { nq, nk, d } = checkShapes(q, k, v);
   const scale = opts.scale ?? 1 / Math.sqrt(d);
   if (!Number.isFinite(scale)) throw new Error(`attention: scale must be finite (got ${scale})`);
@@ -629,16 +588,25 @@ function attentionForward(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
 }
 
 /**
- * The three gradients [dq, dk, dv] (null where an input needs none) from the upstream gradient g.
- * `fwd` is the forward's problem size; the (b, h) split is redone with g, whose layout may group
- * the batch dims differently (the flat batch-head index, and so O and L, are the same).
+ * The three gradients [dq, dk, dv] from the upstream gradient g, each only where `need` asks (null
+ * otherwise; dq's kernel runs regardless, since it also writes the D that dK/dV read). `fwd` is
+ * the forward's result; the (b, h) split is redone with g, whose layout may group the batch dims
+ * differently (the flat batch-head index, and so O and L, are the same).
  */
-function attentionBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lOff: number, g: Tensor, fwd: Dims): (Tensor | null)[] {
+export function attentionBackwardRaw(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  fwd: AttentionForward,
+  g: Tensor,
+  need: readonly [boolean, boolean, boolean],
+): [Tensor | null, Tensor | null, Tensor | null] {
+  const { out, lOff } = fwd;
   const e = q.engine;
   const dev = e.device;
   const inputs = [q, k, v, g];
-  const { c: lay, used } = layout(inputs, fwd.d);
-  const dm: Dims = { ...fwd, B: lay.B, H: lay.H };
+  const { c: lay, used } = layout(inputs, fwd.dm.d);
+  const dm: Dims = { ...fwd.dm, B: lay.B, H: lay.H };
   const nrows = dm.BH * dm.nq;
   const cq = consts(e, dm.d, 'dq');
   const ckv = consts(e, dm.d, 'dkv');
@@ -657,7 +625,7 @@ function attentionBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lOff: n
   }
   let dk: Tensor | null = null;
   let dv: Tensor | null = null;
-  if (k.requiresGrad || v.requiresGrad) {
+  if (need[1] || need[2]) {
     dk = e.empty(k.shape, { label: 'attention_dk' });
     dv = e.empty(v.shape, { label: 'attention_dv' });
     // With nq = 0 the loop over queries is empty and dK = dV = 0 are written all the same.
@@ -675,7 +643,7 @@ function attentionBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lOff: n
     if (t && !needed) t.dispose();
     return needed ? t : null;
   };
-  return [keepIf(dq, q.requiresGrad), keepIf(dk, k.requiresGrad), keepIf(dv, v.requiresGrad)];
+  return [keepIf(dq, need[0]), keepIf(dk, need[1]), keepIf(dv, need[2])];
 }
 
 // -------------------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@
  *   6 blur_h       R = Σ_t g(t) · C[y, clamp(x + t)]
  *   7 blur_v_out   out = normalise(solarize?(Σ_t g(t) · R[clamp(y + t), x]))
  * The resampling passes give each invocation RB = 4 pixels that share one set of filter weights
- * (4 rows of a column in 1, 4 columns of a row in 2): the weights cost as much as the loads, and
- * this halved both passes on lavapipe. Steps 3-4 are skipped when no crop has contrast, step 5 is a
+ * (4 rows of a column in 1, 4 columns of a row in 2): the weights cost as much as the loads
+ * (bench/lab/kernel-notes.md). Steps 3-4 are skipped when no crop has contrast, step 5 is a
  * copy when no crop has colour ops or grayscale. Per-crop choices are made with `select`, not
  * branches (CPU Vulkan drivers run both sides of a divergent branch); hue, the one expensive op,
  * is evaluated once per pixel at its place in the order.

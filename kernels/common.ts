@@ -1,10 +1,8 @@
 /**
- * Pieces every kernel family uses: launch geometry for large 1-D launches, output allocation, and
- * WGSL snippets. Kernel families import from here and from engine/ (Tensor, Uniforms); they know
- * nothing of models or training.
+ * Pieces every kernel family uses: launch geometry for large 1-D launches, buffer bindings, and
+ * WGSL snippets (the row kernels of softmax, cross-entropy and the normalisations). Dense copies of
+ * views (`dense`, `denseAligned`) live with the copy kernel in elementwise.ts.
  */
-import type { Engine } from '../engine/engine.js';
-import { isContiguous, type Shape } from '../engine/shape.js';
 import type { BufferBinding } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
 
@@ -24,35 +22,9 @@ export function linearIndexWgsl(wgSize: number): string {
   return `fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * ${wgSize}u; }`;
 }
 
-/** A new contiguous output tensor on the engine of `like`. */
-export function output(engine: Engine, shape: Shape, label: string): Tensor {
-  return engine.empty(shape, { label });
-}
-
-/** A contiguous tensor with offset 0: `t` itself when it already is, else a copy (caller disposes). */
-export function dense(t: Tensor): Tensor {
-  return t.isContiguous ? t : t.contiguous();
-}
-
-/**
- * A tensor whose elements are row-major and gapless from its offset, with the offset aligned for a
- * storage binding (parameters in an arena are such views): `t` itself, else a contiguous copy.
- * Bind it with `bind()`, never with `.buffer` (which would start at element 0).
- */
-export function denseAligned(t: Tensor): Tensor {
-  const align = t.engine.device.limits.minStorageBufferOffsetAlignment;
-  if (isContiguous(t.shape, t.strides) && (t.offset * 4) % align === 0) return t;
-  return t.contiguous();
-}
-
-/** The buffer range holding a dense tensor's elements (from `denseAligned` or `dense`). */
+/** The buffer range holding a dense tensor's elements (from `denseAligned` or `dense` in elementwise.ts). */
 export function bind(t: Tensor): BufferBinding {
   return { buffer: t.buffer, offset: t.offset * 4, size: Math.max(t.size, 1) * 4 };
-}
-
-/** Disposes `t` if it is a temporary made by `dense` from `orig`. */
-export function release(t: Tensor, orig: Tensor): void {
-  if (t !== orig) t.dispose();
 }
 
 /** Formats a float for WGSL source (always with a decimal point or exponent). */

@@ -1,6 +1,7 @@
 /**
  * 2-D convolution (NCHW, PyTorch weight layout, groups = 1) and 2-D max pooling: forward and
- * backward WGSL kernels, launch geometry, and float64 references of the same math.
+ * backward WGSL kernels, launch geometry, and float64 references of the same math. The autograd
+ * glue is engine/ops/conv2d.ts; max pooling's backward reads the argmax indices its forward saved.
  *
  * Shapes and math
  *   x [B, Cin, H, W], w [Cout, Cin, kh, kw], bias [Cout], stride (sh, sw), zero padding (ph, pw)
@@ -45,30 +46,25 @@
  * - Accumulation is in f32 in a fixed order (no atomics): results are deterministic.
  * - Inputs may be views: they are made contiguous first (`dense`), as is the upstream gradient.
  */
-import { record } from '../engine/autograd.js';
 import { Uniforms } from '../engine/device.js';
-import type { Conv2dOptions } from '../engine/ops.js';
 import { fmt, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { checkTensor } from '../engine/tensor.js';
-import { dense, grid1d, linearIndexWgsl, release } from './common.js';
+import { grid1d, linearIndexWgsl } from './common.js';
+import { dense, release } from './elementwise.js';
 import { reduceAxisRaw } from './reduce.js';
 
+/** Options of the conv2d op (engine/ops/conv2d.ts); a number applies to both axes. */
+export interface Conv2dOptions {
+  stride?: number | [number, number];
+  padding?: number | [number, number];
+}
+
 const WG = 64;
-/**
- * Output channels per forward invocation (each a vec4 of 4 pixels): 8 → 32 accumulators. On
- * lavapipe 8 beat 2 and 4 by 1.5–2.5× and tied 16 (patch embedding, ResNet 3×3 and stem shapes).
- */
+/** Output channels per forward invocation (each a vec4 of 4 pixels): 8 → 32 accumulators (measured: bench/lab/kernel-notes.md). */
 const FWD_TC = 8;
-/**
- * Input channels per dx invocation (a multiple of 4), times 4 pixels: 8 when Cin ≥ 8 (1.3–1.7×
- * faster than 4 on ResNet 3×3 layers on lavapipe), else 4 (8 wastes half the work at Cin = 3).
- */
+/** Input channels per dx invocation (a multiple of 4), times 4 pixels: 8, or 4 when Cin < 8 (8 would waste work at Cin = 3). */
 const dxChannels = (Cin: number): number => (Cin >= 8 ? 8 : 4);
-/**
- * Output channels per dw invocation (each a vec4 over 4 consecutive k = (ci, ky, kx)). On lavapipe
- * 8 beat 4 by 1.1–2.3× (patch embedding, ResNet 3×3, stem) and 2 by more.
- */
+/** Output channels per dw invocation (each a vec4 over 4 consecutive k = (ci, ky, kx)) (measured: bench/lab/kernel-notes.md). */
 const DW_TC = 8;
 /** dw: split the B·Ho·Wo sum when fewer invocations than this would run ... */
 const DW_TARGET_INVOCATIONS = 16384;
@@ -429,10 +425,48 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 // -------------------------------------------------------------------------------------------------
-// Launchers (no autograd)
+// Launchers
 
-/** Forward convolution of contiguous operands (no autograd). */
-function conv2dForwardRaw(x: Tensor, w: Tensor, bias: Tensor | null, g: ConvGeometry): Tensor {
+/**
+ * The convolution y = conv(x, weight) + bias for the geometry `g` (from `conv2dGeometry`);
+ * operands may be views (they are made contiguous first). Returns y [B, Cout, Ho, Wo].
+ */
+export function conv2dForwardRaw(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeometry): Tensor {
+  const xd = dense(x);
+  const wd = dense(weight);
+  const bd = bias ? dense(bias) : null;
+  const y = forwardDense(xd, wd, bd, g);
+  release(xd, x);
+  release(wd, weight);
+  if (bd && bias) release(bd, bias);
+  return y;
+}
+
+/**
+ * The backward of `conv2dForwardRaw` for the upstream gradient gy: [dx, dweight, dbias], each only
+ * where `need` asks (null otherwise).
+ */
+export function conv2dBackwardRaw(
+  x: Tensor,
+  weight: Tensor,
+  gy: Tensor,
+  g: ConvGeometry,
+  need: readonly [boolean, boolean, boolean],
+): [Tensor | null, Tensor | null, Tensor | null] {
+  const gd = dense(gy);
+  let xs: Tensor | null = null;
+  let ws: Tensor | null = null;
+  const dx = need[0] ? backwardInput(gd, (ws = dense(weight)), g) : null;
+  const dw = need[1] ? backwardWeight(gd, (xs = dense(x)), g) : null;
+  const db = need[2] ? backwardBias(gd, g) : null;
+  if (xs) release(xs, x);
+  if (ws) release(ws, weight);
+  release(gd, gy);
+  return [dx, dw, db];
+}
+
+/** Forward convolution of contiguous operands. */
+function forwardDense(x: Tensor, w: Tensor, bias: Tensor | null, g: ConvGeometry): Tensor {
   const e = x.engine;
   const y = e.empty([g.B, g.Cout, g.Ho, g.Wo], { label: 'conv2d' });
   const pixBlocks = Math.ceil((g.Ho * g.Wo) / 4);
@@ -448,8 +482,8 @@ function conv2dForwardRaw(x: Tensor, w: Tensor, bias: Tensor | null, g: ConvGeom
   return y;
 }
 
-/** dx of a convolution from contiguous g and w (no autograd). */
-function conv2dBackwardInputRaw(gy: Tensor, w: Tensor, g: ConvGeometry): Tensor {
+/** dx of a convolution from contiguous g and w. */
+function backwardInput(gy: Tensor, w: Tensor, g: ConvGeometry): Tensor {
   const e = gy.engine;
   const dx = e.empty([g.B, g.Cin, g.H, g.W], { label: 'conv2d_dx' });
   const tc = dxChannels(g.Cin);
@@ -465,8 +499,8 @@ function conv2dBackwardInputRaw(gy: Tensor, w: Tensor, g: ConvGeometry): Tensor 
   return dx;
 }
 
-/** dw of a convolution from contiguous g and x (no autograd), split over B·Ho·Wo when small. */
-function conv2dBackwardWeightRaw(gy: Tensor, x: Tensor, g: ConvGeometry): Tensor {
+/** dw of a convolution from contiguous g and x, split over B·Ho·Wo when small. */
+function backwardWeight(gy: Tensor, x: Tensor, g: ConvGeometry): Tensor {
   const e = gy.engine;
   const K = g.Cin * g.kh * g.kw;
   const N = g.B * g.Ho * g.Wo;
@@ -494,8 +528,8 @@ function conv2dBackwardWeightRaw(gy: Tensor, x: Tensor, g: ConvGeometry): Tensor
   return dw;
 }
 
-/** dbias = Σ_{b, oy, ox} g: sum over Ho·Wo, then over B (no autograd). */
-function conv2dBackwardBiasRaw(gy: Tensor, g: ConvGeometry): Tensor {
+/** dbias = Σ_{b, oy, ox} g: sum over Ho·Wo, then over B. */
+function backwardBias(gy: Tensor, g: ConvGeometry): Tensor {
   const v = gy.view([g.B, g.Cout, g.Ho * g.Wo], [g.Cout * g.Ho * g.Wo, g.Ho * g.Wo, 1], 0);
   const perImage = reduceAxisRaw('sum', v, 2, false);
   v.dispose();
@@ -505,42 +539,7 @@ function conv2dBackwardBiasRaw(gy: Tensor, g: ConvGeometry): Tensor {
 }
 
 // -------------------------------------------------------------------------------------------------
-// Differentiable ops
-
-/**
- * 2-D convolution: x [B, Cin, H, W] (NCHW), weight [Cout, Cin, kh, kw], optional bias [Cout],
- * stride and zero padding per axis (a number applies to both). Groups = 1. Returns
- * [B, Cout, Ho, Wo]. Gradients flow to x, weight and bias (see the file header for the math).
- */
-export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null, opts: Conv2dOptions = {}): Tensor {
-  checkTensor(x, 'conv2d');
-  checkTensor(weight, 'conv2d');
-  if (bias) checkTensor(bias, 'conv2d');
-  if (x.engine !== weight.engine || (bias && bias.engine !== x.engine)) throw new Error('conv2d: tensors belong to different engines');
-  const g = conv2dGeometry(x.shape, weight.shape, opts);
-  if (bias && (bias.rank !== 1 || bias.shape[0] !== g.Cout)) {
-    throw new ShapeError(`conv2d: bias ${fmt(bias.shape)} must be [${g.Cout}] for weight ${fmt(weight.shape)}`);
-  }
-  const xd = dense(x);
-  const wd = dense(weight);
-  const bd = bias ? dense(bias) : null;
-  const y = conv2dForwardRaw(xd, wd, bd, g);
-  release(xd, x);
-  release(wd, weight);
-  if (bd && bias) release(bd, bias);
-  return record(y, 'conv2d', [x, weight, bias], (gy) => {
-    const gd = dense(gy);
-    let xs: Tensor | null = null;
-    let ws: Tensor | null = null;
-    const dx = x.requiresGrad ? conv2dBackwardInputRaw(gd, (ws = dense(weight)), g) : null;
-    const dw = weight.requiresGrad ? conv2dBackwardWeightRaw(gd, (xs = dense(x)), g) : null;
-    const db = bias?.requiresGrad ? conv2dBackwardBiasRaw(gd, g) : null;
-    if (xs) release(xs, x);
-    if (ws) release(ws, weight);
-    release(gd, gy);
-    return [dx, dw, db];
-  });
-}
+// Max pooling
 
 /** Options of `maxPool2d`; a number applies to both axes. */
 export interface MaxPool2dOptions {
@@ -569,15 +568,12 @@ export function maxPool2dGeometry(xShape: Shape, opts: MaxPool2dOptions): ConvGe
 }
 
 /**
- * 2-D max pooling over NCHW input (ResNet: kernel 3, stride 2, padding 1). Padding is −∞.
- * The forward saves the argmax of every window; the gradient goes to that element only.
+ * 2-D max pooling of x (any view) for the geometry `g` (from `maxPool2dGeometry`): y, and with
+ * `withIndices` the plane-relative index of every window's maximum (what the backward reads).
  */
-export function maxPool2d(x: Tensor, opts: MaxPool2dOptions): Tensor {
-  checkTensor(x, 'maxPool2d');
-  const g = maxPool2dGeometry(x.shape, opts);
+export function maxPool2dForwardRaw(x: Tensor, g: ConvGeometry, withIndices: boolean): { y: Tensor; idx: Tensor | null } {
   const e = x.engine;
   const xd = dense(x);
-  const withIndices = e.grad.enabled && x.requiresGrad;
   const y = e.empty([g.B, g.Cin, g.Ho, g.Wo], { label: 'maxPool2d' });
   const idx = withIndices ? e.empty(y.shape, { label: 'maxPool2d_argmax' }) : null;
   const n = y.size;
@@ -589,21 +585,23 @@ export function maxPool2d(x: Tensor, opts: MaxPool2dOptions): Tensor {
     });
   }
   release(xd, x);
-  if (!idx) return y;
-  return record(y, 'maxPool2d', [x], (gy) => {
-    const gd = dense(gy);
-    const dx = e.empty(x.shape, { label: 'maxPool2d_dx' });
-    if (dx.size > 0) {
-      e.device.dispatch(e.device.kernel('maxpool2d_backward', maxPool2dBackwardSource()), {
-        uniforms: geometryUniforms(g).u32(dx.size).bytes(),
-        buffers: [dx.buffer, gd.buffer, idx.buffer],
-        workgroups: grid1d(dx.size, WG),
-      });
-    }
-    release(gd, gy);
-    idx.dispose(); // the graph is released after its backward: the indices are not needed again
-    return [dx];
-  });
+  return { y, idx };
+}
+
+/** dx of max pooling from the saved window maxima `idx` and the upstream gradient gy. */
+export function maxPool2dBackwardRaw(gy: Tensor, idx: Tensor, g: ConvGeometry): Tensor {
+  const e = gy.engine;
+  const gd = dense(gy);
+  const dx = e.empty([g.B, g.Cin, g.H, g.W], { label: 'maxPool2d_dx' });
+  if (dx.size > 0) {
+    e.device.dispatch(e.device.kernel('maxpool2d_backward', maxPool2dBackwardSource()), {
+      uniforms: geometryUniforms(g).u32(dx.size).bytes(),
+      buffers: [dx.buffer, gd.buffer, idx.buffer],
+      workgroups: grid1d(dx.size, WG),
+    });
+  }
+  release(gd, gy);
+  return dx;
 }
 
 // -------------------------------------------------------------------------------------------------

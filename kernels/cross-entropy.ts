@@ -7,8 +7,8 @@
  *             so both terms are ≥ 0 for non-negative targets (no cancellation).
  *   backward  ∂loss_r/∂logits_j = g_r · (softmax(z)_j · T − target_j) / τ
  *             (targets usually sum to 1, so T = 1, but T is carried: nothing assumes it).
- *   No gradient flows to `target`: in DINO it is the teacher's output, a constant. The op records
- *   only `logits` as its input, so a target that requires a gradient simply receives none.
+ *   No gradient flows to `target`: in DINO it is the teacher's output, a constant (the op,
+ *   engine/ops/cross-entropy.ts, records only `logits` as its input).
  *
  * Kernels
  * - forward: one row kernel (kernels/common.ts layouts 'cpu' / 'gpu'): pass 1 the row max of the
@@ -18,14 +18,17 @@
  *   row statistics), the same kernel for both layouts.
  * Inputs are read through `dense()`; the output shape is logits.shape without its last dim.
  */
-import { record } from '../engine/autograd.js';
 import { Uniforms } from '../engine/device.js';
-import { fmt, sameShape, ShapeError } from '../engine/shape.js';
-import type { CrossEntropyOptions } from '../engine/ops.js';
+import { fmt, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { checkTensor } from '../engine/tensor.js';
-import { dense, grid1d, linearIndexWgsl, release, rowGrid, rowKernelSource, rowMaxWgsl, rowSumsWgsl, type RowVariant } from './common.js';
-import { checkTemperature } from './softmax.js';
+import { grid1d, linearIndexWgsl, rowGrid, rowKernelSource, rowMaxWgsl, rowSumsWgsl, type RowVariant } from './common.js';
+import { dense, release } from './elementwise.js';
+
+/** Options of the cross-entropy op (engine/ops/cross-entropy.ts). */
+export interface CrossEntropyOptions {
+  /** Temperature of the student logits (DINO: 0.1). */
+  temperature?: number;
+}
 
 /** Saved statistics per row: (max logit M, log S, Σ target). */
 const STATS = 3;
@@ -82,20 +85,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 /**
- * Per-row −Σ target · log_softmax(logits / τ) over the last axis; returns shape logits.shape[:-1].
- * Gradient to `logits` only (see the file header).
+ * Per-row −Σ target · log_softmax(logits / τ) over the last axis: the loss (shape logits.shape[:-1])
+ * and the row statistics the backward reads ([rows, 3]). target and logits have the same shape.
  */
-export function softCrossEntropy(target: Tensor, logits: Tensor, opts: CrossEntropyOptions): Tensor {
+export function softCrossEntropyForwardRaw(target: Tensor, logits: Tensor, tau: number): { loss: Tensor; stats: Tensor } {
   const op = 'softCrossEntropy';
-  checkTensor(target, `${op} target`);
-  checkTensor(logits, `${op} logits`);
-  if (!sameShape(target.shape, logits.shape)) {
-    throw new ShapeError(`${op}: target ${fmt(target.shape)} and logits ${fmt(logits.shape)} must have the same shape`);
-  }
-  if (logits.rank < 1) throw new ShapeError(`${op}: logits ${fmt(logits.shape)} need at least one dimension`);
-  if (target.engine !== logits.engine) throw new Error(`${op}: target and logits belong to different engines`);
-  const tau = opts.temperature ?? 1;
-  checkTemperature(op, tau);
   const D = logits.shape[logits.rank - 1];
   const outShape = logits.shape.slice(0, -1);
   const rows = outShape.reduce((a, b) => a * b, 1);
@@ -116,17 +110,13 @@ export function softCrossEntropy(target: Tensor, logits: Tensor, opts: CrossEntr
     release(td, target);
     release(ld, logits);
   }
-  record(loss, op, [logits], (g) => {
-    const dz = crossEntropyBackwardRaw(target, logits, stats, g, rows, D, tau);
-    stats.dispose(); // the graph is released after one backward: the stats are not needed again
-    return [dz];
-  });
-  if (!loss.gradFn) stats.dispose();
-  return loss;
+  return { loss, stats };
 }
 
-/** dlogits from the saved row statistics (no autograd). */
-function crossEntropyBackwardRaw(target: Tensor, logits: Tensor, stats: Tensor, g: Tensor, rows: number, D: number, tau: number): Tensor {
+/** ∂L/∂logits from the saved row statistics and the upstream gradient g ([rows]). */
+export function softCrossEntropyBackwardRaw(target: Tensor, logits: Tensor, stats: Tensor, g: Tensor, tau: number): Tensor {
+  const D = logits.shape[logits.rank - 1];
+  const rows = logits.shape.slice(0, -1).reduce((a, b) => a * b, 1);
   const e = logits.engine;
   const dev = e.device;
   const dz = e.empty(logits.shape, { label: 'softCrossEntropy_grad' });

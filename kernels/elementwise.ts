@@ -1,66 +1,104 @@
 /**
- * Elementwise kernels: unary and binary ops with NumPy broadcasting over arbitrary strides (views
- * are read in place), scalar variants, fill and copy (which is also `contiguous()`), and the fused
- * backward kernels of the unary ops.
+ * Elementwise family: unary and binary ops with NumPy broadcasting over arbitrary strides (views
+ * are read in place), scalar variants, fill, copy (also what `dense()` uses), a strided scatter
+ * copy, the fused backward kernels of the unary ops, and the float64 references of all of them.
  *
- * Kernel shapes
- * - `strided`: rank ≤ 6, shapes and strides in the uniform block; the output is contiguous.
- *   Inputs may be views (transposed, sliced, broadcast with stride 0).
- * - `flat`: every operand contiguous from offset 0 with the output's shape: no index arithmetic.
- * One pipeline per (op, arity, flat|strided): shapes never enter the source.
+ * One table per arity names every op once: its WGSL expression, its float64 reference and, for
+ * the differentiable ones, the float64 derivative. Having a derivative is what makes an op
+ * differentiable: engine/ops/elementwise.ts must give each such op a gradient rule (its tables are
+ * typed by `DifferentiableUnaryOp` / `DifferentiableBinaryOp`), and the tests check every rule
+ * against these derivatives and against finite differences of the references.
  *
  * Math (forward → derivative)
- *   exp: y = eˣ → y · g         log: ln x → g / x           sqrt: √x → g / (2y)
- *   pow: xᵖ → p·xᵖ⁻¹·g           relu: max(x, 0) → g·[x > 0]
- *   tanh: → (1 − y²)·g           gelu (exact): x·Φ(x) → (Φ(x) + x·φ(x))·g
+ *   exp: y = eˣ → y         log: ln x → 1/x            sqrt: √x → 1/(2y)
+ *   pow: xᵖ → p·xᵖ⁻¹        relu: max(x, 0) → [x > 0]  tanh: → 1 − y²
+ *   gelu (exact): x·Φ(x) → Φ(x) + x·φ(x)
  * Φ is computed through erfc with a Chebyshev fit of fractional error < 1.2e-7 (Numerical
  * Recipes' erfcc), so GELU keeps its relative accuracy far into the negative tail.
+ *
+ * Kernel shapes: `strided` (rank ≤ 6, shapes and strides in the uniform block, inputs may be views
+ * with stride 0 on broadcast dims) or `flat` (every operand contiguous with the output's shape: no
+ * index arithmetic). One pipeline per (op, arity, flat | strided, rank): shapes never enter the
+ * source. Outputs are new contiguous tensors.
  */
-import { record } from '../engine/autograd.js';
 import { Uniforms } from '../engine/device.js';
-import { broadcastShapes, broadcastStrides, contiguousStrides, sameShape, type Shape, ShapeError, fmt } from '../engine/shape.js';
-import { Tensor, checkTensor } from '../engine/tensor.js';
+import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, isContiguous, sameShape, type Shape, ShapeError } from '../engine/shape.js';
+import type { Tensor } from '../engine/tensor.js';
 import { grid1d, linearIndexWgsl } from './common.js';
 
 const WG = 256;
 export const MAX_RANK = 6;
 
-/** Unary ops: WGSL expression of `x` and the scalar uniform `p`. */
-export const UNARY = {
-  copy: 'x',
-  fill: 'p',
-  neg: '-x',
-  exp: 'exp(x)',
-  log: 'log(x)',
-  sqrt: 'sqrt(x)',
-  relu: 'max(x, 0.0)',
-  gelu: 'gelu(x)',
-  tanh: 'tanh(clamp(x, -15.0, 15.0))',
-  pow: 'powp(x, p)',
-  addScalar: 'x + p',
-  mulScalar: 'x * p',
-  rsubScalar: 'p - x',
-  rdivScalar: 'p / x',
-} as const;
+/** Float64 reference of a unary op (`p` is the scalar uniform: the exponent, the scalar operand). */
+type Ref1 = (x: number, p: number) => number;
+/** Float64 reference of a binary op. */
+type Ref2 = (a: number, b: number) => number;
 
-/** Binary ops: WGSL expression of `a`, `b` and the scalar uniform `p`. */
-export const BINARY = {
-  add: 'a + b',
-  sub: 'a - b',
-  mul: 'a * b',
-  div: 'a / b',
-  eq: 'select(0.0, 1.0, a == b)',
-  /** a = x, b = upstream gradient */
-  reluBackward: 'select(0.0, b, a > 0.0)',
-  geluBackward: 'b * gelu_grad(a)',
-  powBackward: 'b * p * powp(a, p - 1.0)',
-  /** a = y (the forward output), b = upstream gradient */
-  tanhBackward: 'b * (1.0 - a * a)',
-  sqrtBackward: 'b * 0.5 / a',
-} as const;
+/** A unary op: WGSL expression of `x` and the scalar uniform `p`, float64 reference, derivative. */
+interface UnaryKernel {
+  readonly wgsl: string;
+  readonly ref: Ref1;
+  /** dy/dx in float64: present exactly for the differentiable ops. */
+  readonly deriv?: Ref1;
+}
+
+/** A binary op: WGSL expression of `a`, `b` and `p`, float64 reference, partial derivatives. */
+interface BinaryKernel {
+  readonly wgsl: string;
+  readonly ref?: Ref2;
+  /** [∂/∂a, ∂/∂b] in float64: present exactly for the differentiable ops. */
+  readonly partials?: readonly [Ref2, Ref2];
+}
+
+/** Φ(x), the standard normal CDF, in float64. */
+const ncdf64 = (x: number) => 0.5 * erfc64(-x / Math.SQRT2);
+
+const UNARY_OPS = {
+  copy: { wgsl: 'x', ref: (x) => x, deriv: () => 1 },
+  fill: { wgsl: 'p', ref: (_x, p) => p },
+  neg: { wgsl: '-x', ref: (x) => -x, deriv: () => -1 },
+  exp: { wgsl: 'exp(x)', ref: Math.exp, deriv: Math.exp },
+  log: { wgsl: 'log(x)', ref: Math.log, deriv: (x) => 1 / x },
+  sqrt: { wgsl: 'sqrt(x)', ref: Math.sqrt, deriv: (x) => 0.5 / Math.sqrt(x) },
+  relu: { wgsl: 'max(x, 0.0)', ref: (x) => Math.max(x, 0), deriv: (x) => (x > 0 ? 1 : 0) },
+  gelu: { wgsl: 'gelu(x)', ref: (x) => x * ncdf64(x), deriv: (x) => ncdf64(x) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI) },
+  tanh: { wgsl: 'tanh(clamp(x, -15.0, 15.0))', ref: Math.tanh, deriv: (x) => 1 - Math.tanh(x) ** 2 },
+  pow: { wgsl: 'powp(x, p)', ref: (x, p) => Math.pow(x, p), deriv: (x, p) => p * Math.pow(x, p - 1) },
+  addScalar: { wgsl: 'x + p', ref: (x, p) => x + p, deriv: () => 1 },
+  mulScalar: { wgsl: 'x * p', ref: (x, p) => x * p, deriv: (_x, p) => p },
+  rsubScalar: { wgsl: 'p - x', ref: (x, p) => p - x, deriv: () => -1 },
+  rdivScalar: { wgsl: 'p / x', ref: (x, p) => p / x },
+} as const satisfies Record<string, UnaryKernel>;
+
+const BINARY_OPS = {
+  add: { wgsl: 'a + b', ref: (a, b) => a + b, partials: [() => 1, () => 1] },
+  sub: { wgsl: 'a - b', ref: (a, b) => a - b, partials: [() => 1, () => -1] },
+  mul: { wgsl: 'a * b', ref: (a, b) => a * b, partials: [(_a, b) => b, (a) => a] },
+  div: { wgsl: 'a / b', ref: (a, b) => a / b, partials: [(_a, b) => 1 / b, (a, b) => -a / (b * b)] },
+  eq: { wgsl: 'select(0.0, 1.0, a == b)', ref: (a, b) => (a === b ? 1 : 0) },
+  // The backward kernels of unary ops, a = x and b = the upstream gradient:
+  reluBackward: { wgsl: 'select(0.0, b, a > 0.0)' },
+  geluBackward: { wgsl: 'b * gelu_grad(a)' },
+  powBackward: { wgsl: 'b * p * powp(a, p - 1.0)' },
+  // ... and a = y (the forward output), b = the upstream gradient:
+  tanhBackward: { wgsl: 'b * (1.0 - a * a)' },
+  sqrtBackward: { wgsl: 'b * 0.5 / a' },
+} as const satisfies Record<string, BinaryKernel>;
+
+/** The unary ops, each entry typed by whether it has a derivative (`deriv` then is not optional). */
+export const UNARY: { readonly [K in keyof typeof UNARY_OPS]: (typeof UNARY_OPS)[K] extends { deriv: Ref1 } ? Required<UnaryKernel> : UnaryKernel } =
+  UNARY_OPS;
+/** The binary ops, each entry typed by whether it has partial derivatives (then also a reference). */
+export const BINARY: {
+  readonly [K in keyof typeof BINARY_OPS]: (typeof BINARY_OPS)[K] extends { partials: readonly unknown[] } ? Required<BinaryKernel> : BinaryKernel;
+} = BINARY_OPS;
 
 export type UnaryOp = keyof typeof UNARY;
 export type BinaryOp = keyof typeof BINARY;
+/** The unary ops with a derivative; each has a gradient rule in engine/ops/elementwise.ts. */
+export type DifferentiableUnaryOp = { [K in UnaryOp]: (typeof UNARY)[K] extends Required<UnaryKernel> ? K : never }[UnaryOp];
+/** The binary ops with partial derivatives; each has a gradient rule in engine/ops/elementwise.ts. */
+export type DifferentiableBinaryOp = { [K in BinaryOp]: (typeof BINARY)[K] extends Required<BinaryKernel> ? K : never }[BinaryOp];
 
 /** WGSL helpers shared by kernels: erfc_, ncdf (Φ), gelu, gelu_grad, powp. */
 export const MATH_WGSL = /* wgsl */ `
@@ -161,34 +199,30 @@ function launch(op: string, expr: string, out: Tensor, a: Tensor, b: Tensor | nu
   });
 }
 
-/** Runs a unary kernel (no autograd). */
+/** A new contiguous tensor: the unary op applied to every element of `x` (any view). */
 export function unaryRaw(op: UnaryOp, x: Tensor, p = 0): Tensor {
-  checkTensor(x, op);
   const out = x.engine.empty(x.shape, { label: op });
-  launch(op, UNARY[op], out, x, null, p);
+  launch(op, UNARY[op].wgsl, out, x, null, p);
   return out;
 }
 
-/** Runs a binary kernel with broadcasting (no autograd). */
+/** A new contiguous tensor: the binary op of `a` and `b` broadcast to a common shape (any views). */
 export function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor, p = 0): Tensor {
-  checkTensor(a, op);
-  checkTensor(b, op);
   if (a.engine !== b.engine) throw new Error(`${op}: tensors belong to different engines`);
   const shape = broadcastShapes(a.shape, b.shape, op);
   const out = a.engine.empty(shape, { label: op });
-  launch(op, BINARY[op], out, a, b, p);
+  launch(op, BINARY[op].wgsl, out, a, b, p);
   return out;
 }
 
 /** Writes `value` into every element of the contiguous tensor `t` (in place); returns `t`. */
 export function fillInPlace(t: Tensor, value: number): Tensor {
-  checkTensor(t, 'fill');
   if (!t.isContiguous) throw new Error('fill: the tensor must be contiguous');
-  launch('fill', UNARY.fill, t, t, null, value);
+  launch('fill', UNARY.fill.wgsl, t, t, null, value);
   return t;
 }
 
-/** A contiguous copy of any view (no autograd). */
+/** A contiguous copy of any view. */
 export function copyRaw(x: Tensor): Tensor {
   return unaryRaw('copy', x);
 }
@@ -216,10 +250,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`;
 }
 
-/** Copies `src` into the (possibly strided) view `dst`, in place. Shapes must match (no autograd). */
+/** Copies `src` into the (possibly strided) view `dst`, in place. Shapes must match. */
 export function stridedCopy(dst: Tensor, src: Tensor): void {
-  checkTensor(dst, 'copyInto');
-  checkTensor(src, 'copyInto');
   if (!sameShape(dst.shape, src.shape)) throw new ShapeError(`copyInto: shapes ${fmt(dst.shape)} and ${fmt(src.shape)} differ`);
   if (dst.rank > MAX_RANK) throw new ShapeError(`copyInto: rank > ${MAX_RANK} is not supported`);
   const n = dst.size;
@@ -238,96 +270,31 @@ export function stridedCopy(dst: Tensor, src: Tensor): void {
 }
 
 // -------------------------------------------------------------------------------------------------
-// Differentiable ops
+// Dense operands for the other families (kernels that read only row-major data copy views first)
 
-/** Sums `g` over the dimensions that were broadcast to reach its shape from `shape`. */
-export type SumTo = (g: Tensor, shape: Shape) => Tensor;
+/** A contiguous tensor with offset 0: `t` itself when it already is, else a copy (free it with `release`). */
+export function dense(t: Tensor): Tensor {
+  return t.isContiguous ? t : copyRaw(t);
+}
 
-export function makeElementwiseOps(sumTo: SumTo) {
-  const unary = (op: UnaryOp, x: Tensor, p: number, grad: ((x: Tensor, y: Tensor, g: Tensor) => Tensor) | null): Tensor => {
-    const y = unaryRaw(op, x, p);
-    if (grad) record(y, op, [x], (g) => [grad(x, y, g)]);
-    return y;
-  };
-  const binary = (
-    op: 'add' | 'sub' | 'mul' | 'div',
-    a: Tensor,
-    b: Tensor,
-  ): Tensor => {
-    const y = binaryRaw(op, a, b);
-    return record(y, op, [a, b], (g) => {
-      const ga = a.requiresGrad ? gradA(op, a, b, g) : null;
-      const gb = b.requiresGrad ? gradB(op, a, b, g) : null;
-      return [ga, gb];
-    });
-  };
-  const gradA = (op: string, a: Tensor, b: Tensor, g: Tensor): Tensor => {
-    let ga: Tensor;
-    if (op === 'add' || op === 'sub') ga = g;
-    else if (op === 'mul') ga = binaryRaw('mul', g, b);
-    else ga = binaryRaw('div', g, b);
-    return reduceTo(ga, a.shape, g);
-  };
-  const gradB = (op: string, a: Tensor, b: Tensor, g: Tensor): Tensor => {
-    let gb: Tensor;
-    if (op === 'add') gb = g;
-    else if (op === 'sub') gb = unaryRaw('neg', g);
-    else if (op === 'mul') gb = binaryRaw('mul', g, a);
-    else {
-      // d(a/b)/db = −a/b² · g = −(g · a / b) / b
-      const t1 = binaryRaw('mul', g, a);
-      const t2 = binaryRaw('div', t1, b);
-      t1.dispose();
-      const t3 = binaryRaw('div', t2, b);
-      t2.dispose();
-      gb = unaryRaw('neg', t3);
-      t3.dispose();
-    }
-    return reduceTo(gb, b.shape, g);
-  };
-  /** Sums a broadcast gradient back to `shape`, disposing the intermediate (never `g`). */
-  const reduceTo = (t: Tensor, shape: Shape, g: Tensor): Tensor => {
-    if (sameShape(t.shape, shape)) return t;
-    const r = sumTo(t, shape);
-    if (t !== g) t.dispose();
-    return r;
-  };
-  const scalarOp = (x: Tensor, v: number, op: 'add' | 'sub' | 'mul' | 'div'): Tensor => {
-    switch (op) {
-      case 'add':
-        return unary('addScalar', x, v, (_x, _y, g) => g);
-      case 'sub':
-        return unary('addScalar', x, -v, (_x, _y, g) => g);
-      case 'mul':
-        return unary('mulScalar', x, v, (_x, _y, g) => unaryRaw('mulScalar', g, v));
-      case 'div':
-        return unary('mulScalar', x, 1 / v, (_x, _y, g) => unaryRaw('mulScalar', g, 1 / v));
-    }
-  };
-  const arith =
-    (op: 'add' | 'sub' | 'mul' | 'div') =>
-    (a: Tensor, b: Tensor | number): Tensor =>
-      typeof b === 'number' ? scalarOp(a, b, op) : binary(op, a, b);
-  return {
-    add: arith('add'),
-    sub: arith('sub'),
-    mul: arith('mul'),
-    div: arith('div'),
-    neg: (x: Tensor) => unary('neg', x, 0, (_x, _y, g) => unaryRaw('neg', g)),
-    exp: (x: Tensor) => unary('exp', x, 0, (_x, y, g) => binaryRaw('mul', g, y)),
-    log: (x: Tensor) => unary('log', x, 0, (xx, _y, g) => binaryRaw('div', g, xx)),
-    sqrt: (x: Tensor) => unary('sqrt', x, 0, (_x, y, g) => binaryRaw('sqrtBackward', y, g)),
-    relu: (x: Tensor) => unary('relu', x, 0, (xx, _y, g) => binaryRaw('reluBackward', xx, g)),
-    gelu: (x: Tensor) => unary('gelu', x, 0, (xx, _y, g) => binaryRaw('geluBackward', xx, g)),
-    tanh: (x: Tensor) => unary('tanh', x, 0, (_x, y, g) => binaryRaw('tanhBackward', y, g)),
-    pow: (x: Tensor, p: number) => unary('pow', x, p, (xx, _y, g) => binaryRaw('powBackward', xx, g, p)),
-    /** p − x */
-    rsub: (x: Tensor, p: number) => unary('rsubScalar', x, p, (_x, _y, g) => unaryRaw('neg', g)),
-  };
+/**
+ * A tensor whose elements are row-major and gapless from its offset, with the offset aligned for a
+ * storage binding (parameters in an arena are such views): `t` itself, else a contiguous copy.
+ * Bind it with `bind()` (kernels/common.ts), never with `.buffer` (which would start at element 0).
+ */
+export function denseAligned(t: Tensor): Tensor {
+  const align = t.engine.device.limits.minStorageBufferOffsetAlignment;
+  if (isContiguous(t.shape, t.strides) && (t.offset * 4) % align === 0) return t;
+  return copyRaw(t);
+}
+
+/** Disposes `t` if it is a temporary made by `dense` / `denseAligned` from `orig`. */
+export function release(t: Tensor, orig: Tensor): void {
+  if (t !== orig) t.dispose();
 }
 
 // -------------------------------------------------------------------------------------------------
-// Float64 references (the oracle of the conformance tests)
+// Float64 references (the tables above hold the per-op ones)
 
 /** erfc in float64: series for small |z|, continued fraction (Lentz) for large |z|. */
 export function erfc64(z: number): number {
@@ -363,44 +330,6 @@ export function erfc64(z: number): number {
   return z >= 0 ? r : 2 - r;
 }
 
-const ncdf64 = (x: number) => 0.5 * erfc64(-x / Math.SQRT2);
-
-/** Float64 forward references of the unary ops. */
-export const unaryRef: Record<Exclude<UnaryOp, 'fill' | 'copy'> | 'copy', (x: number, p: number) => number> = {
-  copy: (x) => x,
-  neg: (x) => -x,
-  exp: Math.exp,
-  log: Math.log,
-  sqrt: Math.sqrt,
-  relu: (x) => Math.max(x, 0),
-  gelu: (x) => x * ncdf64(x),
-  tanh: Math.tanh,
-  pow: (x, p) => Math.pow(x, p),
-  addScalar: (x, p) => x + p,
-  mulScalar: (x, p) => x * p,
-  rsubScalar: (x, p) => p - x,
-  rdivScalar: (x, p) => p / x,
-};
-
-/** Float64 derivatives dy/dx of the differentiable unary ops. */
-export const unaryDerivRef: Partial<Record<UnaryOp, (x: number, p: number) => number>> = {
-  neg: () => -1,
-  exp: Math.exp,
-  log: (x) => 1 / x,
-  sqrt: (x) => 0.5 / Math.sqrt(x),
-  relu: (x) => (x > 0 ? 1 : 0),
-  gelu: (x) => ncdf64(x) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI),
-  tanh: (x) => 1 - Math.tanh(x) ** 2,
-  pow: (x, p) => p * Math.pow(x, p - 1),
-};
-
-export const binaryRef = {
-  add: (a: number, b: number) => a + b,
-  sub: (a: number, b: number) => a - b,
-  mul: (a: number, b: number) => a * b,
-  div: (a: number, b: number) => a / b,
-};
-
 /** Float64 broadcasting of two row-major arrays (the reference of binary ops). */
 export function broadcastRef(
   a: ArrayLike<number>,
@@ -428,5 +357,3 @@ export function broadcastRef(
   }
   return { data: out, shape };
 }
-
-export { Tensor };

@@ -25,12 +25,10 @@
  * Rows are independent; inputs are read through `dense()`; outputs are new contiguous tensors;
  * parameter gradients are returned as new tensors (autograd accumulates them with +=).
  */
-import { record } from '../engine/autograd.js';
 import { type BufferBinding, Uniforms } from '../engine/device.js';
-import { fmt, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { checkTensor } from '../engine/tensor.js';
-import { bind, dense, denseAligned, grid1d, linearIndexWgsl, release, rowForEachWgsl, rowGrid, rowKernelSource, rowSumsWgsl, type RowVariant } from './common.js';
+import { bind, grid1d, linearIndexWgsl, rowForEachWgsl, rowGrid, rowKernelSource, rowSumsWgsl, type RowVariant } from './common.js';
+import { dense, denseAligned, release } from './elementwise.js';
 import { reduceAxisRaw } from './reduce.js';
 
 /** Rows summed by one invocation of the parameter-gradient kernel before the cross-chunk sum. */
@@ -132,30 +130,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`;
 }
 
-function checkParam(x: Tensor, p: Tensor, D: number, what: string, op: string): void {
-  checkTensor(p, `${op} ${what}`);
-  if (p.rank !== 1 || p.shape[0] !== D) {
-    throw new ShapeError(`${op}: ${what} ${fmt(p.shape)} does not match the last dimension of x ${fmt(x.shape)} (expected [${D}])`);
-  }
-}
-
-function checkEps(op: string, eps: number): void {
-  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0) throw new RangeError(`${op}: eps must be a finite number ≥ 0, got ${eps}`);
+/** Rows and row length of a tensor normalised over its last dimension. */
+function rowsOf(x: Tensor): { rows: number; D: number } {
+  const D = x.shape[x.rank - 1];
+  return { rows: D === 0 ? 0 : x.size / D, D };
 }
 
 /**
- * (x − μ)/√(σ² + eps) · weight + bias over the last dimension; weight and bias (shape [D]) are
- * optional. Differentiable in x, weight and bias.
+ * LayerNorm forward: y (new, contiguous, x's shape) and the row statistics μ and r = 1/√(σ² + eps)
+ * ([rows] each) that the backward reads. weight and bias ([D]) are optional.
  */
-export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number): Tensor {
+export function layerNormForwardRaw(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number): { y: Tensor; mean: Tensor; rstd: Tensor } {
   const op = 'layerNorm';
-  checkTensor(x, op);
-  if (x.rank < 1) throw new ShapeError(`${op}: x ${fmt(x.shape)} needs at least one dimension`);
-  checkEps(op, eps);
-  const D = x.shape[x.rank - 1];
-  if (weight) checkParam(x, weight, D, 'weight', op);
-  if (bias) checkParam(x, bias, D, 'bias', op);
-  const rows = D === 0 ? 0 : x.size / D;
+  const { rows, D } = rowsOf(x);
   const e = x.engine;
   const dev = e.device;
   const y = e.empty(x.shape, { label: op });
@@ -176,34 +163,12 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
     if (wd && weight) release(wd, weight);
     if (bd && bias) release(bd, bias);
   }
-  record(y, op, [x, weight, bias], (g) => {
-    const dx = x.requiresGrad ? layerNormBackwardRaw(x, weight, mean, rstd, g, rows, D) : null;
-    let dw: Tensor | null = null;
-    let db: Tensor | null = null;
-    if (weight?.requiresGrad || bias?.requiresGrad) {
-      [dw, db] = layerNormParamGradRaw(x, mean, rstd, g, rows, D);
-      if (!weight?.requiresGrad) {
-        dw.dispose();
-        dw = null;
-      }
-      if (!bias?.requiresGrad) {
-        db.dispose();
-        db = null;
-      }
-    }
-    // The graph is released after one backward: the row statistics are not needed again.
-    mean.dispose();
-    rstd.dispose();
-    return [dx, dw, db];
-  });
-  if (!y.gradFn) {
-    mean.dispose();
-    rstd.dispose();
-  }
-  return y;
+  return { y, mean, rstd };
 }
 
-function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Tensor, rstd: Tensor, g: Tensor, rows: number, D: number): Tensor {
+/** ∂L/∂x of LayerNorm from x, the weight, the saved row statistics and the upstream gradient g. */
+export function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Tensor, rstd: Tensor, g: Tensor): Tensor {
+  const { rows, D } = rowsOf(x);
   const e = x.engine;
   const dev = e.device;
   const dx = e.empty(x.shape, { label: 'layerNorm_grad' });
@@ -226,7 +191,8 @@ function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Tensor, rs
 }
 
 /** [dw, db] = [Σ_rows g ⊙ x̂, Σ_rows g], each of shape [D]. */
-function layerNormParamGradRaw(x: Tensor, mean: Tensor, rstd: Tensor, g: Tensor, rows: number, D: number): [Tensor, Tensor] {
+export function layerNormParamGradRaw(x: Tensor, mean: Tensor, rstd: Tensor, g: Tensor): [Tensor, Tensor] {
+  const { rows, D } = rowsOf(x);
   const e = x.engine;
   const dev = e.device;
   if (rows === 0) return [e.zeros([D]), e.zeros([D])];
@@ -289,45 +255,45 @@ ${storage(4, 'NORM')}`;
   return rowKernelSource(variant, decls, body);
 }
 
-/** x / max(‖x‖₂, eps) over the last dimension (torch.nn.functional.normalize). Differentiable. */
-export function l2Normalize(x: Tensor, eps: number): Tensor {
+/** l2-normalize forward: y = x / max(‖x‖₂, eps) per row (new, contiguous) and the row norms n ([rows]). */
+export function l2NormalizeForwardRaw(x: Tensor, eps: number): { y: Tensor; norm: Tensor } {
   const op = 'l2Normalize';
-  checkTensor(x, op);
-  if (x.rank < 1) throw new ShapeError(`${op}: x ${fmt(x.shape)} needs at least one dimension`);
-  checkEps(op, eps);
-  const D = x.shape[x.rank - 1];
-  const rows = D === 0 ? 0 : x.size / D;
+  const { rows, D } = rowsOf(x);
   const e = x.engine;
   const dev = e.device;
   const y = e.empty(x.shape, { label: op });
   const norm = e.empty([rows], { label: `${op}_norm` });
-  const variant = dev.variants;
-  const uniforms = new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes();
   if (rows > 0) {
+    const variant = dev.variants;
     const xd = dense(x);
     dev.dispatch(dev.kernel(`${op}_${variant}`, l2NormalizeForwardSource(variant)), {
-      uniforms,
+      uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(),
       buffers: [y.buffer, norm.buffer, xd.buffer],
       workgroups: rowGrid(variant, rows),
     });
     release(xd, x);
   }
-  record(y, op, [x], (g) => {
-    const dx = e.empty(x.shape, { label: `${op}_grad` });
-    if (rows > 0) {
-      const gd = dense(g);
-      dev.dispatch(dev.kernel(`${op}_bwd_${variant}`, l2NormalizeBackwardSource(variant)), {
-        uniforms,
-        buffers: [dx.buffer, y.buffer, gd.buffer, norm.buffer],
-        workgroups: rowGrid(variant, rows),
-      });
-      release(gd, g);
-    }
-    norm.dispose(); // the graph is released after one backward
-    return [dx];
-  });
-  if (!y.gradFn) norm.dispose();
-  return y;
+  return { y, norm };
+}
+
+/** ∂L/∂x of l2-normalize from the saved output y and row norms and the upstream gradient g. */
+export function l2NormalizeBackwardRaw(y: Tensor, norm: Tensor, g: Tensor, eps: number): Tensor {
+  const op = 'l2Normalize';
+  const { rows, D } = rowsOf(y);
+  const e = y.engine;
+  const dev = e.device;
+  const dx = e.empty(y.shape, { label: `${op}_grad` });
+  if (rows > 0) {
+    const variant = dev.variants;
+    const gd = dense(g);
+    dev.dispatch(dev.kernel(`${op}_bwd_${variant}`, l2NormalizeBackwardSource(variant)), {
+      uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(),
+      buffers: [dx.buffer, y.buffer, gd.buffer, norm.buffer],
+      workgroups: rowGrid(variant, rows),
+    });
+    release(gd, g);
+  }
+  return dx;
 }
 
 // -------------------------------------------------------------------------------------------------

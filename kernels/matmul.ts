@@ -1,6 +1,7 @@
 /**
  * Matmul family: Y = act(A·B + bias) over the last two dims, batched over the leading dims with
- * NumPy broadcasting, and its backward.
+ * NumPy broadcasting; its backward (`matmulBackwardRaw`); the float64 reference of both. The
+ * autograd glue is engine/ops/matmul.ts.
  *
  * Math (A: [..., M, K], B: [..., K, N], Z = A·B + bias, Y = act(Z))
  *   Z[m, n] = Σ_k A[m, k]·B[k, n] + bias[n]
@@ -25,40 +26,38 @@
  *   vec4 dimension is a multiple of 4 (otherwise the scalar-load kernel of the same tile runs).
  *
  * Variants (`dev.variants`)
- * - 'cpu' (lavapipe, SwiftShader): register-blocked, NO workgroup memory and NO barriers. A
- *   workgroup is W = 8 invocations in a row along N (one lavapipe subgroup); each invocation
- *   accumulates a TM×TN = 16×4 block (16 rows of the workgroup × 4 adjacent columns: 64 registers)
- *   with K unrolled by 4. B is read as vec4 along N (along K when B is transposed). A's 16×4 block
- *   of a k-step is the same for every lane, so the subgroup loads it cooperatively (lane l loads
- *   pieces l, l+8, ...; vec4 where aligned) and `subgroupBroadcast` hands each piece to all lanes.
- *   Why: lavapipe (Mesa 25.0) compiles every storage load whose address varies in the loop into a
- *   per-lane loop with a bounds check per component (≈ 8 x86 instructions per lane and component),
- *   while a broadcast is a few register shuffles; loads, not FMAs, bound this kernel. Each
- *   accumulator takes its 4 products as acc += (p0 + p1) + (p2 + p3): lavapipe splits fma into mul
- *   and add, and with 64 interleaved fma chains LLVM spilled every product. Without the
- *   `subgroups` feature or a fixed subgroup size (adapter subgroupMinSize = subgroupMaxSize), the
- *   same kernel is generated with every invocation loading A itself. Measurements and the
- *   variants that lost: bench/lab/matmul-variants.md.
+ * - 'cpu' (lavapipe, SwiftShader): register-blocked, no workgroup memory and no barriers. A
+ *   workgroup is W = 8 invocations in a row along N; each invocation accumulates a TM×TN = 16×4
+ *   block with K unrolled by 4, taking the 4 products of a k-step as acc += (p0 + p1) + (p2 + p3)
+ *   (this order is part of the numerics). B is read as vec4 along N (along K when transposed). A's
+ *   16×4 block of a k-step is the same for every lane: with the `subgroups` feature and a fixed
+ *   subgroup size the subgroup loads it cooperatively and `subgroupBroadcast`s the pieces,
+ *   otherwise every invocation loads it itself (the same kernel otherwise).
  * - 'gpu': a 64×64 output tile per workgroup of 16×16 invocations (4×4 outputs each), A and B
  *   staged in padded workgroup-memory tiles of BK = 16, two barriers per K step.
+ * Why these shapes, and the variants that lost: bench/lab/kernel-notes.md, bench/lab/matmul-variants.md.
  *
- * Fused epilogue: bias and activation are applied in the output write. When gradients will be
- * recorded and the activation is GELU, the kernel also writes the pre-activation Z (a second
- * output, no extra pass), which the backward needs for GELU' (Z); ReLU' is recovered from Y
- * itself (Y > 0 ⇔ Z > 0), so nothing extra is saved. Fused-in-forward beats "matmul then a separate
- * activation kernel": one dispatch and one pass over the output instead of two, and inference
- * (no grad: DINO's teacher) writes Y only.
+ * Fused epilogue and what is saved: bias and activation are applied in the output write. When
+ * gradients will be recorded and the activation is GELU, the kernel also writes the pre-activation
+ * Z (a second output of the same dispatch), which the backward needs for GELU'(Z); ReLU' is read
+ * from Y itself (Y > 0 ⇔ Z > 0), so nothing extra is saved. Without gradients only Y is written.
  */
-import { record } from '../engine/autograd.js';
 import { type Device, Uniforms } from '../engine/device.js';
-import type { MatmulOptions } from '../engine/ops.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
-import { type Tensor, checkTensor } from '../engine/tensor.js';
-import { bind, dense, denseAligned, release } from './common.js';
-import { binaryRaw, MATH_WGSL, unaryDerivRef, unaryRef } from './elementwise.js';
+import type { Tensor } from '../engine/tensor.js';
+import { bind } from './common.js';
+import { binaryRaw, dense, denseAligned, MATH_WGSL, release, UNARY } from './elementwise.js';
 import { sumTo } from './reduce.js';
 
 export type Activation = 'none' | 'relu' | 'gelu';
+
+/** Options of the matmul op (engine/ops/matmul.ts). */
+export interface MatmulOptions {
+  /** Added to every row: shape [N]. */
+  bias?: Tensor | null;
+  /** Applied after the bias, fused into the output write. */
+  activation?: Activation;
+}
 
 /** Batch dims the kernels decompose (after broadcasting); more must be merged by the caller. */
 export const MAX_BATCH = 4;
@@ -452,12 +451,10 @@ export interface MatmulEpilogue {
 const isAligned = (...v: number[]) => v.every((x) => x % 4 === 0);
 
 /**
- * act(a·b + bias) without autograd: the launcher. Returns Y (new, contiguous [...batch, M, N]) and,
+ * act(a·b + bias): the launcher. Returns Y (new, contiguous [...batch, M, N]) and,
  * when `saveZ` and an activation is set, the pre-activation Z of the same shape.
  */
 export function matmulRaw(a: Tensor, b: Tensor, epi: MatmulEpilogue = {}, tuning: MatmulTuning = {}): { y: Tensor; z: Tensor | null } {
-  checkTensor(a, 'matmul');
-  checkTensor(b, 'matmul');
   if (a.engine !== b.engine) throw new Error('matmul: tensors belong to different engines');
   if (a.rank < 2 || b.rank < 2) {
     throw new ShapeError(`matmul: both operands need at least 2 dims (got ${fmt(a.shape)} @ ${fmt(b.shape)}); reshape vectors to [1, K] or [K, 1]`);
@@ -471,7 +468,6 @@ export function matmulRaw(a: Tensor, b: Tensor, epi: MatmulEpilogue = {}, tuning
   const act = epi.activation ?? 'none';
   const bias = epi.bias ?? null;
   if (bias) {
-    checkTensor(bias, 'matmul bias');
     if (bias.rank !== 1 || bias.shape[0] !== N) throw new ShapeError(`matmul: bias must have shape [${N}] (got ${fmt(bias.shape)})`);
   }
   const e = a.engine;
@@ -547,7 +543,7 @@ export function matmulRaw(a: Tensor, b: Tensor, epi: MatmulEpilogue = {}, tuning
 }
 
 // -------------------------------------------------------------------------------------------------
-// Differentiable op
+// Backward
 
 /** The view of `t` with its last two dims swapped (no copy; caller disposes). */
 function transposedView(t: Tensor): Tensor {
@@ -611,26 +607,27 @@ function gradB(a: Tensor, b: Tensor, gz: Tensor): Tensor {
 }
 
 /**
- * Differentiable act(a·b + bias) over the last two dims, batched with broadcasting; transposed
- * views are read in place. Backward: see the file header.
+ * The backward of act(a·b + bias) for the upstream gradient g: [∂L/∂a, ∂L/∂b, ∂L/∂bias], each
+ * computed only where `need` asks (null otherwise). `y` is the forward output (ReLU' is read from
+ * it) and `z` the pre-activation the forward saved for GELU (null otherwise).
  */
-export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions): Tensor {
-  const act = opts.activation ?? 'none';
-  const bias = opts.bias ?? null;
-  const needGrad = a.engine.grad.enabled && (a.requiresGrad || b.requiresGrad || !!bias?.requiresGrad);
-  const { y, z } = matmulRaw(a, b, { bias, activation: act, saveZ: needGrad && act === 'gelu' });
-  if (!needGrad) return y;
-  return record(y, act === 'none' ? 'matmul' : `matmul_${act}`, [a, b, bias], (g) => {
-    // Gz = ∂L/∂Z = G ⊙ act'(Z)
-    const gz = act === 'relu' ? binaryRaw('reluBackward', y, g) : act === 'gelu' ? binaryRaw('geluBackward', z!, g) : g;
-    const ga = a.requiresGrad ? gradA(a, b, gz) : null;
-    const gb = b.requiresGrad ? gradB(a, b, gz) : null;
-    const gbias = bias?.requiresGrad ? sumTo(gz, bias.shape) : null;
-    if (gz !== g) gz.dispose();
-    // The graph is released after its backward (autograd.ts), so Z is no longer needed.
-    z?.dispose();
-    return [ga, gb, gbias];
-  });
+export function matmulBackwardRaw(
+  a: Tensor,
+  b: Tensor,
+  bias: Tensor | null,
+  act: Activation,
+  y: Tensor,
+  z: Tensor | null,
+  g: Tensor,
+  need: readonly [boolean, boolean, boolean],
+): [Tensor | null, Tensor | null, Tensor | null] {
+  // Gz = ∂L/∂Z = G ⊙ act'(Z)
+  const gz = act === 'relu' ? binaryRaw('reluBackward', y, g) : act === 'gelu' ? binaryRaw('geluBackward', z!, g) : g;
+  const ga = need[0] ? gradA(a, b, gz) : null;
+  const gb = need[1] ? gradB(a, b, gz) : null;
+  const gbias = need[2] && bias ? sumTo(gz, bias.shape) : null;
+  if (gz !== g) gz.dispose();
+  return [ga, gb, gbias];
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -685,7 +682,7 @@ export function matmulRef(
       }
     }
   }
-  const f = act === 'none' ? (x: number) => x : (x: number) => unaryRef[act](x, 0);
+  const f = act === 'none' ? (x: number) => x : (x: number) => UNARY[act].ref(x, 0);
   return { y: z.map(f), z, shape: [...batch, M, N] };
 }
 
@@ -702,7 +699,7 @@ export function matmulVjpRef(
 ): { ga: Float64Array; gb: Float64Array; gbias: Float64Array | null } {
   const { M, K, N, nb, idx } = refBatch(a, b);
   const { z } = matmulRef(a, b, bias, act);
-  const d = act === 'none' ? () => 1 : (x: number) => unaryDerivRef[act]!(x, 0);
+  const d = act === 'none' ? () => 1 : (x: number) => UNARY[act].deriv(x, 0);
   const gz = Float64Array.from(z, (v, i) => g[i] * d(v));
   const ga = new Float64Array(a.data.length);
   const gb = new Float64Array(b.data.length);

@@ -38,9 +38,8 @@
 import { Uniforms, type Kernel } from '../engine/device.js';
 import type { Engine } from '../engine/engine.js';
 import { fmt, isContiguous, ShapeError } from '../engine/shape.js';
-import { checkTensor, type Tensor } from '../engine/tensor.js';
+import type { Tensor } from '../engine/tensor.js';
 import { grid1d, linearIndexWgsl } from './common.js';
-import { copyRaw } from './elementwise.js';
 
 /** Workgroup size of every kernel in this file. */
 const WG = 256;
@@ -270,7 +269,7 @@ export class SegmentLayout {
 }
 
 // -------------------------------------------------------------------------------------------------
-// Launchers (no autograd: optimizer updates are not differentiated)
+// Launchers (optimizer updates are not differentiated)
 
 function kernelOf(engine: Engine, name: string, source: () => string): Kernel {
   return engine.device.kernel(name, source());
@@ -301,7 +300,6 @@ export function adamwRaw(
   opts: LaunchOptions = {},
 ): void {
   for (const t of [p, g, m, v]) {
-    checkTensor(t, 'adamw');
     if (t.offset !== 0 || t.size < layout.span) throw new ShapeError(`adamw: flat buffers must start at 0 and hold ${layout.span} elements (got ${fmt(t.shape)})`);
   }
   const e = p.engine;
@@ -343,22 +341,6 @@ function isDense(t: Tensor): boolean {
   return isContiguous(t.shape, t.strides);
 }
 
-/**
- * dst ← m·dst + (1−m)·src in place, for two tensors with the same number of elements (row-major
- * order). `dst` must be dense (a contiguous view at any offset); `src` may be any view. No autograd.
- * DINO: center ← 0.9·center + 0.1·batchCenter is `lerpInPlace(center, batchCenter, 0.9)`.
- */
-export function lerpInPlace(dst: Tensor, src: Tensor, momentum: number): Tensor {
-  checkTensor(dst, 'lerpInPlace');
-  checkTensor(src, 'lerpInPlace');
-  if (dst.size !== src.size) throw new ShapeError(`lerpInPlace: ${fmt(dst.shape)} and ${fmt(src.shape)} differ in size`);
-  if (!isDense(dst)) throw new ShapeError('lerpInPlace: the destination must be a contiguous view');
-  const s = isDense(src) && src.buffer !== dst.buffer ? src : copyRaw(src);
-  lerpRaw(dst.engine, dst.buffer, dst.offset, s.buffer, s.offset, dst.size, momentum);
-  if (s !== src) s.dispose();
-  return dst;
-}
-
 /** buf[off + i] ← value for i < n (one dispatch). */
 export function fillRangeRaw(engine: Engine, buf: GPUBuffer, off: number, n: number, value: number): void {
   if (n === 0) return;
@@ -374,8 +356,6 @@ export function fillRangeRaw(engine: Engine, buf: GPUBuffer, off: number, n: num
  * A few dispatches (one per pass, see the header); temporaries are freed before returning.
  */
 export function segmentNormsRaw(x: Tensor, layout: SegmentLayout, out: Tensor, outOffset: number, opts: LaunchOptions = {}): void {
-  checkTensor(x, 'segmentNorms');
-  checkTensor(out, 'segmentNorms');
   if (x.offset !== 0) throw new ShapeError('segmentNorms: the flat buffer must start at offset 0');
   if (!isDense(out) || out.size < outOffset + layout.numSegments) throw new ShapeError(`segmentNorms: output ${fmt(out.shape)} is too small`);
   const e = x.engine;
@@ -401,8 +381,6 @@ export function segmentNormsRaw(x: Tensor, layout: SegmentLayout, out: Tensor, o
  * norms[normOffset + k]: g_k ← g_k · maxNorm/(‖g_k‖ + 1e-6) where that factor is below 1. One dispatch.
  */
 export function clipSegmentsRaw(g: Tensor, layout: SegmentLayout, norms: Tensor, normOffset: number, maxNorm: number, opts: LaunchOptions = {}): void {
-  checkTensor(g, 'clip');
-  checkTensor(norms, 'clip');
   if (g.offset !== 0 || g.size < layout.span) throw new ShapeError(`clip: the flat gradient buffer must start at 0 and hold ${layout.span} elements`);
   if (!isDense(norms)) throw new ShapeError('clip: norms must be contiguous');
   const e = g.engine;
@@ -414,19 +392,6 @@ export function clipSegmentsRaw(g: Tensor, layout: SegmentLayout, norms: Tensor,
     buffers: [g.buffer, norms.buffer, layout.table.buffer],
     workgroups: grid1d(n4, WG, opts.maxGroupsPerDim),
   });
-}
-
-/** √(Σ norms²): the global norm of all tensors from their per-tensor norms, as a [1] tensor. */
-export function totalNorm(norms: Tensor): Tensor {
-  checkTensor(norms, 'totalNorm');
-  const e = norms.engine;
-  const x = isDense(norms) && norms.offset === 0 ? norms : copyRaw(norms);
-  const layout = new SegmentLayout(e, [0], [norms.size]);
-  const out = e.empty([1], { label: 'total-norm' });
-  segmentNormsRaw(x, layout, out, 0);
-  layout.dispose();
-  if (x !== norms) x.dispose();
-  return out;
 }
 
 // -------------------------------------------------------------------------------------------------

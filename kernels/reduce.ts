@@ -1,6 +1,7 @@
 /**
- * Reductions over one axis or over all elements: sum, mean, max, argmax; and `sumTo`, the reduction
- * that undoes broadcasting in backward passes.
+ * Reduction family: sum, max and argmax over one axis or over all elements; `expandRaw`, the
+ * broadcast back (the backward of a sum); and `sumTo`, the reduction that undoes broadcasting in
+ * backward passes.
  *
  * Layout: the input (made contiguous) is read as (outer, R, inner) around the reduced axis; one
  * invocation produces one output element, looping over R with stride `inner` (neighbouring
@@ -8,16 +9,15 @@
  * shape CPU Vulkan drivers run fastest. A reduction over all elements of a large tensor runs in
  * passes of at most CHUNK elements per invocation, so no invocation loops over millions.
  *
- * Gradients: sum → g broadcast back; mean → g / R broadcast back; max → g routed to every element
- * equal to the maximum (ties each receive the full gradient); argmax has none.
+ * The gradients (engine/ops/reduce.ts) are composed of these kernels and the elementwise ones:
+ * sum → g broadcast back; mean → g / R broadcast back; max → g routed to every element equal to
+ * the maximum (ties each receive the full gradient); argmax has none.
  */
-import { record } from '../engine/autograd.js';
 import { Uniforms } from '../engine/device.js';
 import { broadcastStrides, contiguousStrides, fmt, normAxis, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { checkTensor } from '../engine/tensor.js';
-import { dense, grid1d, linearIndexWgsl, release } from './common.js';
-import { binaryRaw, copyRaw, fillInPlace, unaryRaw } from './elementwise.js';
+import { grid1d, linearIndexWgsl } from './common.js';
+import { copyRaw, dense, fillInPlace, release } from './elementwise.js';
 
 const WG = 64;
 const CHUNK = 1024;
@@ -75,9 +75,8 @@ function launchReduce(op: ReduceOp, x: Tensor, outer: number, R: number, inner: 
   return out;
 }
 
-/** Reduces along `axis` (no autograd). keepDim keeps a size-1 axis. */
+/** Reduces along `axis`; keepDim keeps a size-1 axis. */
 export function reduceAxisRaw(op: ReduceOp, x: Tensor, axis: number, keepDim: boolean): Tensor {
-  checkTensor(x, op);
   const a = normAxis(axis, x.rank, `${op} dim`);
   const d = dense(x);
   const shape = x.shape;
@@ -90,9 +89,8 @@ export function reduceAxisRaw(op: ReduceOp, x: Tensor, axis: number, keepDim: bo
   return out;
 }
 
-/** Reduces every element to one (no autograd); keepDim gives shape [1, 1, ...]. */
+/** Reduces every element to one; keepDim gives shape [1, 1, ...]. */
 export function reduceAllRaw(op: 'sum' | 'max', x: Tensor, keepDim: boolean): Tensor {
-  checkTensor(x, op);
   const outShape = keepDim ? x.shape.map(() => 1) : [];
   let cur = dense(x);
   let n = x.size;
@@ -117,8 +115,8 @@ export function reduceAllRaw(op: 'sum' | 'max', x: Tensor, keepDim: boolean): Te
   return out;
 }
 
-/** argmax along `axis` (indices as f32) or over all elements. No gradient. */
-export function argmax(x: Tensor, dim?: number, keepDim = false): Tensor {
+/** argmax along `dim` (indices as f32) or over all elements. */
+export function argmaxRaw(x: Tensor, dim?: number, keepDim = false): Tensor {
   if (dim === undefined) {
     const flat = dense(x);
     const v = flat.view([1, x.size], [x.size, 1], 0);
@@ -144,12 +142,7 @@ export function expandRaw(g: Tensor, shape: Shape): Tensor {
   return out;
 }
 
-/** The gradient shape of a reduced tensor with its axis restored as size 1. */
-function keptShape(shape: Shape, axis: number | undefined): number[] {
-  return axis === undefined ? shape.map(() => 1) : shape.map((s, i) => (i === axis ? 1 : s));
-}
-
-/** Sums `g` over broadcast dimensions so it has `shape` (undoes NumPy broadcasting). No autograd. */
+/** Sums `g` over broadcast dimensions so it has `shape` (undoes NumPy broadcasting); always a new tensor. */
 export function sumTo(g: Tensor, shape: Shape): Tensor {
   const lead = g.rank - shape.length;
   if (lead < 0) throw new ShapeError(`sumTo: ${fmt(g.shape)} cannot be reduced to ${fmt(shape)}`);
@@ -174,50 +167,6 @@ export function sumTo(g: Tensor, shape: Shape): Tensor {
     }
   }
   return cur === g ? copyRaw(g) : cur;
-}
-
-/** Differentiable sum / mean / max. */
-export function sum(x: Tensor, dim?: number, keepDim = false): Tensor {
-  const axis = dim === undefined ? undefined : normAxis(dim, x.rank, 'sum dim');
-  const y = axis === undefined ? reduceAllRaw('sum', x, keepDim) : reduceAxisRaw('sum', x, axis, keepDim);
-  return record(y, 'sum', [x], (g) => {
-    const gk = g.view(keptShape(x.shape, axis), contiguousStrides(keptShape(x.shape, axis)), g.offset);
-    const gx = expandRaw(gk, x.shape);
-    gk.dispose();
-    return [gx];
-  });
-}
-
-export function mean(x: Tensor, dim?: number, keepDim = false): Tensor {
-  const axis = dim === undefined ? undefined : normAxis(dim, x.rank, 'mean dim');
-  const R = axis === undefined ? x.size : x.shape[axis];
-  const s = axis === undefined ? reduceAllRaw('sum', x, keepDim) : reduceAxisRaw('sum', x, axis, keepDim);
-  const y = unaryRaw('mulScalar', s, 1 / R);
-  s.dispose();
-  return record(y, 'mean', [x], (g) => {
-    const gk = g.view(keptShape(x.shape, axis), contiguousStrides(keptShape(x.shape, axis)), g.offset);
-    const ge = expandRaw(gk, x.shape);
-    gk.dispose();
-    const gx = unaryRaw('mulScalar', ge, 1 / R);
-    ge.dispose();
-    return [gx];
-  });
-}
-
-export function max(x: Tensor, dim?: number, keepDim = false): Tensor {
-  const axis = dim === undefined ? undefined : normAxis(dim, x.rank, 'max dim');
-  const y = axis === undefined ? reduceAllRaw('max', x, keepDim) : reduceAxisRaw('max', x, axis, keepDim);
-  return record(y, 'max', [x], (g) => {
-    const ks = keptShape(x.shape, axis);
-    const yk = y.view(ks, contiguousStrides(ks), y.offset);
-    const gk = g.view(ks, contiguousStrides(ks), g.offset);
-    const mask = binaryRaw('eq', x, yk);
-    const gx = binaryRaw('mul', mask, gk);
-    mask.dispose();
-    yk.dispose();
-    gk.dispose();
-    return [gx];
-  });
 }
 
 // -------------------------------------------------------------------------------------------------

@@ -25,14 +25,20 @@
  * Layouts: 'cpu' = one invocation per row, 'gpu' = one 256-lane workgroup per row with
  * workgroup-memory reductions (kernels/common.ts `rowKernelSource`), chosen by `dev.variants`.
  */
-import { record } from '../engine/autograd.js';
 import { Uniforms } from '../engine/device.js';
-import { contiguousStrides, fmt, ShapeError } from '../engine/shape.js';
-import type { SoftmaxOptions, Tensor } from '../engine/tensor.js';
-import { checkTensor } from '../engine/tensor.js';
-import { dense, release, rowForEachWgsl, rowGrid, rowKernelSource, rowMaxWgsl, rowSumsWgsl, type RowVariant } from './common.js';
-import { unaryRaw } from './elementwise.js';
+import { contiguousStrides, type Shape } from '../engine/shape.js';
+import type { Tensor } from '../engine/tensor.js';
+import { rowForEachWgsl, rowGrid, rowKernelSource, rowMaxWgsl, rowSumsWgsl, type RowVariant } from './common.js';
+import { dense, release, unaryRaw } from './elementwise.js';
 import { reduceAxisRaw } from './reduce.js';
+
+/** Options of softmax and log-softmax (engine/ops/softmax.ts). */
+export interface SoftmaxOptions {
+  /** Divide the logits by this temperature first (default 1). */
+  temperature?: number;
+  /** Subtract this tensor (broadcast over the rows, shape [D]) before dividing: DINO's centering. */
+  center?: Tensor;
+}
 
 const UNIFORM_DECL = 'struct U { rows: u32, D: u32, inv_tau: f32, pad: u32, }\n@group(0) @binding(0) var<uniform> u: U;';
 
@@ -79,38 +85,13 @@ export function softmaxBackwardSource(variant: RowVariant, log: boolean): string
   return rowKernelSource(variant, decls, body);
 }
 
-/** Validates τ: a finite positive number. */
-export function checkTemperature(op: string, tau: number): void {
-  if (typeof tau !== 'number' || !Number.isFinite(tau) || tau <= 0) {
-    throw new RangeError(`${op}: temperature must be a finite number > 0, got ${tau}`);
-  }
-}
-
-function checkCenter(x: Tensor, center: Tensor, D: number, op: string): void {
-  checkTensor(center, `${op} center`);
-  const lead = center.shape.slice(0, -1);
-  if (center.rank < 1 || center.shape[center.rank - 1] !== D || lead.some((d) => d !== 1)) {
-    throw new ShapeError(
-      `${op}: center ${fmt(center.shape)} does not match the last dimension of x ${fmt(x.shape)} (expected [${D}] or [1, ${D}])`,
-    );
-  }
-}
-
 /**
- * softmax((x − center) / τ) (or its log when `log`) over the last axis `dim` (must be rank − 1).
- * Differentiable in x and in `opts.center` (when it requires a gradient).
+ * softmax((x − center) / τ) (or its log when `log`) over the last axis, as a new contiguous tensor.
+ * `center` has D elements (shape [D] or [1, D]); x may be any view (it is read through `dense`).
  */
-export function softmax(x: Tensor, dim: number, opts: SoftmaxOptions, log: boolean): Tensor {
+export function softmaxForwardRaw(x: Tensor, center: Tensor | null, tau: number, log: boolean): Tensor {
   const op = log ? 'logSoftmax' : 'softmax';
-  checkTensor(x, op);
-  if (x.rank < 1 || dim !== x.rank - 1) {
-    throw new ShapeError(`${op}: only the last dimension is supported (got dim ${dim} of ${fmt(x.shape)})`);
-  }
-  const tau = opts.temperature ?? 1;
-  checkTemperature(op, tau);
-  const center = opts.center ?? null;
   const D = x.shape[x.rank - 1];
-  if (center) checkCenter(x, center, D, op);
   const rows = D === 0 ? 0 : x.size / D;
   const e = x.engine;
   const dev = e.device;
@@ -128,20 +109,13 @@ export function softmax(x: Tensor, dim: number, opts: SoftmaxOptions, log: boole
     release(xd, x);
     if (cd && center) release(cd, center);
   }
-  return record(y, op, [x, center], (g) => {
-    const dx = softmaxBackwardRaw(y, g, rows, D, tau, log);
-    let dc: Tensor | null = null;
-    if (center?.requiresGrad) dc = centerGrad(dx, rows, D, center.shape);
-    if (!x.requiresGrad) {
-      dx.dispose();
-      return [null, dc];
-    }
-    return [dx, dc];
-  });
+  return y;
 }
 
-/** dx of softmax / log-softmax from the saved output y and the upstream gradient g (no autograd). */
-function softmaxBackwardRaw(y: Tensor, g: Tensor, rows: number, D: number, tau: number, log: boolean): Tensor {
+/** dx of softmax / log-softmax from the saved output y and the upstream gradient g. */
+export function softmaxBackwardRaw(y: Tensor, g: Tensor, tau: number, log: boolean): Tensor {
+  const D = y.shape[y.rank - 1];
+  const rows = D === 0 ? 0 : y.size / D;
   const e = y.engine;
   const dev = e.device;
   const dx = e.empty(y.shape, { label: `${log ? 'logSoftmax' : 'softmax'}_grad` });
@@ -158,8 +132,10 @@ function softmaxBackwardRaw(y: Tensor, g: Tensor, rows: number, D: number, tau: 
   return dx;
 }
 
-/** dc = −Σ_rows dx, shaped like the center. */
-function centerGrad(dx: Tensor, rows: number, D: number, centerShape: readonly number[]): Tensor {
+/** The center's gradient dc = −Σ_rows dx, shaped like the center. */
+export function softmaxCenterGradRaw(dx: Tensor, centerShape: Shape): Tensor {
+  const D = dx.shape[dx.rank - 1];
+  const rows = D === 0 ? 0 : dx.size / D;
   const flat = dx.view([rows, D], [D, 1], 0);
   const s = rows > 0 ? reduceAxisRaw('sum', flat, 0, false) : dx.engine.zeros([D]);
   flat.dispose();

@@ -14,12 +14,7 @@
  *   (the common case: in random order only ≈ k·(1 + ln(C/k)) of C elements ever enter); one that
  *   does replaces the root and is sifted down (≤ log₂ k levels). A final in-place heap sort puts
  *   the k best first. No workgroup memory, no barriers: the shape CPU Vulkan drivers run fastest,
- *   and correct on any GPU.
- *   Why a heap and not a sorted array with insertion (the first version): an insertion shifts
- *   ≈ k/2 entries, a sift-down touches ≈ 2·log₂ k, and llvmpipe runs 8 rows per SIMD group, so the
- *   per-lane dynamic indexing and divergent shift lengths dominate. Measured on lavapipe (2 cores,
- *   loaded machine), [1000, 5000] rows: k = 200 heap 0.4–0.8 s vs insertion 4.5–6.5 s; k = 20 the
- *   same (0.1–0.2 s, the scan dominates).
+ *   and correct on any GPU. (A sorted array with insertion lost: bench/lab/kernel-notes.md.)
  *   When there are too few rows to fill the device, the rows run in TWO passes: pass 1 splits every row into
  *   S segments of L columns (the last one shorter) and selects the top k of each into [R, S·k]
  *   candidates (values + original indices); pass 2 selects the top k of those S·k candidates,
@@ -41,8 +36,8 @@
 import { Uniforms } from '../engine/device.js';
 import { fmt, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { checkTensor } from '../engine/tensor.js';
-import { dense, grid1d, linearIndexWgsl, release } from './common.js';
+import { grid1d, linearIndexWgsl } from './common.js';
+import { dense, release } from './elementwise.js';
 
 /** Invocations per workgroup (one (row, segment) each). */
 const WG = 64;
@@ -188,7 +183,6 @@ function launch(x: Tensor, xi: Tensor | null, R: number, C: number, k: number, S
  */
 export function topk(x: Tensor, k: number, opts: TopkOptions = {}): TopkResult {
   const op = 'topk';
-  checkTensor(x, op);
   if (x.rank < 1) throw new ShapeError(`${op}: x ${fmt(x.shape)} needs at least one dimension`);
   const C = x.shape[x.rank - 1];
   if (!Number.isInteger(k) || k < 1) throw new RangeError(`${op}: k must be a positive integer (got ${k})`);

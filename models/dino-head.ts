@@ -15,7 +15,7 @@
  * bytes, checked against the limit with a clear error.
  */
 import type { Tensor } from '../engine/tensor.js';
-import * as ops from '../engine/ops.js';
+import * as ops from '../engine/ops/index.js';
 import { init, Linear, Module, type ModuleContext } from './nn.js';
 
 export interface DINOHeadConfig {

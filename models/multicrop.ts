@@ -4,7 +4,7 @@
  * forward. Rows are crop-major: [crop0 × B; crop1 × B; ...], so the output splits by crop.
  */
 import type { Tensor } from '../engine/tensor.js';
-import * as ops from '../engine/ops.js';
+import * as ops from '../engine/ops/index.js';
 import { Module, type ModuleContext } from './nn.js';
 
 /** A backbone: images (B, 3, H, W) → features (B, D). */

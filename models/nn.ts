@@ -11,7 +11,7 @@ import type { Engine } from '../engine/engine.js';
 import { Rng } from '../engine/random.js';
 import { fmt, type Shape } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import * as ops from '../engine/ops.js';
+import * as ops from '../engine/ops/index.js';
 import { checkStrict } from './io/state-dict.js';
 
 export type InitFn = (n: number, rng: Rng) => Float32Array;

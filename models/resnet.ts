@@ -12,9 +12,9 @@
  * mode uses the running statistics. Composed from reductions and broadcasting ops, so autograd
  * derives its backward.
  */
+import * as ops from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
 import { stridedCopy } from '../kernels/elementwise.js';
-import { maxPool2d } from '../kernels/conv2d.js';
 import { Conv2d, init, Linear, Module, type ModuleContext } from './nn.js';
 
 export class BatchNorm2d extends Module {
@@ -171,7 +171,7 @@ export class ResNet extends Module {
   /** (B, 3, H, W) → (B, embedDim) (or class logits when built with numClasses). */
   forward(x: Tensor): Tensor {
     let h = this.bn1.forward(this.conv1.forward(x)).relu();
-    h = maxPool2d(h, { kernel: 3, stride: 2, padding: 1 });
+    h = ops.maxPool2d(h, { kernel: 3, stride: 2, padding: 1 });
     for (const stage of this.stages) for (const b of stage) h = b.forward(h);
     const [B, C, H, W] = h.shape;
     const pooled = h.reshape(B, C, H * W).mean(2); // global average pool

@@ -15,7 +15,7 @@
  */
 import type { Tensor } from '../engine/tensor.js';
 import { Rng } from '../engine/random.js';
-import * as ops from '../engine/ops.js';
+import * as ops from '../engine/ops/index.js';
 import { Conv2d, init, LayerNorm, Linear, Module, type ModuleContext } from './nn.js';
 import { bicubicResizeMatrix } from './interpolate.js';
 

@@ -22,9 +22,9 @@
  */
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
-import * as ops from '../engine/ops.js';
+import * as ops from '../engine/ops/index.js';
 import { fmt, ShapeError } from '../engine/shape.js';
-import { lerpInPlace } from '../kernels/optim.js';
+import { lerpInPlace } from '../engine/optim.js';
 
 export interface DinoLossConfig {
   outDim: number;

@@ -20,7 +20,7 @@ import { validateTrainConfig } from './validate.js';
 import type { Engine } from '../engine/engine.js';
 import { Rng } from '../engine/random.js';
 import type { Tensor } from '../engine/tensor.js';
-import * as ops from '../engine/ops.js';
+import * as ops from '../engine/ops/index.js';
 import { AdamW, clipGradients, dinoDecayMask, emaUpdate, ParamArena } from '../engine/optim.js';
 import { DINOHead, dinoHeadConfig } from '../models/dino-head.js';
 import { MultiCropWrapper } from '../models/multicrop.js';

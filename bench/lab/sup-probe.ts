@@ -4,7 +4,7 @@
 // Run:   node /tmp/sup.mjs steps=400 lr=1e-3 patch=8 style=scene scale=0.7,0.9
 import { init } from '../../index.js';
 import { Rng } from '../../engine/random.js';
-import * as ops from '../../engine/ops.js';
+import * as ops from '../../engine/ops/index.js';
 import { AdamW, ParamArena, dinoDecayMask } from '../../engine/optim.js';
 import { VisionTransformer, vitConfig } from '../../models/vit.js';
 import { Linear, type Module } from '../../models/nn.js';

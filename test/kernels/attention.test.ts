@@ -20,7 +20,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Engine, Tensor } from '../../index.js';
-import { attention, attentionRef, attentionVjpRef, type AttentionRefDims } from '../../kernels/attention.js';
+import { attention, attentionPacked } from '../../engine/ops/index.js';
+import { attentionRef, attentionVjpRef, type AttentionRefDims } from '../../kernels/attention.js';
 import { expectClose, finiteDiff, getEngine, randn, read } from '../helpers.js';
 
 interface Case {
@@ -411,7 +412,6 @@ describe('attention: references, probs, errors, memory', () => {
 
 describe('attentionPacked', () => {
   it('equals attention on the three slices, with one gradient for the packed tensor', async () => {
-    const { attentionPacked } = await import('../../engine/ops.js');
     const wd = await getEngine('cpu');
     await wd.scope(async () => {
       const B = 2, N = 11, H = 3, d = 8;

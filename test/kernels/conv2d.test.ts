@@ -17,8 +17,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Engine } from '../../index.js';
-import * as ops from '../../engine/ops.js';
-import type { Conv2dOptions } from '../../engine/ops.js';
+import * as ops from '../../engine/ops/index.js';
+import type { Conv2dOptions } from '../../engine/ops/index.js';
 import { conv2dRef, conv2dVjpRef, maxPool2dRef, maxPool2dVjpRef, type MaxPool2dOptions } from '../../kernels/conv2d.js';
 import { dot, expectClose, finiteDiff, getEngine, randn, read } from '../helpers.js';
 

@@ -1,47 +1,59 @@
 /**
- * Elementwise kernels against float64 references: every unary op forward and backward (reference
- * derivative and central finite differences), binary ops with broadcasting, strided views read in
- * place, scalar variants, and launches large enough to fold the grid into two dimensions.
+ * Elementwise kernels against float64 references. The gradient tables are iterated: every entry of
+ * UNARY_GRADS and BINARY_GRADS (engine/ops/elementwise.ts) is checked, forward against the kernel
+ * table's float64 reference and backward against its float64 derivative and against central
+ * finite differences, so a new op is tested without a test of its own. Also: binary broadcasting,
+ * strided views read in place, scalar variants, and launches large enough to fold the grid into
+ * two dimensions.
  */
 import { describe, expect, it } from 'vitest';
-import { binaryRef, broadcastRef, erfc64, unaryDerivRef, unaryRef, type UnaryOp } from '../../kernels/elementwise.js';
+import { BINARY_GRADS, binary, UNARY_GRADS, unary } from '../../engine/ops/elementwise.js';
+import { broadcastStrides, contiguousStrides } from '../../engine/shape.js';
+import { BINARY, broadcastRef, erfc64, UNARY } from '../../kernels/elementwise.js';
 import { grid1d } from '../../kernels/common.js';
 import { expectClose, finiteDiff, getEngine, randn, randu, read } from '../helpers.js';
-import type { Tensor } from '../../index.js';
+import { concat } from '../../engine/ops/index.js';
 
-type Diffable = 'neg' | 'exp' | 'log' | 'sqrt' | 'relu' | 'gelu' | 'tanh';
 const SHAPES = [[1], [7], [13, 31], [3, 5, 67]];
+/** The scalar operand of every unary op (the exponent of pow, the operand of the scalar ops). */
+const P = 1.7;
 
-/** Inputs inside each op's domain, away from kinks (relu at 0). */
-function inputFor(op: string, n: number, seed: number): Float32Array {
-  if (op === 'log' || op === 'sqrt') return randu(n, seed, 0.1, 4);
-  if (op === 'gelu') return randn(n, seed, 3);
+/**
+ * Inputs for op `f` with derivative `d`: normal values away from 0 (relu's kink), or, where the
+ * op is not real-valued on them (log, sqrt, a fractional power), uniform values in [0.1, 4).
+ */
+function inputFor(f: (x: number, p: number) => number, d: (x: number, p: number) => number, n: number, seed: number): Float32Array {
   const x = randn(n, seed, 1.5);
-  if (op === 'relu') for (let i = 0; i < n; i++) if (Math.abs(x[i]) < 1e-3) x[i] = 0.5;
-  return x;
+  for (let i = 0; i < n; i++) if (Math.abs(x[i]) < 1e-3) x[i] = 0.5;
+  const finite = Array.from(x).every((v) => Number.isFinite(f(v, P)) && Number.isFinite(d(v, P)));
+  return finite ? x : randu(n, seed, 0.1, 4);
 }
 
-const apply = (t: Tensor, op: Diffable): Tensor => t[op]();
+describe('unary ops: every entry of the gradient table', () => {
+  it('the table has a rule for exactly the ops with a float64 derivative', () => {
+    const withDerivative = Object.entries(UNARY)
+      .filter(([, k]) => 'deriv' in k)
+      .map(([op]) => op);
+    expect(Object.keys(UNARY_GRADS).sort()).toEqual(withDerivative.sort());
+  });
 
-describe('unary ops', () => {
-  for (const op of ['neg', 'exp', 'log', 'sqrt', 'relu', 'gelu', 'tanh'] as Diffable[]) {
+  for (const op of Object.keys(UNARY_GRADS) as (keyof typeof UNARY_GRADS)[]) {
     it(`${op}: forward and backward vs float64, finite differences`, async () => {
       const wd = await getEngine();
+      const { ref, deriv } = UNARY[op];
       await wd.scope(async () => {
         for (const shape of SHAPES) {
           const n = shape.reduce((a, b) => a * b, 1);
-          const xs = inputFor(op, n, n + 1);
+          const xs = inputFor(ref, deriv, n, n + 1);
           const gs = randn(n, n + 2);
           const x = wd.tensor(xs, shape, { requiresGrad: true });
-          const y = apply(x, op);
-          const want = Array.from(xs, (v) => unaryRef[op](v, 0));
-          expectClose(await y.toArray(), want, 2e-6, 1e-7, `${op}${JSON.stringify(shape)} forward`);
+          const y = unary(op, x, P);
+          expectClose(await y.toArray(), Array.from(xs, (v) => ref(v, P)), 2e-6, 1e-7, `${op}${JSON.stringify(shape)} forward`);
           y.mul(wd.tensor(gs, shape)).sum().backward();
           const got = await read(x.grad!);
-          const d = unaryDerivRef[op as UnaryOp]!;
-          expectClose(got, Array.from(xs, (v, i) => gs[i] * d(v, 0)), 1e-5, 1e-6, `${op} vjp vs derivative`);
+          expectClose(got, Array.from(xs, (v, i) => gs[i] * deriv(v, P)), 1e-5, 1e-6, `${op} vjp vs derivative`);
           // Central differences of the float64 reference of sum(g · op(x)).
-          const fd = finiteDiff((xx) => xx.reduce((s, v, i) => s + gs[i] * unaryRef[op](v, 0), 0), xs);
+          const fd = finiteDiff((xx) => xx.reduce((s, v, i) => s + gs[i] * ref(v, P), 0), xs);
           expectClose(got, fd, 1e-4, 1e-5, `${op} vjp vs finite differences`);
         }
       });
@@ -68,13 +80,26 @@ describe('unary ops', () => {
     const xs = Float32Array.from([-8, -6, -5, -3, -1, -0.1, 0, 0.1, 1, 3, 5, 8]);
     const got = await wd.scope(() => wd.tensor(xs).gelu()).toArray();
     // Relative accuracy holds even where x·Φ(x) is ~1e-15.
-    expectClose(got, Array.from(xs, (v) => unaryRef.gelu(v, 0)), 1e-5, 1e-30, 'gelu tail'); // f32 exp near -32: ~5e-6 relative
+    expectClose(got, Array.from(xs, (v) => UNARY.gelu.ref(v, 0)), 1e-5, 1e-30, 'gelu tail'); // f32 exp near -32: ~5e-6 relative
     expect(erfc64(0.5)).toBeCloseTo(0.4795001221869535, 15);
     expect(erfc64(3)).toBeCloseTo(2.209049699858544e-5, 18);
   });
 });
 
-describe('binary ops', () => {
+/** Float64 sum of `data` (row-major, shape `from`) over the dims broadcast from `to`: undoes broadcasting. */
+function sumToRef(data: ArrayLike<number>, from: number[], to: number[]): Float64Array {
+  const out = new Float64Array(to.reduce((a, b) => a * b, 1));
+  const st = broadcastStrides(to, contiguousStrides(to), from);
+  const sf = contiguousStrides(from);
+  for (let i = 0; i < data.length; i++) {
+    let j = 0;
+    for (let d = 0; d < from.length; d++) j += (Math.floor(i / sf[d]) % from[d]) * st[d];
+    out[j] += data[i];
+  }
+  return out;
+}
+
+describe('binary ops: every entry of the gradient table', () => {
   const cases: [number[], number[]][] = [
     [[7], [7]],
     [[13, 31], [31]],
@@ -82,27 +107,41 @@ describe('binary ops', () => {
     [[1], [3, 7]],
     [[2, 3, 5, 7], [3, 1, 7]],
   ];
-  for (const op of ['add', 'sub', 'mul', 'div'] as const) {
+  it('the table has a rule for exactly the ops with float64 partial derivatives', () => {
+    const withPartials = Object.entries(BINARY)
+      .filter(([, k]) => 'partials' in k)
+      .map(([op]) => op);
+    expect(Object.keys(BINARY_GRADS).sort()).toEqual(withPartials.sort());
+  });
+
+  for (const op of Object.keys(BINARY_GRADS) as (keyof typeof BINARY_GRADS)[]) {
     it(`${op} with broadcasting, forward and both gradients`, async () => {
       const wd = await getEngine();
+      const { ref, partials } = BINARY[op];
       await wd.scope(async () => {
         for (const [sa, sb] of cases) {
           const na = sa.reduce((p, q) => p * q, 1);
           const nb = sb.reduce((p, q) => p * q, 1);
           const as = randn(na, na);
-          const bs = op === 'div' ? randu(nb, nb + 7, 0.5, 2) : randn(nb, nb + 7);
+          // b away from 0 (a divisor), of either sign.
+          const bs = randu(nb, nb + 7, 0.5, 2).map((v, i) => (i % 3 === 1 ? -v : v));
           const a = wd.tensor(as, sa, { requiresGrad: true });
           const b = wd.tensor(bs, sb, { requiresGrad: true });
-          const y = a[op](b);
-          const ref = broadcastRef(as, sa, bs, sb, binaryRef[op]);
-          expect(y.shape).toEqual(ref.shape);
-          expectClose(await y.toArray(), ref.data, 1e-6, 1e-7, `${op} ${JSON.stringify([sa, sb])}`);
-          const gs = randn(ref.data.length, 99);
-          y.mul(wd.tensor(gs, ref.shape)).sum().backward();
-          const loss = (aa: ArrayLike<number>, bb: ArrayLike<number>) =>
-            broadcastRef(aa, sa, bb, sb, binaryRef[op]).data.reduce((s, v, i) => s + v * gs[i], 0);
-          expectClose(await read(a.grad!), finiteDiff((x) => loss(x, bs), as), 1e-4, 1e-5, `${op} grad a`);
-          expectClose(await read(b.grad!), finiteDiff((x) => loss(as, x), bs), 1e-4, 1e-5, `${op} grad b`);
+          const y = binary(op, a, b);
+          const want = broadcastRef(as, sa, bs, sb, ref);
+          expect(y.shape).toEqual(want.shape);
+          expectClose(await y.toArray(), want.data, 1e-6, 1e-7, `${op} ${JSON.stringify([sa, sb])}`);
+          const gs = randn(want.data.length, 99);
+          y.mul(wd.tensor(gs, want.shape)).sum().backward();
+          const [ga, gb] = [await read(a.grad!), await read(b.grad!)];
+          // Float64: g ⊙ ∂op/∂a on the broadcast grid, summed back to each operand's shape.
+          const da = broadcastRef(as, sa, bs, sb, partials[0]).data.map((v, i) => v * gs[i]);
+          const db = broadcastRef(as, sa, bs, sb, partials[1]).data.map((v, i) => v * gs[i]);
+          expectClose(ga, sumToRef(da, want.shape, sa), 1e-5, 1e-6, `${op} grad a vs partials`);
+          expectClose(gb, sumToRef(db, want.shape, sb), 1e-5, 1e-6, `${op} grad b vs partials`);
+          const loss = (aa: ArrayLike<number>, bb: ArrayLike<number>) => broadcastRef(aa, sa, bb, sb, ref).data.reduce((s, v, i) => s + v * gs[i], 0);
+          expectClose(ga, finiteDiff((x) => loss(x, bs), as), 1e-4, 1e-5, `${op} grad a vs finite differences`);
+          expectClose(gb, finiteDiff((x) => loss(as, x), bs), 1e-4, 1e-5, `${op} grad b vs finite differences`);
         }
       });
     });
@@ -169,7 +208,6 @@ describe('strided views read in place', () => {
 
   it('concat along an axis, with gradients split back', async () => {
     const wd = await getEngine();
-    const { concat } = await import('../../engine/ops.js');
     await wd.scope(async () => {
       const a = wd.tensor(randn(6, 1), [2, 3], { requiresGrad: true });
       const b = wd.tensor(randn(10, 2), [2, 5], { requiresGrad: true });
