@@ -9,7 +9,7 @@
  */
 import type { Engine } from '../../engine/engine.js';
 import type { Rng } from '../../engine/random.js';
-import * as ops from '../../engine/ops.js';
+import * as ops from '../../engine/ops/index.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { cropBatchRaw, type CropParams, IMAGENET_NORM, type ImageLike, type Normalisation, uploadImages } from '../../kernels/augment.js';
 
