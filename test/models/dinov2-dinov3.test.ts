@@ -30,7 +30,8 @@ import { applyRope, silu } from '../../models/layers.js';
 import { loadStateDict } from '../../models/io/state-dict.js';
 import { writeSafetensors } from '../../models/io/safetensors.js';
 import { RopePositionEmbedding } from '../../models/rope.js';
-import { dinoViTConfig } from '../../models/vit.js';
+import { dinoViTConfig, VisionTransformer } from '../../models/vit.js';
+import { dinoPreset, dinoStateDictShapes } from '../../models/io/dino-arch.js';
 import { embedForward } from '../../eval/embed.js';
 import { embedAll } from '../../eval/embed-node.js';
 import { clsAttention } from '../../eval/segment.js';
@@ -419,6 +420,23 @@ describe('RoPE, SiLU and the resize kernels', () => {
     // Plain bicubic by scale factor (n + 0.1)/M keeps the output size n.
     expect(bicubicWeights1dTo(37, { scaleFactor: 16.1 / 37 }).outSize).toBe(16);
   });
+});
+
+describe('released presets', () => {
+  it.each(['dinov2_vits14', 'dinov2_vits14_reg', 'dinov3_vits16', 'dinov3_vits16plus'] as const)(
+    '%s: the model built from the preset has exactly the official state_dict names and shapes',
+    async (name) => {
+      const wd = await getEngine();
+      const model = new VisionTransformer({ engine: wd, rng: new Rng(1) }, dinoViTConfig(name));
+      try {
+        const got = new Map(model.stateEntries().map(([k, t]) => [k, [...t.shape]]));
+        expect(got).toEqual(dinoStateDictShapes(dinoPreset(name)));
+        expect(model.cfg.imgSize).toBe(name.startsWith('dinov2') ? 518 : 224);
+      } finally {
+        model.dispose();
+      }
+    },
+  );
 });
 
 describe('loading errors', () => {
