@@ -35,8 +35,10 @@ export type { ParamArenaOptions, AddParamOptions, ParamInit, AdamWOptions, AdamW
 // Models (official PyTorch parameter names) and weight formats.
 export { Module, Linear, LayerNorm, Conv2d } from './models/nn.js';
 export type { ModuleContext, InitFn } from './models/nn.js';
-export { VisionTransformer, createViT, vitConfig, VIT_PRESETS } from './models/vit.js';
-export type { ViTConfig, ViTArch } from './models/vit.js';
+export { VisionTransformer, createViT, vitConfig, VIT_PRESETS, createDinoViT, dinoViTConfig } from './models/vit.js';
+export type { ViTConfig, ViTArch, ViTFeatures, PatchMasks } from './models/vit.js';
+export { DINO_PRESETS, dinoPreset } from './models/io/dino-arch.js';
+export type { DinoArch, DinoPresetName } from './models/io/dino-arch.js';
 export { DINOHead, dinoHeadConfig } from './models/dino-head.js';
 export type { DINOHeadConfig } from './models/dino-head.js';
 export { ResNet, BatchNorm2d, RESNET_PRESETS } from './models/resnet.js';

@@ -1,13 +1,24 @@
 /**
  * What `webdino embed` does without the command line: read the input images (a folder of
  * JPEG/PNG, one image, or a normalised NCHW .npy) and run a backbone over them in batches, giving
- * CLS features [N, D] and, optionally, the last layer's CLS attention [N, heads, patches]. Node
- * only (reads files); nothing is written, the caller writes the results.
+ * CLS features [N, D] and, optionally, the normed patch tokens [N, h·w, D] (registers / storage
+ * tokens excluded) and the last layer's CLS attention [N, heads, h·w]. Node only (reads files);
+ * nothing is written, the caller writes the results.
+ *
+ * Image inputs go through the family's evaluation transform. The three coincide at crop 224:
+ *   DINO       Resize(256, bicubic) + CenterCrop(224) + ImageNet normalisation (eval_linear.py)
+ *   DINOv2     make_classification_eval_transform: Resize(256, bicubic) + CenterCrop(224) + ImageNet
+ *   DINOv3     make_classification_eval_transform: Resize(RESIZE_DEFAULT_SIZE = 256, bicubic,
+ *              shorter side, antialiased) + CenterCrop(224) + ImageNet
+ * so one transform serves all: the shorter side to round(crop·256/224), centre crop `crop`,
+ * normalisation `norm` (ImageNet; DINOv3's SAT-493M satellite weights expect their own, see
+ * SAT493M_NORM). Arrays are used as given (NCHW, sides multiples of the patch).
  */
 import { statSync } from 'node:fs';
 import { extname } from 'node:path';
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
+import type { Normalisation } from '../kernels/augment.js';
 import type { RgbImage } from '../models/io/image.js';
 import { readBytes } from '../models/io/node-files.js';
 import { parseNpy } from '../models/io/npy.js';
@@ -53,6 +64,9 @@ export async function openEmbedInput(path: string): Promise<EmbedInput> {
   }
 }
 
+/** DINOv3's normalisation for its SAT-493M (satellite) weights (README: mean, std per channel). */
+export const SAT493M_NORM: Normalisation = { mean: [0.43, 0.411, 0.296], std: [0.213, 0.156, 0.143] };
+
 /** Options of {@link embedAll}. */
 export interface EmbedOptions {
   batchSize: number;
@@ -60,6 +74,10 @@ export interface EmbedOptions {
   crop: number;
   /** Also return the last layer's CLS attention. */
   attention: boolean;
+  /** Also return the normed patch tokens. */
+  patchTokens?: boolean;
+  /** Normalisation of image inputs (default ImageNet). */
+  norm?: Normalisation;
   /** Skip images that fail to decode (reported through onWarning) instead of failing. */
   skipBad?: boolean;
   onWarning?: (message: string) => void;
@@ -73,6 +91,9 @@ export interface EmbedResult {
   featuresShape: [number, number];
   attention?: Float32Array;
   attentionShape?: [number, number, number];
+  /** x_norm_patchtokens [N, h·w, D], row-major over the patch grid. */
+  patchTokens?: Float32Array;
+  patchTokensShape?: [number, number, number];
   /** Files skipped with `skipBad`. */
   skipped: string[];
   /** Wall time of the batch loop (decode, transform, forward, read-back). */
@@ -80,15 +101,20 @@ export interface EmbedResult {
 }
 
 /**
- * Runs the backbone over the whole input in batches. Image inputs go through DINO's eval
- * transform (resize to round(crop·256/224), centre crop, ImageNet normalisation); arrays are used
- * as they are. Nothing is written; the caller writes the results.
+ * Runs the backbone over the whole input in batches. Image inputs go through the eval transform
+ * (see the file header); arrays are used as they are. Nothing is written; the caller writes the
+ * results.
  */
 export async function embedAll(engine: Engine, model: VisionTransformer, input: EmbedInput, opts: EmbedOptions): Promise<EmbedResult> {
   const total = input.kind === 'images' ? input.files.length : input.shape[0];
   const D = model.cfg.embedDim;
+  const p = model.cfg.patchSize;
+  if (input.kind === 'array' && (input.shape[2] % p !== 0 || input.shape[3] % p !== 0)) {
+    throw new Error(`the array's images are ${input.shape[3]}x${input.shape[2]}: not multiples of the patch size ${p}`);
+  }
   const feats: Float32Array[] = [];
   const attns: Float32Array[] = [];
+  const patchParts: Float32Array[] = [];
   const skipped: string[] = [];
   let rows = 0;
   let patches = 0;
@@ -111,7 +137,7 @@ export async function embedAll(engine: Engine, model: VisionTransformer, input: 
         opts.onProgress?.(end, total);
         continue;
       }
-      makeBatch = () => evalTransform(engine, images, { crop: opts.crop });
+      makeBatch = () => evalTransform(engine, images, { crop: opts.crop, norm: opts.norm });
     } else {
       const [, C, H, W] = input.shape;
       const per = C * H * W;
@@ -119,8 +145,13 @@ export async function embedAll(engine: Engine, model: VisionTransformer, input: 
     }
     const out = await engine.noGrad(() =>
       engine.scope(async () => {
-        const r = embedForward(model, makeBatch(), opts.attention);
-        return { f: await r.features.toArray(), a: r.attention ? await r.attention.toArray() : undefined, p: r.attention?.shape[2] ?? 0 };
+        const r = embedForward(model, makeBatch(), { attention: opts.attention, patchTokens: opts.patchTokens });
+        return {
+          f: await r.features.toArray(),
+          a: r.attention ? await r.attention.toArray() : undefined,
+          t: r.patchTokens ? await r.patchTokens.toArray() : undefined,
+          p: r.h * r.w,
+        };
       }),
     );
     // Finite weights and pixels give finite features; a NaN here would otherwise be written to the
@@ -132,10 +163,9 @@ export async function embedAll(engine: Engine, model: VisionTransformer, input: 
     }
     feats.push(out.f);
     rows += out.f.length / D;
-    if (out.a) {
-      attns.push(out.a);
-      patches = out.p;
-    }
+    patches = out.p;
+    if (out.a) attns.push(out.a);
+    if (out.t) patchParts.push(out.t);
     opts.onProgress?.(end, total);
   }
   const seconds = (performance.now() - started) / 1000;
@@ -153,6 +183,10 @@ export async function embedAll(engine: Engine, model: VisionTransformer, input: 
   if (opts.attention) {
     result.attention = join(attns);
     result.attentionShape = [rows, model.cfg.numHeads, patches];
+  }
+  if (opts.patchTokens) {
+    result.patchTokens = join(patchParts);
+    result.patchTokensShape = [rows, patches, D];
   }
   return result;
 }

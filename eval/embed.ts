@@ -1,11 +1,16 @@
 /**
- * A backbone's forward pass for features: CLS features and, when asked, the last layer's CLS
- * attention over the patch tokens, from one pass; and DINO's visualize_attention up to the maps.
- * Browser-safe (eval/embed-node.ts reads files and batches over them).
+ * A backbone's forward pass for features: the normed CLS token, and when asked the normed patch
+ * tokens and the last layer's CLS attention over the patches, from one pass; and DINO's
+ * visualize_attention up to the maps. Browser-safe (eval/embed-node.ts reads files and batches
+ * over them). Any family: DINO, DINOv2 (registers) and DINOv3 (storage tokens, RoPE).
  *
- * Features are exactly `VisionTransformer.forward` (final norm, CLS row). The attention is row 0
- * (the CLS query) of the last block's [B, heads, N, N] probabilities, columns of the patch tokens
- * (the CLS and register columns are dropped).
+ * Outputs are those of the official forward_features (models/vit.ts `forwardFeatures`):
+ *   features       x_norm_clstoken (B, D)            = `VisionTransformer.forward`
+ *   patchTokens    x_norm_patchtokens (B, h·w, D)   row-major over the grid; registers / storage
+ *                                                   tokens excluded
+ *   attention      row 0 (the CLS query) of the last block's (B, heads, N, N) probabilities, the
+ *                  columns of the patch tokens only (B, heads, h·w): the CLS and register /
+ *                  storage columns are dropped, so a row no longer sums to 1
  */
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
@@ -14,21 +19,38 @@ import type { RgbImage } from '../models/io/image.js';
 import type { VisionTransformer } from '../models/vit.js';
 import { evalCropParams } from '../train/data/transforms.js';
 
-/**
- * One pass of the backbone: CLS features [B, D] (= `model.forward(x)`) and, when asked, the last
- * layer's CLS attention over the patch tokens [B, heads, patches] (contiguous).
- */
-export function embedForward(model: VisionTransformer, x: Tensor, withAttention: boolean): { features: Tensor; attention?: Tensor } {
-  let t = model.prepareTokens(x);
-  const L = model.blocks.length;
-  for (let i = 0; i < L - 1; i++) t = model.blocks[i].forward(t).out;
-  const last = model.blocks[L - 1].forward(t, withAttention);
-  const [B, N, D] = last.out.shape;
-  const features = model.norm.forward(last.out).slice(1, 0, 1).reshape(B, D);
-  if (!withAttention) return { features };
-  const first = 1 + model.cfg.numRegisterTokens; // first patch token
-  const attention = last.probs!.slice(2, 0, 1).slice(3, first, N).contiguous().reshape(B, model.cfg.numHeads, N - first);
-  return { features, attention };
+/** What {@link embedForward} computes besides the CLS features. */
+export interface EmbedForwardOptions {
+  /** The normed patch tokens (B, h·w, D). */
+  patchTokens?: boolean;
+  /** The last layer's CLS attention over the patches (B, heads, h·w). */
+  attention?: boolean;
+}
+
+/** What {@link embedForward} returns (contiguous tensors). */
+export interface EmbedOutputs {
+  /** x_norm_clstoken: (B, D). */
+  features: Tensor;
+  /** x_norm_patchtokens: (B, h·w, D). */
+  patchTokens?: Tensor;
+  /** (B, heads, h·w). */
+  attention?: Tensor;
+  /** The patch grid. */
+  h: number;
+  w: number;
+}
+
+/** One pass of the backbone (see the file header); `true` is `{ attention: true }`. */
+export function embedForward(model: VisionTransformer, x: Tensor, opts: EmbedForwardOptions | boolean = {}): EmbedOutputs {
+  const o = typeof opts === 'boolean' ? { attention: opts } : opts;
+  const f = model.forwardFeatures(x, { attention: o.attention });
+  const out: EmbedOutputs = { features: f.xNormClsToken, h: f.h, w: f.w };
+  if (o.patchTokens) out.patchTokens = f.xNormPatchTokens.contiguous();
+  if (o.attention) {
+    const [B, H, N] = f.attention!.shape;
+    out.attention = f.attention!.slice(2, 0, 1).slice(3, model.numPrefixTokens, N).contiguous().reshape(B, H, N - model.numPrefixTokens);
+  }
+  return out;
 }
 
 /** What {@link computeAttentionMaps} returns. */
@@ -59,7 +81,7 @@ export async function computeAttentionMaps(engine: Engine, model: VisionTransfor
       const params = { ...evalCropParams(0, img.width, img.height, size, 1), outW: size, outH: size, ox: 0, oy: 0 };
       const x = cropBatchRaw(engine, packed, [params], side, { norm: IMAGENET_NORM });
       packed.pixels.dispose();
-      const { attention } = embedForward(model, x, true);
+      const { attention } = embedForward(model, x, { attention: true });
       const heads = model.cfg.numHeads;
       const attn = await attention!.toArray();
       const px = await x.toArray();

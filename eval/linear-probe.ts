@@ -168,7 +168,7 @@ export function probeFeatures(model: VisionTransformer, x: Tensor, nLastBlocks: 
   const [B, N, D] = outs[0].shape;
   const cls = outs.map((t) => t.slice(1, 0, 1).reshape(B, D)); // n × (B, D)
   if (!avgpool) return cls.length === 1 ? cls[0].contiguous() : ops.concat(cls, 1);
-  const first = 1 + model.cfg.numRegisterTokens;
+  const first = model.numPrefixTokens; // CLS and registers / storage tokens come first
   const avg = outs[nLastBlocks - 1].slice(1, first, N).mean(1); // (B, D)
   if (nLastBlocks === 1) {
     // torch.cat((cls.unsqueeze(-1), avg.unsqueeze(-1)), -1).reshape(B, -1): (B, D, 2) → interleaved.

@@ -74,7 +74,7 @@ export async function clsAttention(model: VisionTransformer, x: Tensor): Promise
   const p = model.cfg.patchSize;
   const [B, , H, W] = x.shape;
   if (H % p !== 0 || W % p !== 0) throw new RangeError(`clsAttention: input ${W}x${H} is not a multiple of the patch ${p}`);
-  const first = 1 + model.cfg.numRegisterTokens;
+  const first = model.numPrefixTokens; // CLS and registers / storage tokens come first
   const attention = await e.noGrad(() =>
     e.scope(async () => {
       const probs = model.lastSelfAttention(x); // (B, heads, N, N)

@@ -52,7 +52,7 @@ export async function computeVisuals(
   const D = model.cfg.embedDim;
   const heads = model.cfg.numHeads;
   const bs = opts.batchSize ?? 16;
-  const first = 1 + model.cfg.numRegisterTokens;
+  const first = model.numPrefixTokens; // CLS and registers / storage tokens come first
   const inputs: RgbImage[] = [];
   const attn: Float32Array[] = [];
   const tokens = new Float32Array(images.length * n * D);

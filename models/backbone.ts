@@ -20,30 +20,48 @@
  * preset (vit_tiny/small/base have depth 12 and widths 192/384/768); otherwise DINO's default
  * vit_small/16. The model's imgSize follows pos_embed (grid² + 1 rows), so other input sizes use
  * DINO's position-embedding interpolation.
+ *
+ * DINOv2 / DINOv3 backbones take their own path (buildDinoBackbone) when the request names one of
+ * their presets (`dinov2_vits14` … `dinov3_vit7b16`, models/io/dino-arch.ts) or the tensors are
+ * theirs: any Hugging Face Dinov2 / DINOv3 layout, DINOv3's official keys (rope_embed.periods,
+ * storage_tokens, bias_mask, w1/w2/w3), or official DINOv2 keys with something DINO v1 lacks
+ * (mask_token, register_tokens, ls1.gamma, mlp.w12). A DINOv2 training checkpoint's block chunks
+ * (`blocks.<chunk>.<i>.`) are flattened and its `dino_head.` / `ibot_head.` entries dropped. The
+ * keys are renamed to the official names (models/io/dino-keys.ts `canonicalDinoBackbone`), the
+ * architecture is inferred from them (heads = width/64 unless the request or a preset says
+ * otherwise; DINOv3's periods buffer fixes the head dim) and checked strictly (one error, key
+ * lists capped at 12), then the ViT is built (models/vit.ts `dinoViTConfig`) and loaded. Anything
+ * else is DINO v1, exactly as before.
  */
 import type { Engine } from '../engine/engine.js';
 import { Rng } from '../engine/random.js';
+import { DINO_PRESETS, type DinoArch, type DinoPresetName, describeDinoArch, dinoPreset } from './io/dino-arch.js';
+import { canonicalDinoBackbone, type DinoBackboneWeights, detectDinoLayout } from './io/dino-keys.js';
 import { parseSafetensorsWithMetadata } from './io/safetensors.js';
 import { sniffFormat, wrongFormatMessage } from './io/sniff.js';
 import { selectCheckpointEntry, stripPrefixes } from './io/state-dict.js';
 import { flattenStateDict, loadTorchCheckpoint } from './io/torch.js';
 import type { InflateRawSync } from './io/zip.js';
-import { VIT_PRESETS, type ViTArch, vitConfig, type ViTConfig, VisionTransformer } from './vit.js';
+import { dinoViTConfig, VIT_PRESETS, type ViTArch, vitConfig, type ViTConfig, VisionTransformer } from './vit.js';
 
 /** A ViT architecture as `webdino` names it. */
 export interface ArchSpec {
-  arch: ViTArch | 'custom';
+  /** DINO v1 preset, 'custom', or the DINOv2 / DINOv3 preset the tensors match. */
+  arch: ViTArch | 'custom' | DinoPresetName;
   embedDim: number;
   depth: number;
   numHeads: number;
   patchSize: number;
   /** Training image size recorded with the weights (informative; the model follows pos_embed). */
   imgSize?: number;
+  /** DINOv2 / DINOv3: the whole architecture (absent for DINO v1). */
+  dino?: DinoArch;
 }
 
 /** What the command line asks for (every field optional). */
 export interface ArchRequest {
-  arch?: ViTArch | 'custom';
+  /** A DINO v1 preset, 'custom', or a DINOv2 / DINOv3 preset name (`dinov2_vits14_reg`, `dinov3_vitl16`, ...). */
+  arch?: ViTArch | 'custom' | DinoPresetName;
   patchSize?: number;
   embedDim?: number;
   depth?: number;
@@ -114,7 +132,8 @@ export function parseBackboneWeights(bytes: Uint8Array, opts: ParseWeightsOption
   const tensors: Weights = new Map();
   let droppedHead = 0;
   for (const [k, v] of stripped) {
-    if (k.startsWith('head.')) droppedHead++;
+    // DINO's projection head; DINOv2 training checkpoints' dino_head / ibot_head.
+    if (k.startsWith('head.') || k.startsWith('dino_head.') || k.startsWith('ibot_head.')) droppedHead++;
     else tensors.set(k, v);
   }
   return { format, tensors, recorded, droppedHead };
@@ -163,8 +182,9 @@ function archFromTrainingMeta(json: string): ArchSpec {
   }
 }
 
-/** `vit_small/16 (dim 384, depth 12, 6 heads)`. */
+/** `vit_small/16 (dim 384, depth 12, 6 heads)`; DINOv2 / DINOv3: models/io/dino-arch.ts `describeDinoArch`. */
 export function describeArch(a: ArchSpec): string {
+  if (a.dino) return describeDinoArch(a.dino);
   return `${a.arch}/${a.patchSize} (dim ${a.embedDim}, depth ${a.depth}, ${a.numHeads} heads)`;
 }
 
@@ -189,6 +209,7 @@ export function inferArchFromShapes(tensors: ReadonlyMap<string, { shape: readon
  * command line contradicts what the file records, or a custom ViT lacks a dimension.
  */
 export function resolveArch(req: ArchRequest, weights: Pick<BackboneWeights, 'tensors' | 'recorded'>): ArchSpec {
+  if (isDinoPresetName(req.arch)) throw new Error(`--arch ${req.arch} is a DINOv2 / DINOv3 preset (buildBackbone loads those)`);
   const rec = weights.recorded;
   const shapes = inferArchFromShapes(weights.tensors);
   let spec: ArchSpec;
@@ -294,14 +315,111 @@ export interface LoadedBackbone {
   model: VisionTransformer;
   spec: ArchSpec;
   weights: BackboneWeights;
+  /** DINOv2 / DINOv3: the layout read, and the canonical keys recreated rather than read. */
+  dino?: Pick<DinoBackboneWeights, 'layout' | 'synthesized'>;
+}
+
+// -------------------------------------------------------------------------------------------------
+// DINOv2 / DINOv3
+
+/** Whether `name` is a DINOv2 / DINOv3 preset (`dinov2_vits14`, `dinov3_vits16plus`, ...). */
+export function isDinoPresetName(name: unknown): name is DinoPresetName {
+  return typeof name === 'string' && Object.hasOwn(DINO_PRESETS, name);
+}
+
+/** Keys that DINOv2 checkpoints have and DINO v1 checkpoints lack (both share the official layout). */
+const DINOV2_ONLY = /^(mask_token|register_tokens|blocks\.\d+\.(ls[12]\.gamma|mlp\.w12\.\w+|mlp\.w3\.\w+))$/;
+
+/**
+ * Whether a backbone state dict is DINOv2 / DINOv3 rather than DINO v1 (see the file header); our
+ * own exports, which record a v1 architecture, never are.
+ */
+export function isDinoV2V3Weights(weights: Pick<BackboneWeights, 'tensors' | 'recorded'>): boolean {
+  if (weights.recorded) return false;
+  const keys = [...weights.tensors.keys()].map((k) => k.replace(/^blocks\.\d+\.(\d+)\./, 'blocks.$1.'));
+  let layout;
+  try {
+    layout = detectDinoLayout(keys);
+  } catch {
+    return false;
+  }
+  return layout !== 'dinov2' || keys.some((k) => DINOV2_ONLY.test(k));
+}
+
+/**
+ * DINOv2's `block_chunks` layout (training checkpoints): `blocks.<chunk>.<i>.…` → `blocks.<i>.…`
+ * (the chunks pad with Identity modules, so the inner index is already global).
+ */
+function unchunkBlocks<T>(tensors: ReadonlyMap<string, T>): Map<string, T> {
+  const out = new Map<string, T>();
+  for (const [k, v] of tensors) {
+    const name = k.replace(/^blocks\.\d+\.(\d+)\./, 'blocks.$1.');
+    if (out.has(name)) throw new Error(`'${k}' and another key both name '${name}'`);
+    out.set(name, v);
+  }
+  return out;
+}
+
+/** The fields in which an architecture differs from a preset (its pos_embed grid aside: fine-tuned files may have another). */
+function presetDifferences(preset: DinoArch, got: DinoArch): string[] {
+  const fields = ['family', 'embedDim', 'depth', 'numHeads', 'patchSize', 'numRegisterTokens', 'ffn', 'ffnHidden', 'layerScale', 'qkvBias', 'maskKeyBias', 'hasMaskToken'] as const;
+  const out: string[] = fields.filter((f) => preset[f] !== got[f]).map((f) => `${f} ${got[f]} (preset ${preset[f]})`);
+  if (preset.posEmbed.kind !== got.posEmbed.kind) out.push(`position embedding ${got.posEmbed.kind} (preset ${preset.posEmbed.kind})`);
+  return out;
+}
+
+/**
+ * A DINOv2 / DINOv3 backbone from parsed weights (see the file header): canonical names, the
+ * architecture inferred (the request's preset or --heads fix the heads and are checked), strict
+ * loading, eval mode. Every error starts with `name`.
+ */
+export function buildDinoBackbone(engine: Engine, weights: BackboneWeights, req: ArchRequest = {}, name = 'weights'): LoadedBackbone {
+  let dino: DinoBackboneWeights;
+  try {
+    if (req.arch !== undefined && req.arch !== 'custom' && !isDinoPresetName(req.arch)) {
+      throw new Error(`these are DINOv2 / DINOv3 weights, but --arch ${req.arch} is a DINO v1 ViT (use a DINOv2 / DINOv3 preset, e.g. dinov2_vits14, or leave --arch out)`);
+    }
+    const preset = isDinoPresetName(req.arch) ? dinoPreset(req.arch) : undefined;
+    const numHeads = req.numHeads ?? preset?.numHeads;
+    try {
+      dino = canonicalDinoBackbone(unchunkBlocks(weights.tensors), { numHeads, source: name });
+    } catch (e) {
+      if (!preset) throw e;
+      throw new Error(`${(e as Error).message} (--arch ${req.arch} is ${describeDinoArch(preset)})`, { cause: e });
+    }
+    const a = dino.arch;
+    const problems = preset ? presetDifferences(preset, a) : [];
+    if (req.embedDim !== undefined && req.embedDim !== a.embedDim) problems.push(`embed dim ${a.embedDim} (--embed-dim ${req.embedDim})`);
+    if (req.depth !== undefined && req.depth !== a.depth) problems.push(`depth ${a.depth} (--depth ${req.depth})`);
+    if (req.patchSize !== undefined && req.patchSize !== a.patchSize) problems.push(`patch ${a.patchSize} (--patch-size ${req.patchSize})`);
+    if (problems.length) throw new Error(`${name}: the weights hold ${describeDinoArch(a)}, not what the command line asks for: ${problems.join('; ')}`);
+    checkFinite(weights.tensors);
+  } catch (e) {
+    const message = (e as Error).message;
+    if (message.startsWith(name)) throw e;
+    throw new Error(`${name}: ${message}`, { cause: e });
+  }
+  const a = dino.arch;
+  const spec: ArchSpec = { arch: dino.preset ?? 'custom', embedDim: a.embedDim, depth: a.depth, numHeads: a.numHeads, patchSize: a.patchSize, dino: a };
+  const model = new VisionTransformer({ engine, rng: new Rng(0) }, dinoViTConfig(a));
+  try {
+    model.loadStateDict(dino.tensors);
+  } catch (e) {
+    model.dispose();
+    throw new Error(`${name} (as ${describeArch(spec)}): ${(e as Error).message}`, { cause: e });
+  }
+  model.eval();
+  return { model, spec, weights, dino: { layout: dino.layout, synthesized: dino.synthesized } };
 }
 
 /**
  * Resolves the architecture, builds the ViT and loads the weights strictly (eval mode; the caller
- * disposes the model). `name` prefixes every error; a strict-loading error lists every missing,
+ * disposes the model); DINOv2 / DINOv3 weights or requests go to {@link buildDinoBackbone}. `name`
+ * prefixes every error; a strict-loading error lists every missing,
  * unexpected and mismatched key.
  */
 export function buildBackbone(engine: Engine, weights: BackboneWeights, req: ArchRequest = {}, name = 'weights'): LoadedBackbone {
+  if (isDinoPresetName(req.arch) || isDinoV2V3Weights(weights)) return buildDinoBackbone(engine, weights, req, name);
   let spec: ArchSpec;
   try {
     spec = resolveArch(req, weights);

@@ -1,23 +1,38 @@
 /**
- * The Vision Transformer of the official DINO code (vision_transformer.py), with its parameter names.
+ * The Vision Transformer of the official DINO, DINOv2 and DINOv3 code (vision_transformer.py of
+ * each), with their parameter names. One class: the families differ only in switches of the config.
  *
  *   x (B, 3, H, W) → patch_embed.proj (conv, stride = patch) → (B, D, h, w) → (B, hw, D)
- *   prepend cls_token → (B, 1 + hw, D); add pos_embed (bicubic-interpolated for other sizes, with
- *   DINO's +0.1 offset) → blocks: x + attn(norm1(x)), x + mlp(norm2(x)) (pre-norm, eps 1e-6, qkv
- *   bias, exact GELU, MLP ratio 4) → norm → CLS token (B, D).
+ *   [masked patches replaced by mask_token, DINOv2/v3 training]
+ *   tokens [CLS, registers | storage tokens, patches] (B, 1 + R + hw, D)
+ *     DINO / DINOv2: + pos_embed on [CLS, patches] (bicubic-resized for other grids), registers
+ *       inserted after the CLS token without position embedding;
+ *     DINOv3: no pos_embed; RoPE rotates the patch tokens' q and k in every block.
+ *   blocks: x + ls1·attn(norm1(x)), x + ls2·ffn(norm2(x)) (pre-norm, qkv bias [key third masked in
+ *     DINOv3], LayerScale in v2/v3, FFN = MLP with exact GELU or SwiGLU)
+ *   norm → x_norm_clstoken (B, D), x_norm_regtokens (B, R, D), x_norm_patchtokens (B, hw, D).
  *
- * Room for DINOv2: `numRegisterTokens` inserts register tokens after the CLS token (no position
- * embedding, as DINOv2), and `layerScale` multiplies each branch by a learned per-channel gamma
- * (`ls1.gamma`, `ls2.gamma`). Both default to off, which is exactly DINO v1.
+ * Config switches (defaults = DINO v1, so `vitConfig('vit_small')` is exactly DINO's ViT-S):
+ *   numRegisterTokens + registerTokensName   DINOv2 `register_tokens` / DINOv3 `storage_tokens`
+ *   layerScale          init value of `ls1.gamma`, `ls2.gamma` (0 = no LayerScale, as DINO v1)
+ *   ffn, ffnHidden      'mlp' (fc1, fc2), 'swiglu-packed' (DINOv2 `w12` [2H, D] + `w3`),
+ *                       'swiglu' (DINOv3 `w1`, `w2`, `w3`); hidden width from the family's rule
+ *   posEmbed            'learned' (`pos_embed`, resized as `posEmbedInterpolation` says) or 'rope'
+ *   maskKeyBias         DINOv3's `attn.qkv.bias_mask` buffer (qkv bias · mask, 0 on the key third)
+ *   maskToken           a `mask_token` [1, D] (DINOv2/v3: iBOT masking)
+ *   eps                 LayerNorm epsilon (1e-6 DINO and DINOv2, 1e-5 DINOv3)
  *
  * Stochastic depth (drop path) follows the linear rule linspace(0, rate, depth) and is active only
  * in training mode with rate > 0 (the student; the teacher is built without it).
  */
-import type { Tensor } from '../engine/tensor.js';
+import { Tensor } from '../engine/tensor.js';
 import { Rng } from '../engine/random.js';
 import * as ops from '../engine/ops/index.js';
 import { Conv2d, init, LayerNorm, Linear, Module, type ModuleContext } from './nn.js';
-import { bicubicResizeMatrix } from './interpolate.js';
+import { bicubicResizeMatrixTo, type ResizeTo } from './interpolate.js';
+import { type DinoArch, dinoPreset, dinov2SwigluHidden, dinov3SwigluHidden, type DinoFfn, type PosEmbedInterpolation } from './io/dino-arch.js';
+import { applyRope, type RopeTables, silu } from './layers.js';
+import { type RopeConfig, RopePositionEmbedding } from './rope.js';
 
 export interface ViTConfig {
   imgSize: number;
@@ -30,12 +45,30 @@ export interface ViTConfig {
   qkvBias: boolean;
   /** Stochastic depth rate of the last block (linear rule from 0). 0 for the teacher. */
   dropPathRate: number;
-  /** DINOv2 register tokens (0 in DINO v1). */
+  /** Tokens between CLS and the patches: DINOv2 registers, DINOv3 storage tokens (0 in DINO v1). */
   numRegisterTokens: number;
-  /** DINOv2 LayerScale init value (0 = off, as DINO v1). */
+  /** Their state_dict name: 'register_tokens' (DINOv2) or 'storage_tokens' (DINOv3). */
+  registerTokensName: 'register_tokens' | 'storage_tokens';
+  /** LayerScale init value (0 = off, as DINO v1; DINOv2's hub 1.0, DINOv3 1e-5). */
   layerScale: number;
-  /** LayerNorm epsilon (1e-6 in DINO). */
+  /** LayerNorm epsilon (1e-6 in DINO and DINOv2, 1e-5 in DINOv3). */
   eps: number;
+  /** Feed-forward kind (see the file header). */
+  ffn: DinoFfn;
+  /** FFN hidden width H; 0 = the kind's rule from mlpRatio (MLP ⌊D·r⌋, SwiGLU ~⅔ of it, aligned). */
+  ffnHidden: number;
+  /** 'learned' pos_embed (DINO, DINOv2) or axial RoPE (DINOv3). */
+  posEmbed: 'learned' | 'rope';
+  /** How pos_embed is resized to other grids: DINO/DINOv2 offset 0.1 by scale factor; DINOv2 `_reg` antialiased by size. */
+  posEmbedInterpolation: PosEmbedInterpolation;
+  /** RoPE settings (posEmbed 'rope'); the coordinate augmentation acts in training mode only. */
+  rope: RopeConfig;
+  /** DINOv3's masked key bias: the buffer `attn.qkv.bias_mask`. */
+  maskKeyBias: boolean;
+  /** A `mask_token` [1, D] replacing masked patch embeddings (DINOv2/v3). */
+  maskToken: boolean;
+  /** DINOv3's `local_cls_norm` (7B, SAT ViT-L): a LayerNorm for local crops in training, unused here. */
+  localClsNorm: boolean;
 }
 
 export const VIT_PRESETS = {
@@ -61,12 +94,67 @@ export function vitConfig(arch: ViTArch | Partial<ViTConfig>, overrides: Partial
     qkvBias: true,
     dropPathRate: 0,
     numRegisterTokens: 0,
+    registerTokensName: 'register_tokens',
     layerScale: 0,
     eps: 1e-6,
+    ffn: 'mlp',
+    ffnHidden: 0,
+    posEmbed: 'learned',
+    // DINO's interpolate_pos_encoding: bicubic by scale factor (n + 0.1)/√N, no antialias.
+    posEmbedInterpolation: { antialias: false, offset: 0.1 },
+    // DINOv3's recipe (pos_embed_rope_*): base 100, rescale 2 in training, no shift or jitter.
+    rope: { base: 100, shiftCoords: null, jitterCoords: null, rescaleCoords: 2 },
+    maskKeyBias: false,
+    maskToken: false,
+    localClsNorm: false,
     ...base,
     ...(typeof arch === 'string' ? {} : arch),
     ...overrides,
   };
+}
+
+/**
+ * The ViT config of a DINOv2 / DINOv3 architecture (models/io/dino-arch.ts: a released preset's
+ * name, or one inferred from a state dict). LayerScale starts at 1e-5 (both families' training
+ * recipe; loaded weights overwrite it). DINOv2's img_size follows its pos_embed grid (518 for the
+ * releases: 37 × 14); DINOv3 has no pos_embed and takes any size.
+ */
+export function dinoViTConfig(arch: DinoArch | string, overrides: Partial<ViTConfig> = {}): ViTConfig {
+  const a = typeof arch === 'string' ? dinoPreset(arch) : arch;
+  const pe = a.posEmbed;
+  if (pe.kind === 'learned' && pe.gridH !== pe.gridW) throw new Error(`pos_embed grid ${pe.gridH}×${pe.gridW} is not square`);
+  return vitConfig(
+    {
+      imgSize: pe.kind === 'learned' ? pe.gridH * a.patchSize : 224,
+      patchSize: a.patchSize,
+      inChans: a.inChans,
+      embedDim: a.embedDim,
+      depth: a.depth,
+      numHeads: a.numHeads,
+      qkvBias: a.qkvBias,
+      numRegisterTokens: a.numRegisterTokens,
+      registerTokensName: a.family === 'dinov3' ? 'storage_tokens' : 'register_tokens',
+      layerScale: a.layerScale ? 1e-5 : 0,
+      eps: a.layerNormEps,
+      ffn: a.ffn,
+      ffnHidden: a.ffnHidden,
+      posEmbed: pe.kind,
+      ...(pe.kind === 'learned' ? { posEmbedInterpolation: { ...pe.interpolation } } : {}),
+      ...(pe.kind === 'rope' ? { rope: { base: pe.base, shiftCoords: null, jitterCoords: null, rescaleCoords: 2 } } : {}),
+      maskKeyBias: a.maskKeyBias,
+      maskToken: a.hasMaskToken,
+      localClsNorm: a.localClsNorm,
+    },
+    overrides,
+  );
+}
+
+/** The FFN hidden width of a config: ffnHidden, else the rule of its kind. */
+export function ffnHiddenOf(cfg: ViTConfig): number {
+  if (cfg.ffnHidden > 0) return cfg.ffnHidden;
+  if (cfg.ffn === 'swiglu-packed') return dinov2SwigluHidden(cfg.embedDim, cfg.mlpRatio);
+  if (cfg.ffn === 'swiglu') return dinov3SwigluHidden(cfg.embedDim, cfg.mlpRatio);
+  return Math.floor(cfg.embedDim * cfg.mlpRatio);
 }
 
 class PatchEmbed extends Module {
@@ -84,21 +172,50 @@ class PatchEmbed extends Module {
   }
 }
 
+/**
+ * DINOv3's LinearKMaskedBias: the qkv projection whose bias is multiplied by the buffer
+ * `bias_mask`, 1 on the q and v thirds and 0 on the k third. Without RoPE a key bias only adds a
+ * per-query constant to the logits (it cancels in the softmax); with RoPE it does not, so the
+ * mask matters. The gradient of the key third of the bias is 0.
+ */
+class LinearKMaskedBias extends Linear {
+  biasMask: Tensor;
+  constructor(ctx: ModuleContext, dim: number, opts: ConstructorParameters<typeof Linear>[3]) {
+    super(ctx, dim, 3 * dim, opts);
+    this.biasMask = this.buffer('bias_mask', [3 * dim], (n) => new Float32Array(n).fill(1).fill(0, dim, 2 * dim));
+  }
+  protected override onReplace(name: string, t: Tensor): void {
+    super.onReplace(name, t);
+    if (name === 'bias_mask') this.biasMask = t;
+  }
+  override forward(x: Tensor): Tensor {
+    return ops.linear(x, this.weight, this.bias ? this.bias.mul(this.biasMask) : null);
+  }
+}
+
 class Attention extends Module {
   readonly qkv: Linear;
   readonly proj: Linear;
-  constructor(ctx: ModuleContext, readonly dim: number, readonly numHeads: number, qkvBias: boolean) {
+  constructor(ctx: ModuleContext, readonly dim: number, readonly numHeads: number, qkvBias: boolean, maskKeyBias: boolean) {
     super(ctx);
     const tn = init.truncNormal(0.02);
-    this.qkv = this.child('qkv', new Linear(ctx, dim, dim * 3, { bias: qkvBias, weightInit: tn, biasInit: init.zeros() }));
+    const opts = { bias: qkvBias, weightInit: tn, biasInit: init.zeros() };
+    this.qkv = this.child('qkv', maskKeyBias ? new LinearKMaskedBias(ctx, dim, opts) : new Linear(ctx, dim, dim * 3, opts));
     this.proj = this.child('proj', new Linear(ctx, dim, dim, { weightInit: tn, biasInit: init.zeros() }));
   }
-  /** (B, N, D) → (B, N, D), and the attention probabilities (B, heads, N, N) when asked. */
-  forward(x: Tensor, returnProbs = false): { out: Tensor; probs?: Tensor } {
+  /**
+   * (B, N, D) → (B, N, D), and the attention probabilities (B, heads, N, N) when asked. With
+   * `rope` (DINOv3), q and k are rotated first (tables (N, d); prefix tokens unchanged).
+   */
+  forward(x: Tensor, returnProbs = false, rope?: RopeTables): { out: Tensor; probs?: Tensor } {
     const [B, N, D] = x.shape;
     const H = this.numHeads;
-    const qkv = this.qkv.forward(x).reshape(B, N, 3, H, D / H).permute(2, 0, 3, 1, 4); // (3, B, H, N, d)
-    // q, k, v are read in place from the permuted projection; one gradient flows back into it.
+    let qkv = this.qkv.forward(x).reshape(B, N, 3, H, D / H).permute(2, 0, 3, 1, 4); // (3, B, H, N, d)
+    if (rope) {
+      const qk = applyRope(qkv.slice(0, 0, 2), rope); // (2, B, H, N, d): q and k rotated
+      qkv = ops.concat([qk, qkv.slice(0, 2, 3)], 0); // (3, B, H, N, d)
+    }
+    // q, k, v are read in place from the packed tensor; one gradient flows back into it.
     const a = ops.attentionPacked(qkv, { scale: (D / H) ** -0.5, returnProbs });
     const merged = a.out.reshape(B, H, N, D / H).transpose(1, 2).reshape(B, N, D); // (B, N, H, d) → (B, N, D)
     const probs = a.probs?.reshape(B, H, N, N);
@@ -106,6 +223,7 @@ class Attention extends Module {
   }
 }
 
+/** DINO's Mlp: fc2(GELU(fc1(x))), hidden H. */
 class Mlp extends Module {
   readonly fc1: Linear;
   readonly fc2: Linear;
@@ -118,6 +236,57 @@ class Mlp extends Module {
   forward(x: Tensor): Tensor {
     return this.fc2.forward(this.fc1.forward(x, 'gelu'));
   }
+}
+
+/**
+ * DINOv2's SwiGLUFFNFused (ViT-g): one packed projection w12 (D → 2H) whose output is
+ * [x1 | x2] (chunk(2) of the last dim), out = w3(SiLU(x1) ⊙ x2). H = (⌊⌊D·r⌋·2/3⌋ + 7) // 8 · 8.
+ */
+class SwiGLUFFNFused extends Module {
+  readonly w12: Linear;
+  readonly w3: Linear;
+  constructor(ctx: ModuleContext, dim: number, readonly hidden: number) {
+    super(ctx);
+    const tn = init.truncNormal(0.02);
+    this.w12 = this.child('w12', new Linear(ctx, dim, 2 * hidden, { weightInit: tn, biasInit: init.zeros() }));
+    this.w3 = this.child('w3', new Linear(ctx, hidden, dim, { weightInit: tn, biasInit: init.zeros() }));
+  }
+  forward(x: Tensor): Tensor {
+    const x12 = this.w12.forward(x); // (B, N, 2H)
+    const H = this.hidden;
+    const x1 = x12.slice(-1, 0, H); // (B, N, H)
+    const x2 = x12.slice(-1, H, 2 * H);
+    return this.w3.forward(silu(x1).mul(x2));
+  }
+}
+
+/**
+ * DINOv3's SwiGLUFFN: out = w3(SiLU(w1 x) ⊙ w2 x), w1, w2: D → H, w3: H → D, with
+ * H = ⌊⌊D·r⌋·2/3⌋ rounded up to a multiple of 8 (64 for the 7B).
+ */
+class SwiGLUFFN extends Module {
+  readonly w1: Linear;
+  readonly w2: Linear;
+  readonly w3: Linear;
+  constructor(ctx: ModuleContext, dim: number, hidden: number) {
+    super(ctx);
+    const tn = init.truncNormal(0.02);
+    this.w1 = this.child('w1', new Linear(ctx, dim, hidden, { weightInit: tn, biasInit: init.zeros() }));
+    this.w2 = this.child('w2', new Linear(ctx, dim, hidden, { weightInit: tn, biasInit: init.zeros() }));
+    this.w3 = this.child('w3', new Linear(ctx, hidden, dim, { weightInit: tn, biasInit: init.zeros() }));
+  }
+  forward(x: Tensor): Tensor {
+    return this.w3.forward(silu(this.w1.forward(x)).mul(this.w2.forward(x)));
+  }
+}
+
+type Ffn = Mlp | SwiGLUFFNFused | SwiGLUFFN;
+
+function makeFfn(ctx: ModuleContext, cfg: ViTConfig): Ffn {
+  const H = ffnHiddenOf(cfg);
+  if (cfg.ffn === 'swiglu-packed') return new SwiGLUFFNFused(ctx, cfg.embedDim, H);
+  if (cfg.ffn === 'swiglu') return new SwiGLUFFN(ctx, cfg.embedDim, H);
+  return new Mlp(ctx, cfg.embedDim, H);
 }
 
 /** DINOv2's LayerScale: x · gamma (per channel). */
@@ -139,16 +308,16 @@ export class Block extends Module {
   readonly norm1: LayerNorm;
   readonly attn: Attention;
   readonly norm2: LayerNorm;
-  readonly mlp: Mlp;
+  readonly mlp: Ffn;
   readonly ls1: LayerScale | null;
   readonly ls2: LayerScale | null;
   constructor(ctx: ModuleContext, cfg: ViTConfig, readonly dropPath: number, private readonly dropRng: Rng) {
     super(ctx);
     this.norm1 = this.child('norm1', new LayerNorm(ctx, cfg.embedDim, cfg.eps));
-    this.attn = this.child('attn', new Attention(ctx, cfg.embedDim, cfg.numHeads, cfg.qkvBias));
+    this.attn = this.child('attn', new Attention(ctx, cfg.embedDim, cfg.numHeads, cfg.qkvBias, cfg.maskKeyBias));
     this.ls1 = cfg.layerScale > 0 ? this.child('ls1', new LayerScale(ctx, cfg.embedDim, cfg.layerScale)) : null;
     this.norm2 = this.child('norm2', new LayerNorm(ctx, cfg.embedDim, cfg.eps));
-    this.mlp = this.child('mlp', new Mlp(ctx, cfg.embedDim, Math.floor(cfg.embedDim * cfg.mlpRatio)));
+    this.mlp = this.child('mlp', makeFfn(ctx, cfg));
     this.ls2 = cfg.layerScale > 0 ? this.child('ls2', new LayerScale(ctx, cfg.embedDim, cfg.layerScale)) : null;
   }
 
@@ -162,8 +331,9 @@ export class Block extends Module {
     return branch.mul(this.engine.tensor(mask, [B, ...branch.shape.slice(1).map(() => 1)]));
   }
 
-  forward(x: Tensor, returnProbs = false): { out: Tensor; probs?: Tensor } {
-    const a = this.attn.forward(this.norm1.forward(x), returnProbs);
+  /** (B, N, D) → (B, N, D); `rope`: DINOv3's tables for this block's q and k. */
+  forward(x: Tensor, returnProbs = false, rope?: RopeTables): { out: Tensor; probs?: Tensor } {
+    const a = this.attn.forward(this.norm1.forward(x), returnProbs, rope);
     let branch = this.ls1 ? this.ls1.forward(a.out) : a.out;
     x = x.add(this.dropPathBranch(branch));
     branch = this.mlp.forward(this.norm2.forward(x));
@@ -172,14 +342,41 @@ export class Block extends Module {
   }
 }
 
+/**
+ * Which patches a forward masks (DINOv2/v3 iBOT): (B, h·w), true / non-zero = replace that patch
+ * embedding by mask_token. A tensor of 0/1 values or host values in row-major order.
+ */
+export type PatchMasks = Tensor | ArrayLike<number | boolean>;
+
+/** What {@link VisionTransformer.forwardFeatures} returns: the official forward_features dict. */
+export interface ViTFeatures {
+  /** norm(x)[:, 0]: (B, D). */
+  xNormClsToken: Tensor;
+  /** norm(x)[:, 1 : 1 + R]: (B, R, D), registers or storage tokens (R may be 0). */
+  xNormRegTokens: Tensor;
+  /** norm(x)[:, 1 + R :]: (B, h·w, D), row-major over the patch grid. */
+  xNormPatchTokens: Tensor;
+  /** The tokens before the final norm: (B, 1 + R + h·w, D). */
+  xPrenorm: Tensor;
+  /** The patch grid. */
+  h: number;
+  w: number;
+  /** The last block's attention probabilities (B, heads, N, N), when asked. */
+  attention?: Tensor;
+}
+
 export class VisionTransformer extends Module {
   readonly cfg: ViTConfig;
   readonly patchEmbed: PatchEmbed;
   readonly blocks: Block[] = [];
   readonly norm: LayerNorm;
+  /** DINOv3 7B / SAT ViT-L: loaded with the weights, unused by these forwards. */
+  readonly localClsNorm: LayerNorm | null = null;
+  readonly ropeEmbed: RopePositionEmbedding | null = null;
   clsToken: Tensor;
-  posEmbed: Tensor;
+  posEmbed: Tensor | null = null;
   registerTokens: Tensor | null = null;
+  maskToken: Tensor | null = null;
   /** Generator of the drop-path masks (its state belongs in checkpoints for exact resume). */
   readonly dropRng: Rng;
   private readonly resizeCache = new Map<string, Tensor>();
@@ -193,91 +390,189 @@ export class VisionTransformer extends Module {
     const grid = Math.floor(cfg.imgSize / cfg.patchSize);
     this.patchEmbed = this.child('patch_embed', new PatchEmbed(ctx, cfg.patchSize, cfg.inChans, D));
     this.clsToken = this.param('cls_token', [1, 1, D], init.truncNormal(0.02));
-    this.posEmbed = this.param('pos_embed', [1, grid * grid + 1, D], init.truncNormal(0.02));
-    if (cfg.numRegisterTokens > 0) this.registerTokens = this.param('register_tokens', [1, cfg.numRegisterTokens, D], init.truncNormal(1e-6));
+    if (cfg.posEmbed === 'learned') this.posEmbed = this.param('pos_embed', [1, grid * grid + 1, D], init.truncNormal(0.02));
+    if (cfg.numRegisterTokens > 0) {
+      // DINOv2 registers start near 0 (N(0, 1e-6)); DINOv3 storage tokens as its CLS (N(0, 0.02)).
+      const std = cfg.registerTokensName === 'storage_tokens' ? 0.02 : 1e-6;
+      this.registerTokens = this.param(cfg.registerTokensName, [1, cfg.numRegisterTokens, D], init.truncNormal(std));
+    }
+    if (cfg.maskToken) this.maskToken = this.param('mask_token', [1, D], init.zeros());
+    if (cfg.posEmbed === 'rope') {
+      const headDim = D / cfg.numHeads;
+      if (headDim % 4 !== 0) throw new Error(`RoPE needs a head dim divisible by 4, got ${headDim}`);
+      this.ropeEmbed = this.child('rope_embed', new RopePositionEmbedding(ctx, headDim, cfg.rope, new Rng(ctx.rng.nextU32())));
+    }
     for (let i = 0; i < cfg.depth; i++) {
       const dp = cfg.depth > 1 ? (cfg.dropPathRate * i) / (cfg.depth - 1) : 0;
       this.blocks.push(this.child(`blocks.${i}`, new Block(ctx, cfg, dp, this.dropRng)));
     }
     this.norm = this.child('norm', new LayerNorm(ctx, D, cfg.eps));
+    if (cfg.localClsNorm) this.localClsNorm = this.child('local_cls_norm', new LayerNorm(ctx, D, cfg.eps));
   }
 
   protected override onReplace(name: string, t: Tensor): void {
     if (name === 'cls_token') this.clsToken = t;
     if (name === 'pos_embed') this.posEmbed = t;
-    if (name === 'register_tokens') this.registerTokens = t;
+    if (name === this.cfg.registerTokensName) this.registerTokens = t;
+    if (name === 'mask_token') this.maskToken = t;
+  }
+
+  /** Strict loading (Module.loadStateDict), then the RoPE periods' host copy from the loaded buffer. */
+  override loadStateDict(tensors: ReadonlyMap<string, { shape: readonly number[]; data: Float32Array }>, opts: { strict?: boolean } = {}): void {
+    super.loadStateDict(tensors, opts);
+    const periods = tensors.get('rope_embed.periods');
+    if (this.ropeEmbed && periods) this.ropeEmbed.setPeriods(periods.data);
   }
 
   get embedDim(): number {
     return this.cfg.embedDim;
   }
 
+  /** Tokens before the patches: CLS and the registers / storage tokens. */
+  get numPrefixTokens(): number {
+    return 1 + this.cfg.numRegisterTokens;
+  }
+
+  /** The patch grid of an input (B, C, H, W): ⌊H/p⌋ × ⌊W/p⌋ (the strided conv drops a remainder). */
+  patchGrid(x: Tensor): [number, number] {
+    const [, , H, W] = x.shape;
+    const p = this.cfg.patchSize;
+    return [Math.floor(H / p), Math.floor(W / p)];
+  }
+
   /**
    * pos_embed for an h×w patch grid: the stored one when it matches, else the patch part resized
-   * bicubically as DINO's interpolate_pos_encoding (scale factor (w + 0.1)/√N, (h + 0.1)/√N), as
-   * a matmul with a fixed resize matrix so gradients flow back to pos_embed.
+   * bicubically as interpolate_pos_encoding does: rows to h, columns to w, by scale factor
+   * (n + offset)/M (DINO, DINOv2: offset 0.1, plain bicubic) or by size (DINOv2 `_reg`: offset 0,
+   * antialiased), as a matmul with a fixed resize matrix so gradients flow back to pos_embed.
    */
   interpolatePosEncoding(h: number, w: number): Tensor {
-    const N = this.posEmbed.shape[1] - 1;
-    if (h * w === N && h === w) return this.posEmbed;
-    const side = Math.round(Math.sqrt(N));
+    const pe = this.posEmbed;
+    if (!pe) throw new Error('interpolatePosEncoding: this model has no pos_embed (RoPE)');
+    const N = pe.shape[1] - 1;
+    if (h * w === N && h === w) return pe;
+    const M = Math.round(Math.sqrt(N));
     const key = `${h}x${w}`;
-    let M = this.resizeCache.get(key);
-    if (!M) {
-      // DINO passes scale_factor=(w0/√N, h0/√N) for the (rows, cols) of the grid: rows follow w.
-      const { matrix, outRows, outCols } = bicubicResizeMatrix(side, side, (w + 0.1) / side, (h + 0.1) / side);
-      if (outRows * outCols !== h * w) throw new Error(`position embedding resize gave ${outRows}×${outCols}, expected ${h}×${w}`);
-      M = this.engine.keep(this.engine.tensor(matrix, [outRows * outCols, N], { label: `pos_resize_${key}` }));
-      this.resizeCache.set(key, M);
+    let R = this.resizeCache.get(key);
+    if (!R) {
+      // The official code passes (w0, h0) = (H/p, W/p) for the (rows, columns) of the grid: its
+      // "w" is the image's dim 2, the height, so rows follow h.
+      const { antialias, offset } = this.cfg.posEmbedInterpolation;
+      const to = (n: number): ResizeTo => (offset ? { scaleFactor: (n + offset) / M } : { size: n });
+      const { matrix, outRows, outCols } = bicubicResizeMatrixTo(M, M, to(h), to(w), antialias);
+      if (outRows !== h || outCols !== w) throw new Error(`position embedding resize gave ${outRows}×${outCols}, expected ${h}×${w}`);
+      R = this.engine.keep(this.engine.tensor(matrix, [h * w, N], { label: `pos_resize_${key}` }));
+      this.resizeCache.set(key, R);
     }
     const D = this.cfg.embedDim;
-    const cls = this.posEmbed.slice(1, 0, 1); // (1, 1, D)
-    const patch = this.posEmbed.slice(1, 1, N + 1).reshape(N, D);
-    const resized = ops.matmul(M, patch).reshape(1, h * w, D);
-    return ops.concat([cls, resized], 1);
+    const cls = pe.slice(1, 0, 1); // (1, 1, D)
+    const patch = pe.slice(1, 1, N + 1).reshape(N, D);
+    const resized = ops.matmul(R, patch).reshape(1, h * w, D);
+    return ops.concat([cls, resized], 1); // (1, 1 + hw, D)
+  }
+
+  /** (B, hw) masks as (B, hw, 1) 0/1 floats. */
+  private maskTensor(masks: PatchMasks, B: number, n: number): Tensor {
+    if (masks instanceof Tensor) {
+      const m = masks;
+      if (m.size !== B * n) throw new RangeError(`masks ${JSON.stringify(m.shape)} do not cover ${B} images × ${n} patches`);
+      return m.reshape(B, n, 1);
+    }
+    const host = masks;
+    if (host.length !== B * n) throw new RangeError(`masks hold ${host.length} values, not ${B} images × ${n} patches`);
+    return this.engine.tensor(Float32Array.from({ length: B * n }, (_, i) => (host[i] ? 1 : 0)), [B, n, 1], { label: 'masks' });
+  }
+
+  /**
+   * prepare_tokens_with_masks: the tokens entering block 0, (B, 1 + R + hw, D), and the grid.
+   * Masked patch embeddings are replaced by mask_token before the position embedding:
+   * where(m, mask_token, x) = x·(1 − m) + mask_token·m for m ∈ {0, 1} (exact; gradients to x on
+   * unmasked and to mask_token on masked patches, as torch.where's).
+   */
+  prepareTokensWithMasks(x: Tensor, masks?: PatchMasks): { tokens: Tensor; h: number; w: number } {
+    const [h, w] = this.patchGrid(x);
+    const B = x.shape[0];
+    const D = this.cfg.embedDim;
+    let patches = this.patchEmbed.forward(x); // (B, hw, D)
+    if (masks !== undefined) {
+      if (!this.maskToken) throw new Error('masked forward: this model has no mask_token');
+      const m = this.maskTensor(masks, B, h * w); // (B, hw, 1)
+      patches = patches.mul(ops.rsub(m, 1)).add(m.mul(this.maskToken)); // (B, hw, D)
+    }
+    const cls = ops.expand(this.clsToken, [B, 1, D]);
+    const regs = this.registerTokens ? [ops.expand(this.registerTokens, [B, this.cfg.numRegisterTokens, D])] : [];
+    if (!this.posEmbed) return { tokens: ops.concat([cls, ...regs, patches], 1), h, w }; // DINOv3: RoPE in the blocks
+    const tokens = ops.concat([cls, patches], 1).add(this.interpolatePosEncoding(h, w)); // (B, 1 + hw, D)
+    if (!regs.length) return { tokens, h, w };
+    // DINOv2 registers: after the CLS token, without position embedding.
+    return { tokens: ops.concat([tokens.slice(1, 0, 1), ...regs, tokens.slice(1, 1, tokens.shape[1])], 1), h, w };
   }
 
   /** Tokens after patch embedding, CLS, position embedding (and registers): (B, 1 [+R] + hw, D). */
   prepareTokens(x: Tensor): Tensor {
-    const [B, , H, W] = x.shape;
-    const p = this.cfg.patchSize;
-    const h = Math.floor(H / p);
-    const w = Math.floor(W / p);
-    const D = this.cfg.embedDim;
-    const patches = this.patchEmbed.forward(x); // (B, hw, D)
-    const cls = ops.expand(this.clsToken, [B, 1, D]);
-    let tokens = ops.concat([cls, patches], 1).add(this.interpolatePosEncoding(h, w)); // (B, 1 + hw, D)
-    if (this.registerTokens) {
-      const R = this.cfg.numRegisterTokens;
-      const regs = ops.expand(this.registerTokens, [B, R, D]);
-      tokens = ops.concat([tokens.slice(1, 0, 1), regs, tokens.slice(1, 1, tokens.shape[1])], 1);
+    return this.prepareTokensWithMasks(x).tokens;
+  }
+
+  /** Block i on the tokens of an h×w grid (with its RoPE tables when the model has RoPE). */
+  blockForward(i: number, t: Tensor, h: number, w: number, returnProbs = false): { out: Tensor; probs?: Tensor } {
+    // Drawn per block: in training with coordinate augmentation each block gets its own (as the
+    // official loop calls rope_embed inside it); in eval one cached table per grid.
+    const rope = this.ropeEmbed?.tables(h, w, this.numPrefixTokens);
+    return this.blocks[i].forward(t, returnProbs, rope);
+  }
+
+  /**
+   * forward_features: every output of the official dict from one pass (see {@link ViTFeatures});
+   * `masks` (B, hw) for masked-patch training, `attention` to also return the last block's
+   * attention probabilities.
+   */
+  forwardFeatures(x: Tensor, opts: { masks?: PatchMasks; attention?: boolean } = {}): ViTFeatures {
+    const { tokens, h, w } = this.prepareTokensWithMasks(x, opts.masks);
+    let t = tokens;
+    let attention: Tensor | undefined;
+    for (let i = 0; i < this.blocks.length; i++) {
+      const r = this.blockForward(i, t, h, w, opts.attention === true && i === this.blocks.length - 1);
+      t = r.out;
+      attention = r.probs;
     }
-    return tokens;
+    const xn = this.norm.forward(t); // (B, N, D)
+    const [B, N, D] = xn.shape;
+    const P = this.numPrefixTokens;
+    return {
+      xNormClsToken: xn.slice(1, 0, 1).reshape(B, D),
+      xNormRegTokens: xn.slice(1, 1, P),
+      xNormPatchTokens: xn.slice(1, P, N),
+      xPrenorm: t,
+      h,
+      w,
+      attention,
+    };
   }
 
   /** The CLS token after the final norm: (B, D). */
   forward(x: Tensor): Tensor {
-    let t = this.prepareTokens(x);
-    for (const b of this.blocks) t = b.forward(t).out;
-    return this.norm.forward(t).slice(1, 0, 1).reshape(t.shape[0], this.cfg.embedDim);
+    return this.forwardFeatures(x).xNormClsToken;
   }
 
   /** The last block's attention probabilities (B, heads, N, N), computed on norm1 of its input. */
   lastSelfAttention(x: Tensor): Tensor {
-    let t = this.prepareTokens(x);
-    for (let i = 0; i < this.blocks.length - 1; i++) t = this.blocks[i].forward(t).out;
-    const last = this.blocks[this.blocks.length - 1];
-    return last.attn.forward(last.norm1.forward(t), true).probs!;
+    const { tokens, h, w } = this.prepareTokensWithMasks(x);
+    let t = tokens;
+    const L = this.blocks.length;
+    for (let i = 0; i < L - 1; i++) t = this.blockForward(i, t, h, w).out;
+    const last = this.blocks[L - 1];
+    return last.attn.forward(last.norm1.forward(t), true, this.ropeEmbed?.tables(h, w, this.numPrefixTokens)).probs!;
   }
 
   /** norm(x) after each of the last `n` blocks: n tensors (B, N, D). */
   intermediateLayers(x: Tensor, n = 1): Tensor[] {
-    let t = this.prepareTokens(x);
+    const { tokens, h, w } = this.prepareTokensWithMasks(x);
+    let t = tokens;
     const out: Tensor[] = [];
-    this.blocks.forEach((b, i) => {
-      t = b.forward(t).out;
+    for (let i = 0; i < this.blocks.length; i++) {
+      t = this.blockForward(i, t, h, w).out;
       if (this.blocks.length - i <= n) out.push(this.norm.forward(t));
-    });
+    }
     return out;
   }
 
@@ -285,7 +580,13 @@ export class VisionTransformer extends Module {
     super.dispose();
     for (const m of this.resizeCache.values()) m.dispose();
     this.resizeCache.clear();
+    this.ropeEmbed?.releaseTables();
   }
+}
+
+/** A DINOv2 / DINOv3 ViT from a preset name or architecture: `createDinoViT(ctx, 'dinov2_vits14_reg')`. */
+export function createDinoViT(ctx: ModuleContext, arch: DinoArch | string, overrides: Partial<ViTConfig> = {}): VisionTransformer {
+  return new VisionTransformer(ctx, dinoViTConfig(arch, overrides));
 }
 
 /** A ViT from a preset: `createViT(ctx, 'vit_small', { patchSize: 16 })`. */
