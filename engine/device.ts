@@ -346,8 +346,17 @@ export class Device {
       const off = this.stageUniforms(args.uniforms);
       entries.push({ binding: 0, resource: { buffer: this.uniformBuffer, offset: off, size: args.uniforms.byteLength } });
     }
+    const bindLimit = this.limits.maxStorageBufferBindingSize;
     args.buffers.forEach((b, i) => {
       const binding: BufferBinding = 'buffer' in b ? b : { buffer: b };
+      // A binding over the limit would be a validation error reported later, asynchronously and
+      // far from its cause; refuse it here with the kernel and the buffer named.
+      const size = binding.size ?? binding.buffer.size - (binding.offset ?? 0);
+      if (size > bindLimit) {
+        throw new RangeError(
+          `webdino: kernel '${kernel.name}' would bind ${binding.buffer.label ? `'${binding.buffer.label}'` : `buffer ${i}`} of ${size} bytes, over the device's ${bindLimit}-byte storage binding limit; use smaller batches or inputs`,
+        );
+      }
       entries.push({ binding: i + 1, resource: { buffer: binding.buffer, offset: binding.offset ?? 0, size: binding.size } });
     });
     const bindGroup = this.gpu.createBindGroup({ layout: kernel.pipeline.getBindGroupLayout(0), entries });

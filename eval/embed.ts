@@ -43,12 +43,12 @@ export interface EmbedOutputs {
 /** One pass of the backbone (see the file header); `true` is `{ attention: true }`. */
 export function embedForward(model: VisionTransformer, x: Tensor, opts: EmbedForwardOptions | boolean = {}): EmbedOutputs {
   const o = typeof opts === 'boolean' ? { attention: opts } : opts;
-  const f = model.forwardFeatures(x, { attention: o.attention });
+  const f = model.forwardFeatures(x, { attention: o.attention ? 'cls' : false });
   const out: EmbedOutputs = { features: f.xNormClsToken, h: f.h, w: f.w };
   if (o.patchTokens) out.patchTokens = f.xNormPatchTokens.contiguous();
   if (o.attention) {
-    const [B, H, N] = f.attention!.shape;
-    out.attention = f.attention!.slice(2, 0, 1).slice(3, model.numPrefixTokens, N).contiguous().reshape(B, H, N - model.numPrefixTokens);
+    const [B, H, , N] = f.attention!.shape; // (B, H, 1, N)
+    out.attention = f.attention!.slice(3, model.numPrefixTokens, N).contiguous().reshape(B, H, N - model.numPrefixTokens);
   }
   return out;
 }

@@ -66,8 +66,9 @@ export interface ClsAttention {
 
 /**
  * The last block's CLS-query attention over the patch tokens for a normalised input x
- * [B, 3, H, W] (H, W multiples of the patch): `attn[:, :, 0, first patch:]` of
- * `model.lastSelfAttention`. Runs under noGrad in its own scope; x stays the caller's.
+ * [B, 3, H, W] (H, W multiples of the patch): `attn[:, :, 0, first patch:]` of the last block,
+ * from `model.lastClsAttention` (never the N×N matrix). Runs under noGrad in its own scope; x stays
+ * the caller's.
  */
 export async function clsAttention(model: VisionTransformer, x: Tensor): Promise<ClsAttention> {
   const e = x.engine;
@@ -77,9 +78,9 @@ export async function clsAttention(model: VisionTransformer, x: Tensor): Promise
   const first = model.numPrefixTokens; // CLS and registers / storage tokens come first
   const attention = await e.noGrad(() =>
     e.scope(async () => {
-      const probs = model.lastSelfAttention(x); // (B, heads, N, N)
-      const N = probs.shape[2];
-      return probs.slice(2, 0, 1).slice(3, first, N).contiguous().toArray(); // (B, heads, 1, hw)
+      const probs = model.lastClsAttention(x); // (B, heads, 1, N)
+      const N = probs.shape[3];
+      return probs.slice(3, first, N).contiguous().toArray(); // (B, heads, 1, hw)
     }),
   );
   return { attention, batch: B, heads: model.cfg.numHeads, h: H / p, w: W / p };

@@ -571,6 +571,15 @@ export function attentionForwardRaw(q: Tensor, k: Tensor, v: Tensor, opts: Atten
   const { c: lay, used } = layout([q, k, v], d);
   const dm: Dims = { B: lay.B, H: lay.H, BH: lay.B * lay.H, nq, nk, d, scale };
   const nrows = dm.BH * nq;
+  // Checked before anything is allocated: the probabilities are one binding of BH·Nq·Nk floats.
+  const probsBytes = nrows * nk * 4;
+  const limit = e.device.limits.maxStorageBufferBindingSize;
+  if (opts.returnProbs && probsBytes > limit) {
+    throw new RangeError(
+      `attention: the probabilities of ${dm.BH} heads × ${nq}×${nk} would take ${probsBytes} bytes, over the device's ${limit}-byte storage binding limit; ` +
+        'ask only for the rows you need (the ViT gives the CLS row with `forwardFeatures(x, { attention: "cls" })`) or use a smaller input',
+    );
+  }
   const lOff = tailOffset(e, nrows * d);
   const out = withTail(e, q.shape, lOff + nrows, 'attention');
   const probs = opts.returnProbs ? e.empty([...q.shape.slice(0, -2), nq, nk], { label: 'attention_probs' }) : undefined;

@@ -204,10 +204,16 @@ class Attention extends Module {
     this.proj = this.child('proj', new Linear(ctx, dim, dim, { weightInit: tn, biasInit: init.zeros() }));
   }
   /**
-   * (B, N, D) → (B, N, D), and the attention probabilities (B, heads, N, N) when asked. With
-   * `rope` (DINOv3), q and k are rotated first (tables (N, d); prefix tokens unchanged).
+   * (B, N, D) → (B, N, D), and the attention probabilities when asked: `true` all of them
+   * (B, heads, N, N), `'cls'` only the CLS query's row (B, heads, 1, N). With `rope` (DINOv3), q and
+   * k are rotated first (tables (N, d); prefix tokens unchanged).
+   *
+   * The CLS row is what every attention map and segmentation uses, and it is N times smaller: at
+   * 480 px with patch 8 (N = 3601) the full probabilities of 6 heads are 311 MB, over a storage
+   * binding, while the CLS row is 86 KB. It is computed beside the fused attention as
+   * softmax(q_cls · Kᵀ · scale), from the same (rotated) q and k.
    */
-  forward(x: Tensor, returnProbs = false, rope?: RopeTables): { out: Tensor; probs?: Tensor } {
+  forward(x: Tensor, returnProbs: boolean | 'cls' = false, rope?: RopeTables): { out: Tensor; probs?: Tensor } {
     const [B, N, D] = x.shape;
     const H = this.numHeads;
     let qkv = this.qkv.forward(x).reshape(B, N, 3, H, D / H).permute(2, 0, 3, 1, 4); // (3, B, H, N, d)
@@ -216,9 +222,15 @@ class Attention extends Module {
       qkv = ops.concat([qk, qkv.slice(0, 2, 3)], 0); // (3, B, H, N, d)
     }
     // q, k, v are read in place from the packed tensor; one gradient flows back into it.
-    const a = ops.attentionPacked(qkv, { scale: (D / H) ** -0.5, returnProbs });
+    const scale = (D / H) ** -0.5;
+    const a = ops.attentionPacked(qkv, { scale, returnProbs: returnProbs === true });
     const merged = a.out.reshape(B, H, N, D / H).transpose(1, 2).reshape(B, N, D); // (B, N, H, d) → (B, N, D)
-    const probs = a.probs?.reshape(B, H, N, N);
+    let probs = a.probs?.reshape(B, H, N, N);
+    if (returnProbs === 'cls') {
+      const q0 = qkv.slice(0, 0, 1).slice(3, 0, 1).reshape(B, H, 1, D / H); // (B, H, 1, d)
+      const k = qkv.slice(0, 1, 2).reshape(B, H, N, D / H); // (B, H, N, d)
+      probs = ops.softmax(q0.matmul(k.transpose(-2, -1)), -1, { temperature: 1 / scale }); // (B, H, 1, N)
+    }
     return { out: this.proj.forward(merged), probs };
   }
 }
@@ -332,7 +344,7 @@ export class Block extends Module {
   }
 
   /** (B, N, D) → (B, N, D); `rope`: DINOv3's tables for this block's q and k. */
-  forward(x: Tensor, returnProbs = false, rope?: RopeTables): { out: Tensor; probs?: Tensor } {
+  forward(x: Tensor, returnProbs: boolean | 'cls' = false, rope?: RopeTables): { out: Tensor; probs?: Tensor } {
     const a = this.attn.forward(this.norm1.forward(x), returnProbs, rope);
     let branch = this.ls1 ? this.ls1.forward(a.out) : a.out;
     x = x.add(this.dropPathBranch(branch));
@@ -361,7 +373,7 @@ export interface ViTFeatures {
   /** The patch grid. */
   h: number;
   w: number;
-  /** The last block's attention probabilities (B, heads, N, N), when asked. */
+  /** The last block's attention probabilities when asked: (B, heads, N, N), or (B, heads, 1, N) for `'cls'`. */
   attention?: Tensor;
 }
 
@@ -514,7 +526,7 @@ export class VisionTransformer extends Module {
   }
 
   /** Block i on the tokens of an h×w grid (with its RoPE tables when the model has RoPE). */
-  blockForward(i: number, t: Tensor, h: number, w: number, returnProbs = false): { out: Tensor; probs?: Tensor } {
+  blockForward(i: number, t: Tensor, h: number, w: number, returnProbs: boolean | 'cls' = false): { out: Tensor; probs?: Tensor } {
     // Drawn per block: in training with coordinate augmentation each block gets its own (as the
     // official loop calls rope_embed inside it); in eval one cached table per grid.
     const rope = this.ropeEmbed?.tables(h, w, this.numPrefixTokens);
@@ -524,14 +536,14 @@ export class VisionTransformer extends Module {
   /**
    * forward_features: every output of the official dict from one pass (see {@link ViTFeatures});
    * `masks` (B, hw) for masked-patch training, `attention` to also return the last block's
-   * attention probabilities.
+   * attention probabilities (`'cls'`: the CLS query's row only, see {@link Attention.forward}).
    */
-  forwardFeatures(x: Tensor, opts: { masks?: PatchMasks; attention?: boolean } = {}): ViTFeatures {
+  forwardFeatures(x: Tensor, opts: { masks?: PatchMasks; attention?: boolean | 'cls' } = {}): ViTFeatures {
     const { tokens, h, w } = this.prepareTokensWithMasks(x, opts.masks);
     let t = tokens;
     let attention: Tensor | undefined;
     for (let i = 0; i < this.blocks.length; i++) {
-      const r = this.blockForward(i, t, h, w, opts.attention === true && i === this.blocks.length - 1);
+      const r = this.blockForward(i, t, h, w, i === this.blocks.length - 1 ? (opts.attention ?? false) : false);
       t = r.out;
       attention = r.probs;
     }
@@ -552,6 +564,11 @@ export class VisionTransformer extends Module {
   /** The CLS token after the final norm: (B, D). */
   forward(x: Tensor): Tensor {
     return this.forwardFeatures(x).xNormClsToken;
+  }
+
+  /** The last block's CLS-query attention (B, heads, 1, N), computed on norm1 of its input. */
+  lastClsAttention(x: Tensor): Tensor {
+    return this.forwardFeatures(x, { attention: 'cls' }).attention!;
   }
 
   /** The last block's attention probabilities (B, heads, N, N), computed on norm1 of its input. */

@@ -55,3 +55,33 @@ describe('F23: evaluated and training folders with different classes', () => {
     expect(() => alignClasses(train, labelled(['b', 'd'], [0]))).toThrow(/classes the training images do not: d \(training classes: a, b, c\)/);
   });
 });
+
+describe('F10: attention maps at sizes whose full attention exceeds a storage binding', () => {
+  it('the CLS row is computed on its own (equal to row 0 of the full matrix), and asking for the full matrix is a clear error', async () => {
+    const { VisionTransformer, vitConfig } = await import('../../models/vit.js');
+    const { Rng } = await import('../../engine/random.js');
+    const { computeAttentionMaps } = await import('../../eval/embed.js');
+    const wd = await getEngine();
+    const model = new VisionTransformer({ engine: wd, rng: new Rng(1) }, vitConfig({ embedDim: 8, depth: 1, numHeads: 2 }, { patchSize: 8, imgSize: 32 }));
+    model.eval();
+    try {
+      // Small input: the CLS row equals row 0 of the full probabilities.
+      const x = wd.randn([2, 3, 40, 24], { seed: 3 });
+      const cls = await model.lastClsAttention(x).toArray();
+      const full = model.lastSelfAttention(x); // (2, 2, 16, 16)
+      const row0 = await full.slice(2, 0, 1).contiguous().toArray();
+      for (let i = 0; i < row0.length; i++) expect(Math.abs(cls[i] - row0[i])).toBeLessThan(1e-6);
+      // 520 px, patch 8: N = 4226; the full probabilities of 2 heads would be 143 MB (> 128 MiB).
+      const img = { width: 520, height: 520, data: new Uint8Array(520 * 520 * 3).map((_, i) => (i * 37) % 251) };
+      const maps = await computeAttentionMaps(wd, model, img, 520);
+      expect([maps.heads, maps.h, maps.w]).toEqual([2, 65, 65]);
+      const sums = [0, 0];
+      for (let hd = 0; hd < 2; hd++) for (let i = 0; i < 65 * 65; i++) sums[hd] += maps.attention[hd * 65 * 65 + i];
+      for (const s of sums) expect(s).toBeGreaterThan(0.5); // CLS → patches (the CLS column itself is dropped)
+      const big = wd.randn([1, 3, 520, 520], { seed: 4 });
+      expect(() => model.lastSelfAttention(big)).toThrow(/probabilities of 2 heads × 4226×4226 would take \d+ bytes, over the device's \d+-byte storage binding limit/);
+    } finally {
+      model.dispose();
+    }
+  }, 120_000);
+});
