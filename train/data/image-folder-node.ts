@@ -33,6 +33,20 @@ export interface ScanImageFolderOptions {
   allowEmptyClasses?: boolean;
 }
 
+/**
+ * Class folders without any image: refused by default, since their labels would exist with no
+ * sample (torchvision's ImageFolder refuses them too); `allowEmptyClasses` keeps them.
+ */
+export class EmptyClassesError extends Error {
+  override name = 'EmptyClassesError';
+  constructor(
+    readonly root: string,
+    readonly classes: readonly string[],
+  ) {
+    super(`ImageFolder: no .jpg/.jpeg/.png images in class folder${classes.length === 1 ? '' : 's'} ${classes.join(', ')} of ${root} (pass allowEmptyClasses to keep empty classes)`);
+  }
+}
+
 /** Lists `root/<class>/**` (see the file header). Throws a clear Error for a missing or empty root. */
 export function scanImageFolder(root: string, options: ScanImageFolderOptions = {}): ImageFolderScan {
   let rootStat;
@@ -65,9 +79,7 @@ export function scanImageFolder(root: string, options: ScanImageFolderOptions = 
   if (files.length === 0) {
     throw new Error(`ImageFolder: no .jpg/.jpeg/.png images under ${root}` + (unsupported.length ? ` (${unsupported.length} files in other formats: ${describeExtensions(unsupported)})` : ''));
   }
-  if (empty.length && !options.allowEmptyClasses) {
-    throw new Error(`ImageFolder: no .jpg/.jpeg/.png images in class folder${empty.length === 1 ? '' : 's'} ${empty.join(', ')} of ${root} (pass allowEmptyClasses to keep empty classes)`);
-  }
+  if (empty.length && !options.allowEmptyClasses) throw new EmptyClassesError(root, empty);
   return { root, classNames, files, unsupported };
 }
 
