@@ -14,7 +14,7 @@
  */
 import { realpathSync, statSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { makeDir, writeFileAtomic } from '../models/io/node-files.js';
+import { atomicWriteTarget, makeDir, writeFileAtomic } from '../models/io/node-files.js';
 
 interface Protected {
   path: string;
@@ -71,10 +71,15 @@ export class Outputs {
     return hit?.what;
   }
 
-  /** Throws when writing `path` would replace an input. */
+  /**
+   * Throws when `path` cannot be written: it would replace an input, or it exists and is not a
+   * regular file (a device, a FIFO, a folder: see writeFileAtomic). Commands check every output
+   * before their work, so a bad output fails in a second, not after the computation.
+   */
   check(path: string): void {
     const input = this.inputAt(path);
     if (input !== undefined) throw new Error(`refusing to write ${path}: it is an input of this command (${input})`);
+    atomicWriteTarget(path);
   }
 
   /** Creates a folder (and its parents), with the real reason when it cannot. */

@@ -147,7 +147,8 @@ export class RunFolderLock {
         const clear = `if no webdino run uses ${dir}, delete ${path}`;
         if (!holder) throw new RunFolderBusyError(`${dir} is locked by a run that is starting (${path} is being written); ${clear}`);
         if (holder.host !== host) throw new RunFolderBusyError(`${dir} is in use by process ${holder.pid} on ${holder.host} (since ${holder.started}); ${clear}`);
-        if (holder.pid !== pid && isAlive(holder.pid)) {
+        if (holder.pid === pid) throw new RunFolderBusyError(`${dir} is in use by another run of this process (started ${holder.started})`);
+        if (isAlive(holder.pid)) {
           throw new RunFolderBusyError(`${dir} is in use by process ${holder.pid} (a run started ${holder.started}); wait for it to end or stop it, or train elsewhere with --out (${clear})`);
         }
         if (attempt > 0) throw new RunFolderBusyError(`${dir}: the stale lock ${path} could not be replaced; ${clear}`);

@@ -130,6 +130,7 @@ export const evalSegment = defineCommand({
   async run(v, ctx) {
     const { io, outputs } = ctx;
     const request = backboneRequest(v);
+    if (v.json !== undefined) outputs.check(v.json);
     const source = firstSamples(openSegmentationData(v.data, ctx), v.limit ?? Infinity);
     const progress = new BatchProgress(io, 'segment');
     try {
@@ -210,6 +211,8 @@ export const evalLinear = defineCommand({
       views: v.views,
       seed: v.seed,
     };
+    for (const o of [v.save, v.json]) if (o !== undefined) outputs.check(o);
+    if (v.save !== undefined && v.save === v.json) throw new UsageError('--save and --json must be different files');
     const warn = (m: string) => io.err(`warning: ${m}`);
     const allowEmptyClasses = v['allow-empty-classes'];
     const trainSet = firstN(openData(ctx, v.train, { defaultSplit: 'train', allowEmptyClasses }), v['train-limit'] ?? Infinity);
