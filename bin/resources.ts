@@ -13,6 +13,7 @@ import { init, type Engine } from '../index.js';
 import type { ArchRequest, LoadedBackbone } from '../models/backbone.js';
 import { loadBackbone } from '../models/backbone-node.js';
 import type { Dataset } from '../train/data/dataset.js';
+import { EmptyClassesError } from '../train/data/image-folder-node.js';
 import { openDataset, type OpenDatasetOptions, resolveDataSpec } from '../train/data/open-node.js';
 import type { Context } from './command.js';
 
@@ -102,10 +103,18 @@ export async function withBackbone<R>(request: BackboneRequest, fn: (b: Backbone
 
 /**
  * Opens a dataset from a command-line spec (paths relative to the command's working directory)
- * and closes it when the command ends. Warnings go to stderr.
+ * and closes it when the command ends. Warnings go to stderr. Empty class folders are explained
+ * with the command-line option that keeps them (every command that opens datasets declares
+ * --allow-empty-classes).
  */
 export function openData(ctx: Context, spec: string, opts: Omit<OpenDatasetOptions, 'onWarning'>): Dataset {
-  const ds = openDataset(resolveDataSpec(spec, ctx.cwd), { ...opts, onWarning: (m) => ctx.io.err(`warning: ${m}`) });
+  let ds: Dataset;
+  try {
+    ds = openDataset(resolveDataSpec(spec, ctx.cwd), { ...opts, onWarning: (m) => ctx.io.err(`warning: ${m}`) });
+  } catch (e) {
+    if (!(e instanceof EmptyClassesError)) throw e;
+    throw new Error(`${EmptyClassesError.describe(e.root, e.classes)}: remove the empty folder${e.classes.length === 1 ? '' : 's'}, or pass --allow-empty-classes to keep ${e.classes.length === 1 ? 'it as a class' : 'them as classes'} without images`, { cause: e });
+  }
   const closable = ds as Dataset & { close?: () => Promise<void> | void };
   if (typeof closable.close === 'function') ctx.resources.defer(() => closable.close!());
   return ds;

@@ -43,7 +43,12 @@ export class EmptyClassesError extends Error {
     readonly root: string,
     readonly classes: readonly string[],
   ) {
-    super(`ImageFolder: no .jpg/.jpeg/.png images in class folder${classes.length === 1 ? '' : 's'} ${classes.join(', ')} of ${root} (pass allowEmptyClasses to keep empty classes)`);
+    super(`${EmptyClassesError.describe(root, classes)} (pass allowEmptyClasses to keep empty classes)`);
+  }
+
+  /** What is wrong, without the advice (callers with other options give their own). */
+  static describe(root: string, classes: readonly string[]): string {
+    return `ImageFolder: no .jpg/.jpeg/.png images in class folder${classes.length === 1 ? '' : 's'} ${classes.join(', ')} of ${root}`;
   }
 }
 
