@@ -13,6 +13,7 @@
  * Ctrl-C, SIGTERM and SIGHUP stop after the current step and save a checkpoint; the command then
  * exits with 128 + the signal's number (130, 143, 129) and says how to resume.
  */
+import { join } from 'node:path';
 import { CPU_DEFAULT_CONFIG, DINO_DEFAULTS, type DinoTrainer, NonFiniteLossError, resolveConfig, type TrainConfig } from '../../train/trainer.js';
 import { runTraining } from '../../train/run-node.js';
 import { inspectRunFolder, RUN_FILES, RunFolderLock, type RunFolderState } from '../../train/run-folder-node.js';
@@ -194,6 +195,8 @@ export const train = defineCommand({
     makeDir(out);
     const lock = RunFolderLock.acquire(out, { onStale: (m) => io.err(`webdino train: ${m}`) });
     ctx.resources.defer(() => lock.release());
+    // Every file the run writes must be a regular file (or absent): no FIFO, device or folder in the way.
+    for (const f of [RUN_FILES.checkpoint, RUN_FILES.teacher, RUN_FILES.metrics, 'loss.png', 'report.html']) ctx.outputs.check(join(out, f));
     const state = inspectRunFolder(out);
     const plan = runFolderPlan(state, out, v);
     if (v.resume && (state.kind === 'interrupted' || state.kind === 'finished')) {

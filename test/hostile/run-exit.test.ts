@@ -4,7 +4,8 @@
  * Each case runs the built command as a user does and waits for it to exit by itself; the harness
  * kills it after 60 s, which fails the case ("did not exit"). Bad weights, a k larger than the
  * data (a usage error found after opening it), an output folder that is a file, a truncated
- * checkpoint on --resume, and `report` on a run with a corrupt checkpoint.
+ * checkpoint on --resume, and `report` on a run with a corrupt checkpoint; and missing weights for
+ * every other command that loads them.
  */
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -52,6 +53,15 @@ describe('an early error with an ImageFolder open still ends the process', () =>
     mkdirSync(run);
     writeFileSync(join(run, 'checkpoint.safetensors'), new Uint8Array(1000).fill(7));
     await exitsWith(['train', '--data', folder, '--out', run, '--resume'], 1, /checkpoint .*truncated[/\\]checkpoint\.safetensors/);
+  });
+
+  it('the other commands that load weights: missing weights', async () => {
+    const missing = join(dir, 'nonexistent');
+    const image = join(folder, 'a', '0.png');
+    await exitsWith(['embed', '--weights', missing, '--input', join(folder, 'a'), '--out', join(dir, 'f.npy')], 1, /no such file/);
+    await exitsWith(['attention', '--weights', missing, '--image', image, '--out', join(dir, 'att')], 1, /no such file/);
+    await exitsWith(['visualize', '--weights', missing, '--input', join(folder, 'a'), '--out', join(dir, 'vis')], 1, /no such file/);
+    await exitsWith(['eval', 'segment', '--weights', missing], 1, /no such file/);
   });
 
   it('report: a run folder whose checkpoint is corrupt', async () => {
