@@ -108,7 +108,7 @@ function protectInputs(cmd: AnyCommand, values: Record<string, unknown>, outputs
  * success, 1 failure, 2 usage error, 128 + n stopped by signal n.
  */
 export async function main(argv: readonly string[], io: Io): Promise<number> {
-  const fullIo = { now: () => performance.now(), ...io };
+  const fullIo = { ...io, now: io.now ?? (() => performance.now()) };
   // Global options may come before the command: `webdino --verbose bench`.
   let i = 0;
   let verbose = false;

@@ -197,7 +197,14 @@ export const train = defineCommand({
     ctx.resources.defer(() => lock.release());
     // Every file the run writes must be a regular file (or absent): no FIFO, device or folder in the way.
     for (const f of [RUN_FILES.checkpoint, RUN_FILES.teacher, RUN_FILES.metrics, 'loss.png', 'report.html']) ctx.outputs.check(join(out, f));
-    const state = inspectRunFolder(out);
+    let state: RunFolderState;
+    try {
+      state = inspectRunFolder(out);
+    } catch (e) {
+      // An unreadable checkpoint: --force may start over on it; otherwise say that it can.
+      if (!v.force) throw new Error(`${(e as Error).message} (--force starts over in ${out})`, { cause: e });
+      state = { kind: 'unsaved' };
+    }
     const plan = runFolderPlan(state, out, v);
     if (v.resume && (state.kind === 'interrupted' || state.kind === 'finished')) {
       for (const note of checkResumeOptions(v, state.meta.config, state.meta.itersPerEpoch)) io.out(note);
