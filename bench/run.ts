@@ -17,12 +17,15 @@ import type { Engine } from '../engine/engine.js';
 import { timeKernel } from '../engine/timing.js';
 import { type BenchCase, type BenchKernel, type BenchPass, benchCases } from './suite.js';
 
+/** Untimed runs before the timed ones, by default: one compiles the pipelines and fills the pool. */
+export const DEFAULT_WARMUP = 1;
+
 export interface BenchOptions {
   /** Kernel families to run (default: all). */
   only?: readonly BenchKernel[];
   /** Timed runs per row; default: automatic (enough to fill ~1 s, 3 to 50; quick: ~0.1 s, 2 to 5). */
   reps?: number;
-  /** Untimed runs before the timed ones (default 1). */
+  /** Untimed runs before the timed ones (default DEFAULT_WARMUP). */
   warmup?: number;
   /** Kernel variants to run each case under; 'auto': the device's own pick. */
   variants?: 'auto' | readonly ('cpu' | 'gpu')[];
@@ -132,7 +135,7 @@ async function runCase(wd: Engine, c: BenchCase, variant: 'cpu' | 'gpu', opts: B
     return await wd.scope(async () => {
       const work = await c.setup(wd);
       const t = await timeKernel(wd, work.run, {
-        warmup: opts.warmup ?? 1,
+        warmup: opts.warmup ?? DEFAULT_WARMUP,
         reps: opts.reps ?? 'auto',
         budgetMs: opts.quick ? 100 : 1000,
         minReps: opts.quick ? 2 : 3,

@@ -1,61 +1,62 @@
 /**
- * The `webdino` command line: `webdino <command> [options]`.
+ * The `webdino` command line: `main(argv, io)` runs `webdino <command> [options]` and returns the
+ * exit code. Importing this module does nothing else: bin/entry.ts (bundled to dist/cli.js) is the
+ * process entry that calls it with the real stdout, stderr, signals and working directory, and
+ * tests call it with their own `Io`.
  *
- * bin/webdino.js imports the bundle of this file (dist/cli.js, built by scripts/build.mjs), and
- * importing it runs it: the last line is `await main(process.argv.slice(2))`.
- *
- * Commands live in one table (`COMMANDS`): name, one-line summary, options (node:util parseArgs
- * specs plus help text) and `run`. Adding a command is adding one entry; parsing, help and error
- * handling are shared.
+ * Commands live in one table (`COMMANDS`): name, one-line summary, options (declared once in
+ * bin/options.ts: type, range, default, help) and `run`. Adding a command is adding one entry;
+ * parsing, help, input protection, clean-up and error handling are shared. A two-word name
+ * ('eval knn') makes a group: `webdino eval` lists its members.
  *
  * Exit codes
  * - 0: success (also `--help`);
- * - 1: the command failed: an error from the engine (NoAdapterError, DeviceError...) prints its
- *      message, with the stack only under `--verbose`; or a benchmark row failed;
- * - 2: usage error (unknown command or option, bad option value): a message and the usage.
+ * - 1: the command failed: its error message is printed (the stack only under `--verbose`);
+ * - 2: usage error (unknown command or option, bad option value): a message and the usage;
+ * - 128 + n: stopped by signal n (`webdino train`: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), after
+ *   saving what it had.
  */
-import { parseArgs } from 'node:util';
-import { type Command, type Io, type OptionSpec, type Values, UsageError } from './command.js';
+import { type AnyCommand, type Context, type Io, UsageError } from './command.js';
+import { flag, optionLines, type OptionSpecs, parseOptions, type PathOption } from './options.js';
+import { Outputs } from './outputs.js';
+import { Resources } from './resources.js';
 import { bench } from './commands/bench.js';
 import { train } from './commands/train.js';
 import { evalKnn, evalLinear, evalSegment } from './commands/eval.js';
-import { attention, embed } from './commands/attention.js';
+import { attention } from './commands/attention.js';
+import { embed } from './commands/embed.js';
 import { visualize } from './commands/visualize.js';
 import { report } from './commands/report.js';
+
 export { UsageError } from './command.js';
-export type { Io } from './command.js';
+export type { Io, StopSignal } from './command.js';
 
 /** Options every command accepts. */
-const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
-  help: { type: 'boolean', short: 'h', description: 'Show this help' },
-  verbose: { type: 'boolean', description: 'Print stack traces of errors' },
-};
+const GLOBAL_OPTIONS = {
+  help: flag({ short: 'h', help: 'Show this help' }),
+  verbose: flag({ help: "Print stack traces of errors (and the GPU driver's start-up messages)" }),
+} satisfies OptionSpecs;
 
 /** Every command, in the order `--help` lists them. */
-export const COMMANDS: readonly Command[] = [train, evalKnn, evalLinear, evalSegment, embed, attention, visualize, report, bench];
+export const COMMANDS: readonly AnyCommand[] = [train, evalKnn, evalLinear, evalSegment, embed, attention, visualize, report, bench];
 
 // -------------------------------------------------------------------------------------------------
 // Help
 
-function optionLines(options: Record<string, OptionSpec>): string[] {
-  const rows = Object.entries(options).map(([name, o]) => {
-    const flag = `${o.short ? `-${o.short}, ` : '    '}--${name}${o.value ? ` ${o.value}` : ''}`;
-    return [flag, o.description] as const;
-  });
-  const w = Math.max(...rows.map(([f]) => f.length)) + 2;
-  return rows.map(([f, d]) => `  ${f.padEnd(w)}${d}`);
+function commandTable(commands: readonly AnyCommand[]): string[] {
+  const w = Math.max(...commands.map((c) => c.name.length)) + 2;
+  return commands.map((c) => `  ${c.name.padEnd(w)}${c.summary}`);
 }
 
 /** `webdino --help`. */
 export function usage(): string {
-  const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
   return [
     'Usage: webdino <command> [options]',
     '',
     'webdino: WebGPU kernels, autograd and DINO self-supervised vision models.',
     '',
     'Commands:',
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(w)}${c.summary}`),
+    ...commandTable(COMMANDS),
     '',
     'Options:',
     ...optionLines(GLOBAL_OPTIONS),
@@ -65,35 +66,49 @@ export function usage(): string {
 }
 
 /** `webdino <command> --help`. */
-export function commandUsage(cmd: Command): string {
-  return [
-    `Usage: webdino ${cmd.name} [options]`,
-    '',
-    cmd.description,
-    '',
-    'Options:',
-    ...optionLines({ ...cmd.options, ...GLOBAL_OPTIONS }),
-  ].join('\n');
+export function commandUsage(cmd: AnyCommand): string {
+  return [`Usage: webdino ${cmd.name} [options]`, '', cmd.description, '', 'Options:', ...optionLines({ ...cmd.options, ...GLOBAL_OPTIONS })].join('\n');
+}
+
+/** The members of a group (`eval` → eval knn, eval linear, eval segment). */
+function groupMembers(group: string): AnyCommand[] {
+  return COMMANDS.filter((c) => c.name.startsWith(`${group} `));
+}
+
+/** `webdino eval --help`. */
+export function groupUsage(group: string): string {
+  return [`Usage: webdino ${group} <${groupMembers(group).map((c) => c.name.slice(group.length + 1)).join('|')}> [options]`, '', 'Commands:', ...commandTable(groupMembers(group)), '', `Run 'webdino ${group} <command> --help' for a command's options.`].join('\n');
 }
 
 // -------------------------------------------------------------------------------------------------
 // Main
 
-const stdio: Io = {
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
-};
+/** The message of a failure: the error's own, prefixed with the command unless it names webdino. */
+function failureMessage(cmd: AnyCommand, err: Error, verbose: boolean): string {
+  if (verbose && err.stack) return err.stack;
+  return err.message.startsWith('webdino') ? err.message : `webdino ${cmd.name}: ${err.message}`;
+}
 
-/** parseArgs' message without its advice about '--' (first sentence only). */
-function parseErrorMessage(e: Error): string {
-  return e.message.split(/\.\s/)[0].replace(/\.$/, '');
+/** Registers the input files of `values` with `outputs`, and refuses an output option that names one. */
+function protectInputs(cmd: AnyCommand, values: Record<string, unknown>, outputs: Outputs): void {
+  const paths = Object.entries(cmd.options as OptionSpecs).filter((e): e is [string, PathOption] => e[1].type === 'path');
+  for (const [name, spec] of paths) {
+    if (spec.role === 'input' && typeof values[name] === 'string') outputs.protect(values[name], `--${name} ${values[name]}`);
+  }
+  for (const [name, spec] of paths) {
+    const v = values[name];
+    if (spec.role !== 'output' || typeof v !== 'string') continue;
+    const input = outputs.inputAt(v);
+    if (input !== undefined) throw new UsageError(`--${name} ${v} is the same file as ${input}: an output never overwrites an input`);
+  }
 }
 
 /**
- * Runs the command line `argv` (without `node` and the script) and returns the exit code:
- * 0 success, 1 failure, 2 usage error.
+ * Runs the command line `argv` (without `node` and the script) and returns the exit code: 0
+ * success, 1 failure, 2 usage error, 128 + n stopped by signal n.
  */
-export async function main(argv: readonly string[], io: Io = stdio): Promise<number> {
+export async function main(argv: readonly string[], io: Io): Promise<number> {
+  const fullIo = { ...io, now: io.now ?? (() => performance.now()) };
   // Global options may come before the command: `webdino --verbose bench`.
   let i = 0;
   let verbose = false;
@@ -119,35 +134,47 @@ export async function main(argv: readonly string[], io: Io = stdio): Promise<num
     return 2;
   }
   // Two-word commands (`eval knn`) are matched before one-word ones.
-  const two = i + 1 < argv.length ? `${argv[i]} ${argv[i + 1]}` : '';
-  const cmd2 = COMMANDS.find((c) => c.name === two);
-  const name = cmd2 ? two : argv[i];
-  const cmd = cmd2 ?? COMMANDS.find((c) => c.name === name);
-  const rest = argv.slice(i + (cmd2 ? 2 : 1));
+  const word = argv[i];
+  const next = argv[i + 1];
+  const two = COMMANDS.find((c) => c.name === `${word} ${next}`);
+  const cmd = two ?? COMMANDS.find((c) => c.name === word);
   if (!cmd) {
-    io.err(`webdino: unknown command '${name}'`);
+    if (groupMembers(word).length) {
+      if (next === '-h' || next === '--help') {
+        io.out(groupUsage(word));
+        return 0;
+      }
+      const members = groupMembers(word).map((c) => c.name.slice(word.length + 1));
+      io.err(next !== undefined && !next.startsWith('-') ? `webdino: unknown command '${word} ${next}' (${word} commands: ${members.join(', ')})` : `webdino: '${word}' needs a command: ${members.join(', ')}`);
+    } else {
+      io.err(`webdino: unknown command '${word}'`);
+    }
     io.err('');
-    io.err(usage());
+    io.err(groupMembers(word).length ? groupUsage(word) : usage());
     return 2;
   }
+  const rest = argv.slice(i + (two ? 2 : 1));
+  const ctx: Context = { io: fullIo, cwd: io.cwd ?? process.cwd(), verbose, resources: new Resources(), outputs: new Outputs() };
 
-  let values: Values;
+  let values: Record<string, unknown>;
   try {
-    ({ values } = parseArgs({ args: [...rest], options: { ...cmd.options, ...GLOBAL_OPTIONS }, strict: true, allowPositionals: false }));
+    values = parseOptions({ ...(cmd.options as OptionSpecs), ...GLOBAL_OPTIONS }, rest, ctx.cwd);
+    if (values.help) {
+      io.out(commandUsage(cmd));
+      return 0;
+    }
+    protectInputs(cmd, values, ctx.outputs);
   } catch (e) {
-    io.err(`webdino ${cmd.name}: ${parseErrorMessage(e as Error)}`);
+    if (!(e instanceof UsageError)) throw e;
+    io.err(`webdino ${cmd.name}: ${e.message}`);
     io.err('');
     io.err(commandUsage(cmd));
     return 2;
   }
-  if (values.help) {
-    io.out(commandUsage(cmd));
-    return 0;
-  }
-  verbose ||= values.verbose === true;
+  const run = { ...ctx, verbose: verbose || values.verbose === true };
 
   try {
-    return await cmd.run(values, io);
+    return await cmd.run(values, run);
   } catch (e) {
     if (e instanceof UsageError) {
       io.err(`webdino ${cmd.name}: ${e.message}`);
@@ -155,11 +182,9 @@ export async function main(argv: readonly string[], io: Io = stdio): Promise<num
       io.err(commandUsage(cmd));
       return 2;
     }
-    const err = e instanceof Error ? e : new Error(String(e));
-    const message = err.message.startsWith('webdino') ? err.message : `webdino ${cmd.name}: ${err.message}`;
-    io.err(verbose && err.stack ? err.stack : message);
+    io.err(failureMessage(cmd, e instanceof Error ? e : new Error(String(e)), run.verbose));
     return 1;
+  } finally {
+    for (const e of await ctx.resources.close()) io.err(`webdino ${cmd.name}: warning: while closing: ${(e as Error).message ?? e}`);
   }
 }
-
-process.exitCode = await main(process.argv.slice(2));

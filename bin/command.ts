@@ -1,80 +1,80 @@
 /**
- * What every `webdino` sub-command shares: the command shape, option specs, usage errors and the
- * option parsers. Each command lives in bin/commands/<name>.ts and is listed in bin/cli.ts.
+ * What every `webdino` command shares: the shape of a command, the process it talks to (`Io`) and
+ * what one run of a command holds (`Context`). Each command lives in bin/commands/<name>.ts and is
+ * listed in bin/cli.ts.
+ *
+ * `Io` is everything a command may take from the process, injected by the caller of `main`: where
+ * lines go, the terminal that progress bars draw on, the working directory, stop requests
+ * (signals) and the clock. Commands touch no process globals, so tests call `main` directly.
  */
+import type { Outputs } from './outputs.js';
+import type { OptionSpecs, Values } from './options.js';
+import type { Resources } from './resources.js';
 
-/** Where the CLI writes: one line per call. */
+export { UsageError } from './options.js';
+
+/** Why a command is asked to stop early: the signal, as its name. */
+export type StopSignal = 'SIGINT' | 'SIGTERM' | 'SIGHUP';
+
+/** Signal numbers on Linux and macOS: an interrupted command exits with 128 + n. */
+export const SIGNAL_NUMBERS: Readonly<Record<StopSignal, number>> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
+
+/** A terminal stream for progress bars (cli-progress draws with cursor moves on it). */
+export interface ProgressStream {
+  write(text: string): unknown;
+  readonly isTTY?: boolean;
+  readonly columns?: number;
+}
+
+/** The process as the CLI sees it. Only `out` and `err` are required. */
 export interface Io {
+  /** One line of results (stdout). */
   out(line: string): void;
+  /** One line of diagnostics (stderr). */
   err(line: string): void;
+  /** The terminal progress bars draw on; absent or null: progress is printed as plain lines. */
+  progress?: ProgressStream | null;
+  /** The directory relative paths are resolved against (default: the process's). */
+  cwd?: string;
+  /**
+   * Subscribes to stop requests (SIGINT, SIGTERM, SIGHUP) and returns the unsubscribe function.
+   * Absent: nothing asks commands to stop early.
+   */
+  onStop?(handler: (signal: StopSignal) => void): () => void;
+  /** A monotonic clock in milliseconds (default: performance.now). */
+  now?(): number;
 }
 
-/** One option: a node:util parseArgs spec plus what `--help` shows. */
-export interface OptionSpec {
-  type: 'string' | 'boolean';
-  short?: string;
-  /** Placeholder of the value in the help, e.g. '<n>' (string options). */
-  value?: string;
-  description: string;
+/** One run of one command: the process, and what the run opened and must close. */
+export interface Context {
+  readonly io: Required<Pick<Io, 'out' | 'err' | 'now'>> & Io;
+  readonly cwd: string;
+  /** `--verbose` was given. */
+  readonly verbose: boolean;
+  /** Things to close when the command ends, whatever the outcome (datasets' worker threads...). */
+  readonly resources: Resources;
+  /** Every file the command writes goes through here: inputs are never overwritten. */
+  readonly outputs: Outputs;
 }
 
-export type Values = Record<string, string | boolean | undefined>;
-
-/** A sub-command of `webdino`. */
-export interface Command {
+/** A sub-command of `webdino`, with its options declared once (bin/options.ts). */
+export interface Command<O extends OptionSpecs = OptionSpecs> {
+  /** 'train', or two words for a group member: 'eval knn'. */
   name: string;
   /** One line, shown in `webdino --help`. */
   summary: string;
   /** A paragraph shown in `webdino <command> --help`. */
   description: string;
-  options: Record<string, OptionSpec>;
-  /** Runs the command; returns the exit code. Throw `UsageError` for a bad option value. */
-  run(values: Values, io: Io): Promise<number>;
+  options: O;
+  /** Runs the command; returns the exit code. Throw `UsageError` for a bad combination of options. */
+  run(values: Values<O>, ctx: Context): Promise<number>;
 }
 
-/** A mistake in the command line: reported with the usage, exit code 2. */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'UsageError';
-  }
-}
+/** A command of any options (the table in bin/cli.ts). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyCommand = Command<any>;
 
-/** Parses an integer option value in [min, max]. */
-export function intOption(name: string, v: string | boolean | undefined, min: number, max: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== 'string' || !/^\d+$/.test(v.trim()) || n < min || n > max) {
-    throw new UsageError(`--${name} must be an integer from ${min} to ${max}, got '${v}'`);
-  }
-  return n;
-}
-
-/** Parses a comma-separated list whose items must come from `allowed`. */
-export function listOf<T extends string>(name: string, v: string, allowed: readonly T[]): T[] {
-  const items = v
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  const bad = items.filter((s) => !(allowed as readonly string[]).includes(s));
-  if (bad.length || !items.length) {
-    throw new UsageError(`--${name}: unknown ${bad.length ? `value '${bad.join("', '")}'` : 'empty list'}; choose from ${allowed.join(', ')}`);
-  }
-  return [...new Set(items)] as T[];
-}
-
-
-/** A string option's value, or undefined. */
-export function strOption(v: string | boolean | undefined): string | undefined {
-  return typeof v === 'string' ? v : undefined;
-}
-
-/** Parses a number option value (finite, in [min, max]). */
-export function numOption(name: string, v: string | boolean | undefined, min = -Infinity, max = Infinity): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
-    throw new UsageError(`--${name} must be a number from ${min} to ${max}, got '${v}'`);
-  }
-  return n;
+/** Declares a command; the options' declaration types its `run`'s values. */
+export function defineCommand<const O extends OptionSpecs>(c: Command<O>): Command<O> {
+  return c;
 }

@@ -2,7 +2,8 @@
 // Bundles the package with esbuild:
 //   index.ts   -> dist/index.js  (platform neutral: runs in Node and in browsers; `webgpu` and
 //                                 node:* stay external, so browser bundles never pull in Dawn)
-//   bin/cli.ts -> dist/cli.js    (Node; `webgpu` stays external), run by bin/webdino.js
+//   bin/entry.ts -> dist/cli.js  (Node; `webgpu` stays external): the process entry of the CLI
+//                                 (bin/cli.ts's main + bench/), started by bin/webdino.js
 //   train/data/decode-worker-node.ts -> dist/decode-worker.js (Node worker thread: image decoding)
 //   index.ts   -> dist/browser/webdino.js, dist/browser/webdino.min.js (platform browser: the
 //                 package's `browser` export; Node-only engine modules replaced by stubs, and the
@@ -47,7 +48,7 @@ const targets = [
     },
   },
   {
-    entry: 'bin/cli.ts',
+    entry: 'bin/entry.ts',
     outfile: 'dist/cli.js',
     options: {
       platform: 'node',

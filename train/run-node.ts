@@ -11,14 +11,21 @@
  *                                     PCA pictures of the teacher (train/report-node.ts)
  *
  * A non-finite loss stops the run with NonFiniteLossError before any update, and the last
- * checkpoint on disk stays as it was. Ctrl-C (an aborted signal) stops after the current step and
- * writes a checkpoint, so no work is lost.
+ * checkpoint on disk stays as it was. An aborted `signal` (Ctrl-C, SIGTERM, SIGHUP in the CLI) stops
+ * after the current step and writes a checkpoint, so no work is lost; the final evaluation and the
+ * report are skipped then (a stop request wants the process to end soon), and the result says why
+ * it stopped.
+ *
+ * Resuming continues the run the checkpoint records: its configuration, and its schedules, which
+ * depend on the iterations per epoch. Data that gives another number of iterations per epoch (or,
+ * when the checkpoint records it, another number of images) is refused rather than bending the
+ * schedules mid-run. The folder itself (is there a run, who trains in it) is train/run-folder-node.ts's.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Engine } from '../engine/engine.js';
-import { removeStaleTempFiles, writeFileAtomic } from '../models/io/node-files.js';
+import { makeDir, removeStaleTempFiles, writeFileAtomic, writeFileAtomicSync } from '../models/io/node-files.js';
 import { DataLoader, type LoaderPosition } from './data/loader.js';
 import type { Dataset } from './data/dataset.js';
 import { checkpointBytes, exportTeacherBackbone, readCheckpointMeta, restoreCheckpoint } from './checkpoint.js';
@@ -51,6 +58,19 @@ export interface RunOptions {
    * host memory), no limit on a GPU (WebGPU does not tell its memory size). Infinity disables.
    */
   memoryLimit?: number;
+  /** How the data was named (a --data spec), recorded in the checkpoint for resume checks and messages. */
+  dataSpec?: string;
+}
+
+/** What the checkpoint records about the data (in its `extra`, next to the loader position). */
+interface DataRecord {
+  spec?: string;
+  length: number;
+}
+
+/** Resuming on data that would change the run's schedules. */
+export class ResumeDataMismatchError extends Error {
+  override name = 'ResumeDataMismatchError';
 }
 
 export interface RunResult {
@@ -62,6 +82,8 @@ export interface RunResult {
   evals: Record<string, number>[];
   /** Path of report.html, or null when it was not written. */
   report: string | null;
+  /** The abort reason when `signal` stopped the run before its end (e.g. 'SIGTERM'), else null. */
+  stoppedBy: unknown;
 }
 
 const CKPT = 'checkpoint.safetensors';
@@ -69,7 +91,7 @@ const CKPT = 'checkpoint.safetensors';
 /** Trains (or resumes) and returns the trainer, still alive: the caller disposes it. */
 export async function runTraining(engine: Engine, opts: RunOptions): Promise<RunResult> {
   const out = opts.outDir;
-  mkdirSync(out, { recursive: true });
+  makeDir(out);
   const ckptPath = join(out, CKPT);
   const metricsPath = join(out, 'metrics.jsonl');
   const log = opts.onLog ?? (() => {});
@@ -79,7 +101,12 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
   let resumeBytes: Uint8Array | null = null;
   if (opts.resume && existsSync(ckptPath)) {
     resumeBytes = new Uint8Array(readFileSync(ckptPath));
-    const meta = readCheckpointMeta(resumeBytes);
+    let meta;
+    try {
+      meta = readCheckpointMeta(resumeBytes);
+    } catch (e) {
+      throw new Error(`${ckptPath}: ${(e as Error).message}`, { cause: e });
+    }
     // The checkpoint's config defines the run; only the length may be extended.
     config = { ...meta.config, ...(opts.config.epochs !== undefined ? { epochs: opts.config.epochs } : {}) };
     log(`resuming from ${ckptPath} at iteration ${meta.iteration}`);
@@ -88,90 +115,106 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
   }
   checkMemory(resolveConfig(config), opts.memoryLimit ?? (engine.device.adapter.isCpu ? totalmem() : Infinity));
   const trainer = new DinoTrainer(engine, config);
-  const c = trainer.config;
-  const loader = new DataLoader(opts.dataset, { batchSize: c.batchSize, shuffle: true, seed: c.seed, dropLast: true, onWarning: (m) => log(`warning: ${m}`) });
-  const itersPerEpoch = loader.batchesPerEpoch;
-  if (itersPerEpoch === 0) throw new Error(`the dataset has ${opts.dataset.length} images, fewer than one batch of ${c.batchSize}`);
-  trainer.setItersPerEpoch(itersPerEpoch);
-  if (resumeBytes) {
-    const meta = restoreCheckpoint(trainer, resumeBytes);
+  // The trainer is the caller's once returned; on any error on the way it is freed here.
+  try {
+    const c = trainer.config;
+    const loader = new DataLoader(opts.dataset, { batchSize: c.batchSize, shuffle: true, seed: c.seed, dropLast: true, onWarning: (m) => log(`warning: ${m}`) });
+    const itersPerEpoch = loader.batchesPerEpoch;
+    if (itersPerEpoch === 0) throw new Error(`the dataset has ${opts.dataset.length} images, fewer than one batch of ${c.batchSize}`);
     trainer.setItersPerEpoch(itersPerEpoch);
-    const pos = (meta.extra as { loader?: LoaderPosition } | null)?.loader;
-    if (pos) loader.seek(pos);
-    truncateMetrics(metricsPath, trainer.iteration);
-  } else if (existsSync(metricsPath)) {
-    writeFileSync(metricsPath, '');
-  }
-
-  const total = trainer.totalIterations;
-  const stopAt = Math.min(total, opts.maxIterations !== undefined ? trainer.iteration + opts.maxIterations : total);
-  let position: LoaderPosition = loader.position;
-  const save = async () => {
-    const bytes = await checkpointBytes(trainer, itersPerEpoch, { loader: position });
-    await writeFileAtomic(ckptPath, bytes);
-  };
-  const evals: Record<string, number>[] = [];
-  // An evaluation is a measurement of the run, not part of it: when it fails (an unreadable
-  // --val folder, say) the failure is logged and recorded, and training goes on.
-  const runEval = async () => {
-    if (!opts.evaluate) return;
-    let r: Record<string, number>;
-    try {
-      r = await opts.evaluate(trainer);
-    } catch (e) {
-      const message = (e as Error).message ?? String(e);
-      log(`warning: the evaluation at iteration ${trainer.iteration} failed (training goes on): ${message}`);
-      appendFileSync(metricsPath, JSON.stringify({ type: 'eval', iteration: trainer.iteration, error: message }) + '\n');
-      return;
-    }
-    const rec = { iteration: trainer.iteration, ...r };
-    evals.push(rec);
-    appendFileSync(metricsPath, JSON.stringify({ type: 'eval', ...rec }) + '\n');
-  };
-
-  let lastLoss = NaN;
-  let t0 = performance.now();
-  let imagesSince = 0;
-  let rate = 0;
-  outer: while (trainer.iteration < stopAt) {
-    for await (const batch of loader.batches()) {
-      const r = await trainer.stepImages(batch.samples.map((s) => s.image));
-      position = batch.next;
-      lastLoss = r.loss;
-      imagesSince += r.images;
-      const dt = (performance.now() - t0) / 1000;
-      if (dt > 2 || rate === 0) {
-        rate = imagesSince / dt;
-        t0 = performance.now();
-        imagesSince = 0;
+    if (resumeBytes) {
+      const meta = restoreCheckpoint(trainer, resumeBytes);
+      const recorded = (meta.extra as { data?: DataRecord } | null)?.data;
+      if (meta.itersPerEpoch !== itersPerEpoch || (recorded && recorded.length !== opts.dataset.length)) {
+        const was = recorded ? `${recorded.length} images${recorded.spec ? ` of ${recorded.spec}` : ''}, ` : '';
+        throw new ResumeDataMismatchError(
+          `the run in ${out} was trained on ${was}${meta.itersPerEpoch} iterations per epoch; this data has ${opts.dataset.length} images, ${itersPerEpoch} iterations per epoch. ` +
+            'Resuming on it would change the schedules mid-run: resume with the same data, or start a new run',
+        );
       }
-      appendFileSync(
-        metricsPath,
-        JSON.stringify({ type: 'step', iteration: r.iteration, epoch: r.epoch, loss: r.loss, lr: r.lr, wd: r.weightDecay, momentum: r.momentum, teacher_temp: r.teacherTemp, teacher_entropy: r.teacherEntropy, teacher_marginal_entropy: r.teacherMarginalEntropy, images_per_s: +rate.toFixed(2) }) + '\n',
-      );
-      opts.onStep?.({ ...r, imagesPerSecond: rate, total });
-      const it = trainer.iteration;
-      if (opts.checkpointEvery && it % opts.checkpointEvery === 0 && it < stopAt) await save();
-      if (opts.evalEvery && it % opts.evalEvery === 0 && it < stopAt) await runEval();
-      if (it >= stopAt || opts.signal?.aborted) break outer;
+      trainer.setItersPerEpoch(itersPerEpoch);
+      const pos = (meta.extra as { loader?: LoaderPosition } | null)?.loader;
+      if (pos) loader.seek(pos);
+      truncateMetrics(metricsPath, trainer.iteration);
+    } else if (existsSync(metricsPath)) {
+      writeFileSync(metricsPath, '');
     }
-  }
-  await save();
-  const teacherPath = join(out, 'teacher_backbone.safetensors');
-  await writeFileAtomic(teacherPath, await exportTeacherBackbone(trainer));
-  writeLossCurve(metricsPath, join(out, 'loss.png'));
-  if (trainer.iteration >= total || opts.evalEvery) await runEval();
-  let report: string | null = null;
-  if (opts.report !== false) {
-    // Everything is saved already: a report failure must not fail the run.
-    try {
-      report = await writeTrainingReport(engine, { outDir: out, backbone: trainer.teacherBackbone, size: 2 * c.globalSize, dataset: opts.dataset, config: { ...c } });
-      log(`report: ${report}`);
-    } catch (e) {
-      log(`warning: the training report could not be written: ${(e as Error).message}`);
+
+    const total = trainer.totalIterations;
+    const stopAt = Math.min(total, opts.maxIterations !== undefined ? trainer.iteration + opts.maxIterations : total);
+    let position: LoaderPosition = loader.position;
+    const data: DataRecord = { spec: opts.dataSpec, length: opts.dataset.length };
+    const save = async () => {
+      const bytes = await checkpointBytes(trainer, itersPerEpoch, { loader: position, data });
+      await writeFileAtomic(ckptPath, bytes);
+    };
+    const evals: Record<string, number>[] = [];
+    // An evaluation is a measurement of the run, not part of it: when it fails (an unreadable
+    // --val folder, say) the failure is logged and recorded, and training goes on.
+    const runEval = async () => {
+      if (!opts.evaluate) return;
+      let r: Record<string, number>;
+      try {
+        r = await opts.evaluate(trainer);
+      } catch (e) {
+        const message = (e as Error).message ?? String(e);
+        log(`warning: the evaluation at iteration ${trainer.iteration} failed (training goes on): ${message}`);
+        appendFileSync(metricsPath, JSON.stringify({ type: 'eval', iteration: trainer.iteration, error: message }) + '\n');
+        return;
+      }
+      const rec = { iteration: trainer.iteration, ...r };
+      evals.push(rec);
+      appendFileSync(metricsPath, JSON.stringify({ type: 'eval', ...rec }) + '\n');
+    };
+
+    let lastLoss = NaN;
+    let t0 = performance.now();
+    let imagesSince = 0;
+    let rate = 0;
+    outer: while (trainer.iteration < stopAt && !opts.signal?.aborted) {
+      for await (const batch of loader.batches()) {
+        const r = await trainer.stepImages(batch.samples.map((s) => s.image));
+        position = batch.next;
+        lastLoss = r.loss;
+        imagesSince += r.images;
+        const dt = (performance.now() - t0) / 1000;
+        if (dt > 2 || rate === 0) {
+          rate = imagesSince / dt;
+          t0 = performance.now();
+          imagesSince = 0;
+        }
+        appendFileSync(
+          metricsPath,
+          JSON.stringify({ type: 'step', iteration: r.iteration, epoch: r.epoch, loss: r.loss, lr: r.lr, wd: r.weightDecay, momentum: r.momentum, teacher_temp: r.teacherTemp, teacher_entropy: r.teacherEntropy, teacher_marginal_entropy: r.teacherMarginalEntropy, images_per_s: +rate.toFixed(2) }) + '\n',
+        );
+        opts.onStep?.({ ...r, imagesPerSecond: rate, total });
+        const it = trainer.iteration;
+        if (opts.checkpointEvery && it % opts.checkpointEvery === 0 && it < stopAt) await save();
+        if (opts.evalEvery && it % opts.evalEvery === 0 && it < stopAt) await runEval();
+        if (it >= stopAt || opts.signal?.aborted) break outer;
+      }
     }
+    await save();
+    const teacherPath = join(out, 'teacher_backbone.safetensors');
+    await writeFileAtomic(teacherPath, await exportTeacherBackbone(trainer));
+    writeLossCurve(metricsPath, join(out, 'loss.png'));
+    const stoppedBy = opts.signal?.aborted && trainer.iteration < stopAt ? (opts.signal.reason ?? 'aborted') : null;
+    if (stoppedBy === null && (trainer.iteration >= total || opts.evalEvery)) await runEval();
+    let report: string | null = null;
+    if (opts.report !== false && stoppedBy === null) {
+      // Everything is saved already: a report failure must not fail the run.
+      try {
+        report = await writeTrainingReport(engine, { outDir: out, backbone: trainer.teacherBackbone, size: 2 * c.globalSize, dataset: opts.dataset, config: { ...c } });
+        log(`report: ${report}`);
+      } catch (e) {
+        log(`warning: the training report could not be written: ${(e as Error).message}`);
+      }
+    }
+    return { trainer, iterations: trainer.iteration, lastLoss, checkpoint: ckptPath, teacherBackbone: teacherPath, evals, report, stoppedBy };
+  } catch (e) {
+    trainer.dispose();
+    throw e;
   }
-  return { trainer, iterations: trainer.iteration, lastLoss, checkpoint: ckptPath, teacherBackbone: teacherPath, evals, report };
 }
 
 /** Refuses, with the figures, a configuration that would not fit in `limit` bytes. */
@@ -215,5 +258,5 @@ export function writeLossCurve(metricsPath: string, pngPath: string): void {
     { y: losses, color: [170, 200, 235] },
     { y: ema(losses, 0.05), color: [30, 90, 180] },
   ]);
-  writeFileSync(pngPath, png);
+  writeFileAtomicSync(pngPath, png);
 }

@@ -7,36 +7,27 @@
  *   head) against ground-truth masks (eval/segment.ts).
  * - `eval linear`: DINO's linear probe (eval_linear.py) on frozen features (eval/linear-probe.ts).
  */
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { init } from '../../index.js';
-import { writeFileAtomic } from '../../models/io/node-files.js';
+import { resolve } from 'node:path';
 import { writeSafetensors } from '../../models/io/safetensors.js';
-import { openDataset } from '../../train/data/open-node.js';
 import { describeArch } from '../../models/backbone.js';
-import { loadBackbone } from '../../models/backbone-node.js';
 import { firstN } from '../../train/eval-hooks-node.js';
 import { datasetFeatures } from '../../eval/features.js';
 import { knnClassify } from '../../eval/knn.js';
 import { LINEAR_CPU_DEFAULTS, linearProbe, linearProbeConfig } from '../../eval/linear-probe.js';
 import { datasetSegmentationSource, evaluateSegmentation, type SegmentationSource } from '../../eval/segment.js';
 import { openMaskFolder } from '../../eval/segment-node.js';
-import { type Command, intOption, numOption, strOption, UsageError } from '../command.js';
-import { archRequest, BatchProgress, WEIGHT_OPTIONS, weightsOption } from './embed.js';
-
-/** Writes a JSON summary atomically (creating its folder). */
-async function writeJson(path: string, value: unknown): Promise<void> {
-  mkdirSync(dirname(resolve(path)), { recursive: true });
-  await writeFileAtomic(path, JSON.stringify(value, null, 2) + '\n');
-}
+import { type Context, defineCommand, UsageError } from '../command.js';
+import { flag, int, ints, num, orDerived, path, str } from '../options.js';
+import { BatchProgress } from '../progress.js';
+import { openData, withBackbone } from '../resources.js';
+import { BACKBONE_OPTIONS, backboneRequest } from './backbone-options.js';
 
 /** `synthetic[:val]` as a masked dataset, or a folder of image/mask pairs. */
-function openSegmentationData(spec: string, io: { err(l: string): void }): SegmentationSource {
-  const m = /^synthetic(?::(train|val))?$/.exec(spec);
-  if (m) return datasetSegmentationSource(openDataset(spec, { defaultSplit: 'val' }), spec);
-  const folder = openMaskFolder(spec);
+function openSegmentationData(spec: string, ctx: Context): SegmentationSource {
+  if (/^synthetic(?::(train|val))?$/.test(spec)) return datasetSegmentationSource(openData(ctx, spec, { defaultSplit: 'val' }), spec);
+  const folder = openMaskFolder(resolve(ctx.cwd, spec));
   const skipped = folder.unmatchedImages.length + folder.unmatchedMasks.length;
-  if (skipped) io.err(`warning: ${spec}: left out ${folder.unmatchedImages.length} images without a mask and ${folder.unmatchedMasks.length} masks without an image`);
+  if (skipped) ctx.io.err(`warning: ${spec}: left out ${folder.unmatchedImages.length} images without a mask and ${folder.unmatchedMasks.length} masks without an image`);
   return folder;
 }
 
@@ -45,8 +36,28 @@ function firstSamples(src: SegmentationSource, n: number): SegmentationSource {
   return n >= src.length ? src : { length: n, get: (i) => src.get(i) };
 }
 
+/** The crop fed to the model: given, else the size the weights record, else the declared fallback. */
+const imageSize = (help: string) => int({ min: 8, max: 4096, derived: 'the size the model was trained at', default: 224, value: '<px>', help });
+
+const DATA_OPTIONS = {
+  train: str({ value: '<data>', default: 'synthetic:train', help: 'Training images (the k-NN memory, or what the classifier learns from)' }),
+  val: str({ value: '<data>', default: 'synthetic:val', help: 'Evaluated images' }),
+  'train-limit': int({ min: 1, max: 1e9, value: '<n>', help: 'Use only the first n training images' }),
+  'val-limit': int({ min: 1, max: 1e9, value: '<n>', help: 'Use only the first n evaluated images' }),
+  'allow-empty-classes': flag({ help: 'ImageFolder: keep class folders that hold no image' }),
+};
+
+const knnOptions = {
+  ...BACKBONE_OPTIONS,
+  ...DATA_OPTIONS,
+  k: ints({ min: 1, max: 1e6, default: [10, 20, 100, 200], value: '<list>', help: 'Comma-separated k values' }),
+  temperature: num({ min: 1e-6, max: 1e6, default: 0.07, value: '<T>', help: 'Vote temperature' }),
+  'image-size': imageSize('Centre-crop size fed to the model'),
+  'batch-size': int({ min: 1, max: 4096, default: 64, value: '<n>', help: 'Images per forward' }),
+};
+
 /** `webdino eval knn`: DINO's weighted k-NN accuracy. */
-export const evalKnn: Command = {
+export const evalKnn = defineCommand({
   name: 'eval knn',
   summary: "Weighted k-NN accuracy of a backbone (DINO's eval_knn: k = 10, 20, 100, 200, T = 0.07)",
   description:
@@ -54,63 +65,57 @@ export const evalKnn: Command = {
     'validation image by the exp(sim/T)-weighted votes of its k nearest training images (GPU matmul +\n' +
     "top-k). DATA is 'synthetic:train' / 'synthetic:val' (the embedded dataset), an ImageFolder or a CIFAR folder.\n" +
     'Weights: a teacher_backbone.safetensors from `webdino train`, a training checkpoint, or official DINO weights.',
-  options: {
-    ...WEIGHT_OPTIONS,
-    train: { type: 'string', value: '<data>', description: "Training (memory) images (default: synthetic:train)" },
-    val: { type: 'string', value: '<data>', description: "Evaluated images (default: synthetic:val)" },
-    k: { type: 'string', value: '<list>', description: 'Comma-separated k values (default: 10,20,100,200)' },
-    temperature: { type: 'string', value: '<T>', description: 'Vote temperature (default: 0.07)' },
-    'image-size': { type: 'string', value: '<px>', description: 'Centre-crop size fed to the model (default: the size it was trained at, else 224)' },
-    'batch-size': { type: 'string', value: '<n>', description: 'Images per forward (default: 64)' },
-    'train-limit': { type: 'string', value: '<n>', description: 'Use only the first n training images' },
-    'val-limit': { type: 'string', value: '<n>', description: 'Use only the first n evaluated images' },
-  },
-  async run(v, io) {
-    const weights = weightsOption(v);
-    const req = archRequest(v);
-    const ks = (strOption(v.k) ?? '10,20,100,200').split(',').map((x) => {
-      const n = Number(x.trim());
-      if (!Number.isInteger(n) || n < 1) throw new UsageError(`--k: '${x}' is not a positive integer`);
-      return n;
-    });
-    const T = numOption('temperature', v.temperature, 1e-6, 1e6) ?? 0.07;
-    const batchSize = intOption('batch-size', v['batch-size'], 1, 4096) ?? 64;
-    const limit = (name: string) => intOption(name, v[name], 1, 1e9) ?? Infinity;
-    const trainSet = firstN(openDataset(strOption(v.train) ?? 'synthetic:train', { defaultSplit: 'train', onWarning: (m) => io.err(`warning: ${m}`) }), limit('train-limit'));
-    const valSet = firstN(openDataset(strOption(v.val) ?? 'synthetic:val', { defaultSplit: 'val', onWarning: (m) => io.err(`warning: ${m}`) }), limit('val-limit'));
-    const usable = ks.filter((k) => k <= trainSet.length);
+  options: knnOptions,
+  async run(v, ctx) {
+    const { io } = ctx;
+    const request = backboneRequest(v);
+    const allowEmptyClasses = v['allow-empty-classes'];
+    const trainSet = firstN(openData(ctx, v.train, { defaultSplit: 'train', allowEmptyClasses }), v['train-limit'] ?? Infinity);
+    const valSet = firstN(openData(ctx, v.val, { defaultSplit: 'val', allowEmptyClasses }), v['val-limit'] ?? Infinity);
+    const usable = v.k.filter((k) => k <= trainSet.length);
     if (!usable.length) throw new UsageError(`every k exceeds the ${trainSet.length} training images`);
-    const wd = await init();
-    try {
-      const { model, spec } = await loadBackbone(wd, weights, req);
-      const crop = intOption('image-size', v['image-size'], 8, 4096) ?? spec.imgSize ?? 224;
-      io.out(`backbone: ${weights} (${spec.arch ?? 'custom'}, dim ${spec.embedDim}, patch ${spec.patchSize}); crop ${crop} px`);
-      const t0 = performance.now();
-      const tr = await datasetFeatures(wd, model, trainSet, { crop, batchSize });
-      const va = await datasetFeatures(wd, model, valSet, { crop, batchSize });
-      const results = await knnClassify({
-        trainFeatures: tr.features,
-        trainLabels: tr.labels,
-        testFeatures: va.features,
-        testLabels: va.labels,
-        numClasses: Math.max(trainSet.numClasses, valSet.numClasses),
-        ks: usable,
-        T,
-      });
-      for (const r of results) io.out(`k=${r.k}: top-1 ${r.top1.toFixed(2)} %, top-5 ${r.top5.toFixed(2)} %`);
-      io.out(`${trainSet.length} train / ${valSet.length} val images in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-      tr.features.dispose();
-      va.features.dispose();
-      model.dispose();
+    return withBackbone(request, async ({ wd, model, spec }) => {
+      const crop = orDerived(v['image-size'], spec.imgSize, knnOptions['image-size']);
+      io.out(`backbone: ${v.weights} (${spec.arch ?? 'custom'}, dim ${spec.embedDim}, patch ${spec.patchSize}); crop ${crop} px`);
+      const t0 = io.now();
+      const tr = await datasetFeatures(wd, model, trainSet, { crop, batchSize: v['batch-size'] });
+      try {
+        const va = await datasetFeatures(wd, model, valSet, { crop, batchSize: v['batch-size'] });
+        try {
+          const results = await knnClassify({
+            trainFeatures: tr.features,
+            trainLabels: tr.labels,
+            testFeatures: va.features,
+            testLabels: va.labels,
+            numClasses: Math.max(trainSet.numClasses, valSet.numClasses),
+            ks: usable,
+            T: v.temperature,
+          });
+          for (const r of results) io.out(`k=${r.k}: top-1 ${r.top1.toFixed(2)} %, top-5 ${r.top5.toFixed(2)} %`);
+        } finally {
+          va.features.dispose();
+        }
+      } finally {
+        tr.features.dispose();
+      }
+      io.out(`${trainSet.length} train / ${valSet.length} val images in ${((io.now() - t0) / 1000).toFixed(1)} s`);
       return 0;
-    } finally {
-      wd.destroy();
-    }
+    });
   },
+});
+
+const segmentOptions = {
+  ...BACKBONE_OPTIONS,
+  data: str({ value: '<data>', default: 'synthetic:val', help: "Images with masks: 'synthetic:val' or a folder of image/mask pairs" }),
+  limit: int({ min: 1, max: 1e9, value: '<n>', help: 'Use only the first n images' }),
+  'image-size': imageSize('Side the images are resized to'),
+  threshold: num({ min: 0, max: 1, default: 0.6, value: '<t>', help: 'Fraction of attention mass each mask keeps' }),
+  'batch-size': int({ min: 1, max: 4096, default: 32, value: '<n>', help: 'Images per forward' }),
+  json: path({ role: 'output', value: '<file>', help: 'Also write the figures (and per-image values) as JSON' }),
 };
 
 /** `webdino eval segment`: Jaccard of the CLS-attention masks against ground-truth masks. */
-export const evalSegment: Command = {
+export const evalSegment = defineCommand({
   name: 'eval segment',
   summary: 'Jaccard (IoU) of the CLS-attention masks (60 % of the mass, per head) against ground-truth masks',
   description:
@@ -118,65 +123,67 @@ export const evalSegment: Command = {
     "last layer's CLS attention of each head, keeps the patches holding --threshold of its mass (DINO's\n" +
     'visualize_attention th_attn), upsamples the mask to the image (nearest) and scores it against the\n' +
     'ground-truth mask with the Jaccard index. Prints the mean Jaccard of every head, the best head (highest\n' +
-    "mean) and the per-image best head (an oracle bound). DATA: 'synthetic:val' (default; the embedded\n" +
+    "mean) and the per-image best head (an oracle bound). DATA: 'synthetic:val' (the embedded\n" +
     'dataset has object masks), or a folder of pairs: images/NAME.jpg + masks/NAME.png, or NAME.jpg +\n' +
     'NAME_mask.png (mask: object where the brightest channel is at least half of the mask\'s maximum).',
-  options: {
-    ...WEIGHT_OPTIONS,
-    data: { type: 'string', value: '<data>', description: "Images with masks: 'synthetic:val' (default) or a folder of image/mask pairs" },
-    limit: { type: 'string', value: '<n>', description: 'Use only the first n images' },
-    'image-size': { type: 'string', value: '<px>', description: 'Side the images are resized to (default: the size the model was trained at, else 224)' },
-    threshold: { type: 'string', value: '<t>', description: 'Fraction of attention mass each mask keeps (default: 0.6)' },
-    'batch-size': { type: 'string', value: '<n>', description: 'Images per forward (default: 32)' },
-    json: { type: 'string', value: '<file>', description: 'Also write the figures (and per-image values) as JSON' },
-  },
-  async run(v, io) {
-    const weights = weightsOption(v);
-    const req = archRequest(v);
-    const spec0 = strOption(v.data) ?? 'synthetic:val';
-    const threshold = numOption('threshold', v.threshold, 0, 1) ?? 0.6;
-    const batchSize = intOption('batch-size', v['batch-size'], 1, 4096) ?? 32;
-    const limit = intOption('limit', v.limit, 1, 1e9) ?? Infinity;
-    const jsonOut = strOption(v.json);
-    const source = firstSamples(openSegmentationData(spec0, io), limit);
-    const wd = await init();
+  options: segmentOptions,
+  async run(v, ctx) {
+    const { io, outputs } = ctx;
+    const request = backboneRequest(v);
+    if (v.json !== undefined) outputs.check(v.json);
+    const source = firstSamples(openSegmentationData(v.data, ctx), v.limit ?? Infinity);
     const progress = new BatchProgress(io, 'segment');
     try {
-      const { model, spec } = await loadBackbone(wd, weights, { ...req, checkpointKey: strOption(v['checkpoint-key']) });
-      try {
-        const size = intOption('image-size', v['image-size'], 1, 4096) ?? spec.imgSize ?? 224;
+      return await withBackbone(request, async ({ wd, model, spec }) => {
+        const size = orDerived(v['image-size'], spec.imgSize, segmentOptions['image-size']);
         if (size < spec.patchSize) throw new UsageError(`--image-size ${size} is smaller than the patch size ${spec.patchSize}`);
-        io.out(`backbone: ${weights} (${describeArch(spec)})`);
-        const t0 = performance.now();
-        const r = await evaluateSegmentation(wd, model, source, { size, threshold, batchSize, onProgress: (d, n) => progress.update(d, n) });
+        io.out(`backbone: ${v.weights} (${describeArch(spec)})`);
+        const t0 = io.now();
+        const r = await evaluateSegmentation(wd, model, source, { size, threshold: v.threshold, batchSize: v['batch-size'], onProgress: (d, n) => progress.update(d, n) });
         progress.done();
         const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
-        io.out(`${r.images} images of ${spec0}, input ${r.side}x${r.side} (${r.grid[0]}x${r.grid[1]} patches), masks keep ${threshold} of the attention mass`);
+        io.out(`${r.images} images of ${v.data}, input ${r.side}x${r.side} (${r.grid[0]}x${r.grid[1]} patches), masks keep ${v.threshold} of the attention mass`);
         r.perHead.forEach((j, k) => io.out(`head ${k}: Jaccard ${pct(j)}`));
         io.out(`best head: ${r.bestHead}, Jaccard ${pct(r.bestHeadJaccard)}`);
         io.out(`per-image best head (oracle): Jaccard ${pct(r.oracleJaccard)}`);
-        io.out(`${((performance.now() - t0) / 1000).toFixed(1)} s`);
-        if (jsonOut) {
-          await writeJson(jsonOut, {
-            weights, data: spec0, images: r.images, side: r.side, grid: r.grid, threshold, heads: r.heads,
+        io.out(`${((io.now() - t0) / 1000).toFixed(1)} s`);
+        if (v.json !== undefined) {
+          const summary = {
+            weights: v.weights, data: v.data, images: r.images, side: r.side, grid: r.grid, threshold: v.threshold, heads: r.heads,
             jaccard_per_head: r.perHead, best_head: r.bestHead, best_head_jaccard: r.bestHeadJaccard, oracle_jaccard: r.oracleJaccard,
             per_image: Array.from({ length: r.images }, (_, i) => Array.from(r.perImage.subarray(i * r.heads, (i + 1) * r.heads))),
-          });
-          io.out(`wrote ${jsonOut}`);
+          };
+          await outputs.write(v.json, JSON.stringify(summary, null, 2) + '\n');
+          io.out(`wrote ${v.json}`);
         }
         return 0;
-      } finally {
-        model.dispose();
-      }
+      });
     } finally {
       progress.done();
-      wd.destroy();
     }
   },
+});
+
+const D = LINEAR_CPU_DEFAULTS;
+const linearOptions = {
+  ...BACKBONE_OPTIONS,
+  ...DATA_OPTIONS,
+  epochs: int({ min: 1, max: 100000, default: D.epochs, value: '<n>', help: 'Epochs' }),
+  'batch-size': int({ min: 1, max: 4096, default: D.batchSize, value: '<n>', help: 'Images per step' }),
+  lr: num({ min: 1e-9, max: 1e3, default: D.lr, value: '<x>', help: 'Base learning rate, scaled by batch/256' }),
+  'weight-decay': num({ min: 0, max: 10, default: D.weightDecay, value: '<x>', help: 'SGD weight decay' }),
+  'n-last-blocks': int({ min: 1, max: 1024, derived: `${D.nLastBlocks}, or the depth if smaller`, value: '<n>', help: 'CLS tokens of the last n blocks' }),
+  avgpool: flag({ help: "Add the last block's mean patch token (DINO's --avgpool_patchtokens)" }),
+  augment: flag({ help: "Train on DINO's RandomResizedCrop + flip views (default: the eval transform, features computed once)" }),
+  views: int({ min: 0, max: 100000, default: D.views, value: '<n>', help: 'With --augment: views per image computed and cycled over the epochs (0: fresh crops every epoch, as DINO)' }),
+  'image-size': imageSize('Crop side fed to the model'),
+  seed: int({ min: 0, max: 2 ** 31, default: D.seed, value: '<n>', help: 'Seed of the init, shuffling and crops' }),
+  save: path({ role: 'output', value: '<file>', help: 'Write the classifier (linear.weight, linear.bias) as safetensors' }),
+  json: path({ role: 'output', value: '<file>', help: 'Write the per-epoch figures as JSON' }),
 };
 
 /** `webdino eval linear`: DINO's linear probe on frozen features. */
-export const evalLinear: Command = {
+export const evalLinear = defineCommand({
   name: 'eval linear',
   summary: "Linear probe of a frozen backbone (DINO's eval_linear: last 4 CLS tokens, SGD + cosine, top-1/top-5)",
   description:
@@ -189,59 +196,37 @@ export const evalLinear: Command = {
     "--augment trains on DINO's RandomResizedCrop (scale 0.08-1) + flip views instead: --views of them per\n" +
     'image, cycled over the epochs (--views 0: fresh crops every epoch, DINO\'s protocol, one backbone\n' +
     "pass per epoch). Prints the best epoch (the figure DINO reports) and the last. DATA as for `eval knn`.",
-  options: {
-    ...WEIGHT_OPTIONS,
-    train: { type: 'string', value: '<data>', description: 'Training images (default: synthetic:train)' },
-    val: { type: 'string', value: '<data>', description: 'Evaluated images (default: synthetic:val)' },
-    epochs: { type: 'string', value: '<n>', description: `Epochs (default: ${LINEAR_CPU_DEFAULTS.epochs})` },
-    'batch-size': { type: 'string', value: '<n>', description: `Images per step (default: ${LINEAR_CPU_DEFAULTS.batchSize})` },
-    lr: { type: 'string', value: '<x>', description: `Base learning rate, scaled by batch/256 (default: ${LINEAR_CPU_DEFAULTS.lr})` },
-    'weight-decay': { type: 'string', value: '<x>', description: 'SGD weight decay (default: 0)' },
-    'n-last-blocks': { type: 'string', value: '<n>', description: 'CLS tokens of the last n blocks (default: 4, or the depth if smaller)' },
-    avgpool: { type: 'boolean', description: "Add the last block's mean patch token (DINO's --avgpool_patchtokens)" },
-    augment: { type: 'boolean', description: "Train on DINO's RandomResizedCrop + flip views (default: the eval transform, features computed once)" },
-    views: { type: 'string', value: '<n>', description: `With --augment: views per image computed and cycled over the epochs (default: ${LINEAR_CPU_DEFAULTS.views}; 0: fresh crops every epoch, as DINO)` },
-    'image-size': { type: 'string', value: '<px>', description: 'Crop side fed to the model (default: the size it was trained at, else 224)' },
-    'train-limit': { type: 'string', value: '<n>', description: 'Use only the first n training images' },
-    'val-limit': { type: 'string', value: '<n>', description: 'Use only the first n evaluated images' },
-    seed: { type: 'string', value: '<n>', description: 'Seed of the init, shuffling and crops (default: 0)' },
-    save: { type: 'string', value: '<file>', description: 'Write the classifier (linear.weight, linear.bias) as safetensors' },
-    json: { type: 'string', value: '<file>', description: 'Write the per-epoch figures as JSON' },
-  },
-  async run(v, io) {
-    const weights = weightsOption(v);
-    const req = archRequest(v);
-    const limit = (name: string) => intOption(name, v[name], 1, 1e9) ?? Infinity;
+  options: linearOptions,
+  async run(v, ctx) {
+    const { io, outputs } = ctx;
+    const request = backboneRequest(v);
     const opts = {
-      epochs: intOption('epochs', v.epochs, 1, 100000),
-      batchSize: intOption('batch-size', v['batch-size'], 1, 4096),
-      lr: numOption('lr', v.lr, 1e-9, 1e3),
-      weightDecay: numOption('weight-decay', v['weight-decay'], 0, 10),
-      nLastBlocks: intOption('n-last-blocks', v['n-last-blocks'], 1, 1024),
-      avgpool: v.avgpool === true ? true : undefined,
-      augment: v.augment === true ? true : undefined,
-      views: intOption('views', v.views, 0, 100000),
-      seed: intOption('seed', v.seed, 0, 2 ** 31),
+      epochs: v.epochs,
+      batchSize: v['batch-size'],
+      lr: v.lr,
+      weightDecay: v['weight-decay'],
+      nLastBlocks: v['n-last-blocks'],
+      avgpool: v.avgpool,
+      augment: v.augment,
+      views: v.views,
+      seed: v.seed,
     };
-    const saveOut = strOption(v.save);
-    const jsonOut = strOption(v.json);
+    for (const o of [v.save, v.json]) if (o !== undefined) outputs.check(o);
+    if (v.save !== undefined && v.save === v.json) throw new UsageError('--save and --json must be different files');
     const warn = (m: string) => io.err(`warning: ${m}`);
-    const trainSpec = strOption(v.train) ?? 'synthetic:train';
-    const valSpec = strOption(v.val) ?? 'synthetic:val';
-    const trainSet = firstN(openDataset(trainSpec, { defaultSplit: 'train', onWarning: warn }), limit('train-limit'));
-    const valSet = firstN(openDataset(valSpec, { defaultSplit: 'val', onWarning: warn }), limit('val-limit'));
-    const wd = await init();
+    const allowEmptyClasses = v['allow-empty-classes'];
+    const trainSet = firstN(openData(ctx, v.train, { defaultSplit: 'train', allowEmptyClasses }), v['train-limit'] ?? Infinity);
+    const valSet = firstN(openData(ctx, v.val, { defaultSplit: 'val', allowEmptyClasses }), v['val-limit'] ?? Infinity);
     let progress: BatchProgress | null = null;
     try {
-      const { model, spec } = await loadBackbone(wd, weights, { ...req, checkpointKey: strOption(v['checkpoint-key']) });
-      try {
+      return await withBackbone(request, async ({ wd, model, spec }) => {
         if (opts.nLastBlocks !== undefined && opts.nLastBlocks > spec.depth) {
           throw new UsageError(`--n-last-blocks ${opts.nLastBlocks} exceeds the model's ${spec.depth} blocks`);
         }
-        const crop = intOption('image-size', v['image-size'], 8, 4096) ?? spec.imgSize ?? 224;
-        io.out(`backbone: ${weights} (${describeArch(spec)}); crop ${crop} px`);
-        io.out(`data: ${trainSpec} (${trainSet.length} images) → ${valSpec} (${valSet.length} images)`);
-        const t0 = performance.now();
+        const crop = orDerived(v['image-size'], spec.imgSize, linearOptions['image-size']);
+        io.out(`backbone: ${v.weights} (${describeArch(spec)}); crop ${crop} px`);
+        io.out(`data: ${v.train} (${trainSet.length} images) → ${v.val} (${valSet.length} images)`);
+        const t0 = io.now();
         const { epochs } = linearProbeConfig({ ...opts, crop }, spec.depth);
         const r = await linearProbe(wd, model, {
           ...opts,
@@ -266,24 +251,21 @@ export const evalLinear: Command = {
             `${c.epochs} epochs, batch ${c.batchSize}, lr ${c.lr} × ${c.batchSize}/256, ${c.augment ? `random resized crops + flips (${c.views && c.views < c.epochs ? `${c.views} views per image, cycled` : 'fresh every epoch'})` : 'eval transform, features computed once'}`,
         );
         io.out(`linear top-1 ${r.best.top1.toFixed(2)} %, top-5 ${r.best.top5.toFixed(2)} % (best epoch ${r.best.epoch + 1}); last epoch: top-1 ${r.last.top1.toFixed(2)} %, top-5 ${r.last.top5.toFixed(2)} %`);
-        io.out(`${((performance.now() - t0) / 1000).toFixed(1)} s`);
-        if (saveOut) {
-          mkdirSync(dirname(resolve(saveOut)), { recursive: true });
-          const meta = { webdino_linear: JSON.stringify({ ...c, features: r.features, classes: r.classes, weights }) };
-          await writeFileAtomic(saveOut, writeSafetensors({ 'linear.weight': { shape: [r.classes, r.features], data: r.weight }, 'linear.bias': { shape: [r.classes], data: r.bias } }, meta));
-          io.out(`classifier: ${saveOut}`);
+        io.out(`${((io.now() - t0) / 1000).toFixed(1)} s`);
+        if (v.save !== undefined) {
+          const meta = { webdino_linear: JSON.stringify({ ...c, features: r.features, classes: r.classes, weights: v.weights }) };
+          await outputs.write(v.save, writeSafetensors({ 'linear.weight': { shape: [r.classes, r.features], data: r.weight }, 'linear.bias': { shape: [r.classes], data: r.bias } }, meta));
+          io.out(`classifier: ${v.save}`);
         }
-        if (jsonOut) {
-          await writeJson(jsonOut, { weights, train: trainSpec, val: valSpec, config: c, features: r.features, classes: r.classes, best: r.best, last: r.last, epochs: r.epochs });
-          io.out(`wrote ${jsonOut}`);
+        if (v.json !== undefined) {
+          const summary = { weights: v.weights, train: v.train, val: v.val, config: c, features: r.features, classes: r.classes, best: r.best, last: r.last, epochs: r.epochs };
+          await outputs.write(v.json, JSON.stringify(summary, null, 2) + '\n');
+          io.out(`wrote ${v.json}`);
         }
         return 0;
-      } finally {
-        model.dispose();
-      }
+      });
     } finally {
       (progress as BatchProgress | null)?.done();
-      wd.destroy();
     }
   },
-};
+});

@@ -8,17 +8,16 @@
  * blended over the input) and NAME-pca.png. Everything is computed first and then written, each
  * file atomically.
  */
-import { mkdirSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
-import { init } from '../../index.js';
 import { encodePng, type RgbImage } from '../../models/io/image.js';
-import { writeFileAtomic } from '../../models/io/node-files.js';
 import { describeArch } from '../../models/backbone.js';
-import { loadBackbone } from '../../models/backbone-node.js';
 import { listImageFiles, readImage } from '../../train/data/image-files-node.js';
 import { computeVisuals } from '../../eval/visualize.js';
-import { type Command, intOption, numOption, strOption, UsageError } from '../command.js';
-import { archRequest, WEIGHT_OPTIONS, weightsOption } from './embed.js';
+import { defineCommand, UsageError } from '../command.js';
+import { int, num, orDerived, path } from '../options.js';
+import { withBackbone } from '../resources.js';
+import { BACKBONE_OPTIONS, backboneRequest } from './backbone-options.js';
 
 /** The image files of --input: a folder's JPEG/PNG files (sorted) or one image file. */
 function inputFiles(path: string): string[] {
@@ -33,8 +32,17 @@ function inputFiles(path: string): string[] {
   return files;
 }
 
+const options = {
+  ...BACKBONE_OPTIONS,
+  input: path({ role: 'input', required: true, value: '<dir|file>', help: 'A folder of .jpg/.png images, or one image' }),
+  out: path({ role: 'output', required: true, value: '<dir>', help: 'Output folder (created if needed)' }),
+  'image-size': int({ min: 1, max: 4096, derived: 'the size the model was trained at', default: 224, value: '<px>', help: 'Side the images are resized to' }),
+  alpha: num({ min: 0, max: 1, default: 0.6, value: '<a>', help: 'Weight of the heat map over the image' }),
+  limit: int({ min: 1, max: 1e9, value: '<n>', help: 'Only the first n images' }),
+};
+
 /** `webdino visualize`: attention overlays and PCA pictures for a folder of images. */
-export const visualize: Command = {
+export const visualize = defineCommand({
   name: 'visualize',
   summary: 'Per-head attention overlays and a PCA of patch features (RGB) for a folder of images',
   description:
@@ -42,56 +50,36 @@ export const visualize: Command = {
     "writes into --out NAME-input.png, NAME-attn-head{k}.png (the last layer's CLS attention of head k\n" +
     'as a viridis heat map over the image, upsampled ×patch) and NAME-pca.png (the first three principal\n' +
     'components of the last layer\'s patch features as RGB; the PCA is fitted jointly on all images).',
-  options: {
-    ...WEIGHT_OPTIONS,
-    input: { type: 'string', value: '<dir|file>', description: 'A folder of .jpg/.png images, or one image (required)' },
-    out: { type: 'string', value: '<dir>', description: 'Output folder (required; created if needed)' },
-    'image-size': { type: 'string', value: '<px>', description: 'Side the images are resized to (default: the size the model was trained at, else 224)' },
-    alpha: { type: 'string', value: '<a>', description: 'Weight of the heat map over the image (default: 0.6)' },
-    limit: { type: 'string', value: '<n>', description: 'Only the first n images' },
-  },
-  async run(v, io) {
-    const weights = weightsOption(v);
-    const req = archRequest(v);
-    const input = strOption(v.input);
-    if (!input) throw new UsageError('--input is required');
-    const outDir = strOption(v.out);
-    if (!outDir) throw new UsageError('--out is required');
-    const alpha = numOption('alpha', v.alpha, 0, 1) ?? 0.6;
-    const files = inputFiles(input).slice(0, intOption('limit', v.limit, 1, 1e9) ?? Infinity);
+  options,
+  async run(v, { io, outputs }) {
+    const request = backboneRequest(v);
+    const files = inputFiles(v.input).slice(0, v.limit ?? Infinity);
+    for (const f of files) outputs.protect(f, `the input image ${f}`);
     const images: RgbImage[] = [];
     for (const f of files) images.push(await readImage(f));
-    const wd = await init();
-    try {
-      const { model, spec } = await loadBackbone(wd, weights, { ...req, checkpointKey: strOption(v['checkpoint-key']) });
-      try {
-        const size = intOption('image-size', v['image-size'], 1, 4096) ?? spec.imgSize ?? 224;
-        if (size < spec.patchSize) throw new UsageError(`--image-size ${size} is smaller than the patch size ${spec.patchSize}`);
-        io.out(`model: ${describeArch(spec)} from ${weights}`);
-        const t0 = performance.now();
-        const r = await computeVisuals(wd, model, images, { size, alpha });
-        const outputs: [string, Uint8Array][] = [];
-        const png = (im: RgbImage) => encodePng(im.width, im.height, im.data, 3);
-        const names = new Set<string>();
-        r.images.forEach((im, i) => {
-          let name = basename(files[i], extname(files[i]));
-          // Two inputs with one stem (a.jpg, a.png): keep both.
-          if (names.has(name)) name = basename(files[i]).replace(/\./g, '_');
-          names.add(name);
-          outputs.push([`${name}-input.png`, png(im.input)]);
-          im.attention.forEach((a, k) => outputs.push([`${name}-attn-head${k}.png`, png(a)]));
-          outputs.push([`${name}-pca.png`, png(im.pca)]);
-        });
-        mkdirSync(outDir, { recursive: true });
-        for (const [name, bytes] of outputs) await writeFileAtomic(join(outDir, name), bytes);
-        io.out(`${images.length} images at ${r.side}x${r.side} (${r.grid[0]}x${r.grid[1]} patches, ${r.heads} heads) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-        io.out(`wrote ${outputs.length} files to ${outDir}: NAME-input.png, NAME-attn-head0..${r.heads - 1}.png, NAME-pca.png`);
-        return 0;
-      } finally {
-        model.dispose();
-      }
-    } finally {
-      wd.destroy();
-    }
+    return withBackbone(request, async ({ wd, model, spec }) => {
+      const size = orDerived(v['image-size'], spec.imgSize, options['image-size']);
+      if (size < spec.patchSize) throw new UsageError(`--image-size ${size} is smaller than the patch size ${spec.patchSize}`);
+      io.out(`model: ${describeArch(spec)} from ${v.weights}`);
+      const t0 = io.now();
+      const r = await computeVisuals(wd, model, images, { size, alpha: v.alpha });
+      const written: [string, Uint8Array][] = [];
+      const png = (im: RgbImage) => encodePng(im.width, im.height, im.data, 3);
+      const names = new Set<string>();
+      r.images.forEach((im, i) => {
+        let name = basename(files[i], extname(files[i]));
+        // Two inputs with one stem (a.jpg, a.png): keep both.
+        if (names.has(name)) name = basename(files[i]).replace(/\./g, '_');
+        names.add(name);
+        written.push([`${name}-input.png`, png(im.input)]);
+        im.attention.forEach((a, k) => written.push([`${name}-attn-head${k}.png`, png(a)]));
+        written.push([`${name}-pca.png`, png(im.pca)]);
+      });
+      for (const [name] of written) outputs.check(join(v.out, name));
+      for (const [name, bytes] of written) await outputs.write(join(v.out, name), bytes);
+      io.out(`${images.length} images at ${r.side}x${r.side} (${r.grid[0]}x${r.grid[1]} patches, ${r.heads} heads) in ${((io.now() - t0) / 1000).toFixed(1)} s`);
+      io.out(`wrote ${written.length} files to ${v.out}: NAME-input.png, NAME-attn-head0..${r.heads - 1}.png, NAME-pca.png`);
+      return 0;
+    });
   },
-};
+});

@@ -10,13 +10,18 @@
  * system), is flushed with fsync, then renamed over the destination. On any error the temporary
  * file is removed and the destination is left as it was (absent, or its previous content), so a
  * partial output file never appears.
+ *
+ * Only regular files are written. A destination that exists and is something else (a character or
+ * block device such as /dev/full, a FIFO, a socket, a folder) is refused before anything is
+ * created: renaming over it would replace the device node itself. A symbolic link is written
+ * through: its target file is replaced and the link stays (a dangling link is refused).
  */
 
 import { kMaxLength } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, type Stats, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, type Stats, statSync, unlinkSync, writeSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
 
 import { loadTorchCheckpoint, type TorchLoadSyncOptions } from './torch.js';
@@ -126,6 +131,121 @@ function processAlive(pid: number): boolean {
   }
 }
 
+/** The text of an errno error without Node's "CODE: " prefix and path suffix: "read-only file system (EROFS)". */
+function errnoReason(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  const m = /^[A-Z]+: ([^,]+)/.exec(err.message ?? '');
+  return m ? `${m[1]} (${err.code})` : String(err.message ?? e);
+}
+
+/** The file-system calls makeDir uses (injectable: tests fake a read-only file system). */
+export interface DirFs {
+  mkdirSync(path: string, options?: { recursive?: boolean }): unknown;
+  statSync(path: string): Pick<Stats, 'isDirectory'>;
+}
+
+const nodeDirFs: DirFs = { mkdirSync, statSync };
+
+/**
+ * Creates `dir` and its parents. When that fails, the error names the folder and the real reason:
+ * Node's recursive mkdir reports ENOENT for a level it could not create on a read-only file system,
+ * so the first missing level is created alone to learn why it cannot be (EROFS, EACCES), and a
+ * file where a folder should be is reported as such.
+ */
+export function makeDir(dir: string, fs: DirFs = nodeDirFs): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    throw Object.assign(new Error(`cannot create the folder ${dir}: ${whyNoDir(dir, e, fs)}`, { cause: e }), { code: (e as NodeJS.ErrnoException).code });
+  }
+}
+
+function whyNoDir(dir: string, first: unknown, fs: DirFs): string {
+  const kind = (p: string): 'folder' | 'file' | null => {
+    try {
+      return fs.statSync(p).isDirectory() ? 'folder' : 'file';
+    } catch {
+      return null;
+    }
+  };
+  // Walk up to the first missing level below one that exists.
+  let missing = resolve(dir);
+  for (;;) {
+    const here = kind(missing);
+    if (here === 'file') return `${missing} is a file, not a folder`;
+    if (here === 'folder') return errnoReason(first);
+    const parent = dirname(missing);
+    if (parent === missing) return errnoReason(first);
+    const up = kind(parent);
+    if (up === 'file') return `${parent} is a file, not a folder`;
+    if (up === 'folder') break;
+    missing = parent;
+  }
+  // Creating that one level alone gives the error that applies to it.
+  try {
+    fs.mkdirSync(missing);
+  } catch (e) {
+    return `${missing}: ${errnoReason(e)}`;
+  }
+  return errnoReason(first);
+}
+
+/** The file-system queries that decide what an atomic write replaces (injectable for tests). */
+export interface TargetFs {
+  lstatSync(path: string): Pick<Stats, 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isCharacterDevice' | 'isBlockDevice' | 'isFIFO' | 'isSocket'>;
+  realpathSync(path: string): string;
+}
+
+const nodeTargetFs: TargetFs = { lstatSync, realpathSync };
+
+/** Options of {@link writeFileAtomic}. */
+export interface AtomicWriteOptions {
+  /** How the destination is inspected (default: node:fs). */
+  fs?: TargetFs;
+}
+
+function describeNonRegular(st: ReturnType<TargetFs['lstatSync']>): string | null {
+  if (st.isFile()) return null;
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isFIFO()) return 'a FIFO (named pipe)';
+  if (st.isSocket()) return 'a socket';
+  if (st.isDirectory()) return 'a folder';
+  return 'not a regular file';
+}
+
+/**
+ * The file an atomic write of `path` replaces: `path` itself, or the real path of the file a
+ * symbolic link at `path` points to. Throws when that exists and is not a regular file, or when
+ * the link is dangling.
+ */
+export function atomicWriteTarget(path: string, fs: TargetFs = nodeTargetFs): string {
+  let st: ReturnType<TargetFs['lstatSync']>;
+  try {
+    st = fs.lstatSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return path;
+    throw e;
+  }
+  let target = path;
+  if (st.isSymbolicLink()) {
+    try {
+      target = fs.realpathSync(path);
+    } catch {
+      throw new Error(`refusing to write ${path}: it is a symbolic link to a file that does not exist`);
+    }
+    st = fs.lstatSync(target);
+  }
+  const kind = describeNonRegular(st);
+  if (kind) throw new Error(`refusing to write ${path}: it is ${kind}${target !== path ? ` (${target})` : ''}; only regular files are written`);
+  return target;
+}
+
+/** An error of opening the temporary file, told about the destination (the temp name means nothing to users). */
+function openError(path: string, e: unknown): Error {
+  return Object.assign(new Error(`cannot write ${path}: ${errnoReason(e)}`, { cause: e }), { code: (e as NodeJS.ErrnoException).code });
+}
+
 function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
 }
@@ -153,9 +273,12 @@ async function syncDir(dir: string): Promise<void> {
  * temp file in the same directory, fsync, rename. If anything throws (including the writer), the
  * temp file is deleted, `path` is untouched, and the error is rethrown.
  */
-export async function writeFileAtomic(path: string, content: Uint8Array | string | AtomicWriter): Promise<void> {
-  const tmp = tempPathFor(path);
-  const fh = await open(tmp, 'wx');
+export async function writeFileAtomic(path: string, content: Uint8Array | string | AtomicWriter, options: AtomicWriteOptions = {}): Promise<void> {
+  const target = atomicWriteTarget(path, options.fs);
+  const tmp = tempPathFor(target);
+  const fh = await open(tmp, 'wx').catch((e: unknown) => {
+    throw openError(path, e);
+  });
   let closed = false;
   try {
     const write = async (chunk: Uint8Array | string): Promise<void> => {
@@ -171,19 +294,25 @@ export async function writeFileAtomic(path: string, content: Uint8Array | string
     await fh.sync();
     closed = true;
     await fh.close();
-    await rename(tmp, path);
+    await rename(tmp, target);
   } catch (err) {
     if (!closed) await fh.close().catch(() => undefined);
     await unlink(tmp).catch(() => undefined);
     throw err;
   }
-  await syncDir(dirname(path));
+  await syncDir(dirname(target));
 }
 
 /** Synchronous {@link writeFileAtomic}. */
-export function writeFileAtomicSync(path: string, content: Uint8Array | string | AtomicWriterSync): void {
-  const tmp = tempPathFor(path);
-  const fd = openSync(tmp, 'wx');
+export function writeFileAtomicSync(path: string, content: Uint8Array | string | AtomicWriterSync, options: AtomicWriteOptions = {}): void {
+  const target = atomicWriteTarget(path, options.fs);
+  const tmp = tempPathFor(target);
+  let fd: number;
+  try {
+    fd = openSync(tmp, 'wx');
+  } catch (e) {
+    throw openError(path, e);
+  }
   let closed = false;
   try {
     const write = (chunk: Uint8Array | string): void => {
@@ -196,7 +325,7 @@ export function writeFileAtomicSync(path: string, content: Uint8Array | string |
     fsyncSync(fd);
     closed = true;
     closeSync(fd);
-    renameSync(tmp, path);
+    renameSync(tmp, target);
   } catch (err) {
     if (!closed) {
       try {

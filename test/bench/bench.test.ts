@@ -197,7 +197,7 @@ describe('webdino CLI (built)', () => {
   beforeAll(() => {
     // `npm run build`; only the CLI bundle matters here (index.ts may be mid-edit elsewhere).
     const b = spawnSync(process.execPath, ['scripts/build.mjs'], { cwd: root, encoding: 'utf8' });
-    expect(b.stdout, b.stderr).toContain('bin/cli.ts -> dist/cli.js');
+    expect(b.stdout, b.stderr).toContain('bin/entry.ts -> dist/cli.js');
   });
 
   it('--help lists the commands; bench --help lists its options', async () => {
@@ -212,7 +212,7 @@ describe('webdino CLI (built)', () => {
 
   it('usage errors exit with code 2, a message and the usage', async () => {
     const cases: [string[], RegExp][] = [
-      [['bench', '--frobnicate'], /webdino bench: Unknown option '--frobnicate'/],
+      [['bench', '--frobnicate'], /webdino bench: unknown option '--frobnicate'/],
       [['frob'], /webdino: unknown command 'frob'/],
       [[], /webdino: no command given/],
       [['bench', '--reps', 'x'], /--reps must be an integer from 1 to 2048, got 'x'/],

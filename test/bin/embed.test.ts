@@ -1,5 +1,5 @@
 /**
- * `webdino embed` and `webdino attention`, run in-process through bin/cli.ts's `main`, on a tiny
+ * `webdino embed` and `webdino attention`, run in-process through bin/cli.ts's `main` (./harness.ts), on a tiny
  * ViT (dim 32, depth 2, 2 heads, patch 8, 32 px) with random weights saved as our own export
  * (safetensors + webdino_arch metadata):
  * - features equal the model's forward on DINO's eval transform of the same images (and the last
@@ -23,34 +23,8 @@ import { decodeImage, encodePng } from '../../models/io/image.js';
 import { parseNpy, writeNpy } from '../../models/io/npy.js';
 import { evalTransform } from '../../train/data/transforms.js';
 import { attentionMasks, heatmapRgb, jaccard, maskedMass, upsampleNearest, viridis } from '../../eval/attention-maps.js';
-import type { Io } from '../../bin/command.js';
+import { webdino } from './harness.js';
 import { expectClose, getEngine } from '../helpers.js';
-
-type Main = (argv: readonly string[], io?: Io) => Promise<number>;
-let main: Main;
-
-/** bin/cli.ts runs `main(process.argv)` when imported: import it with a harmless `--help`. */
-async function importCli(): Promise<Main> {
-  const argv = process.argv;
-  const write = process.stdout.write;
-  process.argv = [argv[0], 'webdino', '--help'];
-  process.stdout.write = (() => true) as typeof process.stdout.write;
-  try {
-    return (await import('../../bin/cli.js')).main;
-  } finally {
-    process.argv = argv;
-    process.stdout.write = write;
-    process.exitCode = undefined;
-  }
-}
-
-/** Runs `webdino args...` in-process; returns the exit code and what it printed. */
-async function webdino(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await main(args, { out: (l) => out.push(l), err: (l) => err.push(l) });
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
 
 const CFG = { embedDim: 32, depth: 2, numHeads: 2, patchSize: 8, imgSize: 32 };
 const ARCH_META = JSON.stringify({ arch: 'custom', embed_dim: 32, depth: 2, num_heads: 2, patch_size: 8, img_size: 32 });
@@ -80,7 +54,6 @@ function randomImage(w: number, h: number, seed: number): Uint8Array {
 }
 
 beforeAll(async () => {
-  main = await importCli();
   dir = mkdtempSync(join(tmpdir(), 'webdino-embed-'));
   const wd = await getEngine();
   model = createViT({ engine: wd, rng: new Rng(11) }, CFG);

@@ -1,44 +1,17 @@
 /**
- * Shared by the evaluation tests: run `webdino` in-process through bin/cli.ts's `main`, and a tiny
+ * Shared by the evaluation tests: run `webdino` in-process through bin/cli.ts's `main`
+ * (test/bin/harness.ts), and a tiny
  * random ViT (dim 32, depth 2, 2 heads, patch 8, 32 px) saved as our own export (safetensors with
  * webdino_arch metadata), so the commands load it as they load a trained teacher backbone.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Rng } from '../../index.js';
-import type { Io } from '../../bin/command.js';
 import { createViT, type VisionTransformer } from '../../models/vit.js';
 import { writeSafetensors } from '../../models/io/safetensors.js';
 import { getEngine } from '../helpers.js';
 
-type Main = (argv: readonly string[], io?: Io) => Promise<number>;
-let main: Main | null = null;
-
-/** bin/cli.ts runs `main(process.argv)` when imported: import it once with a harmless `--help`. */
-async function cliMain(): Promise<Main> {
-  if (main) return main;
-  const argv = process.argv;
-  const write = process.stdout.write;
-  process.argv = [argv[0], 'webdino', '--help'];
-  process.stdout.write = (() => true) as typeof process.stdout.write;
-  try {
-    main = (await import('../../bin/cli.js')).main;
-    return main;
-  } finally {
-    process.argv = argv;
-    process.stdout.write = write;
-    process.exitCode = undefined;
-  }
-}
-
-/** Runs `webdino args...` in-process; returns the exit code and what it printed. */
-export async function webdino(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const m = await cliMain();
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await m(args, { out: (l) => out.push(l), err: (l) => err.push(l) });
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+export { webdino } from '../bin/harness.js';
 
 /** The tiny test architecture. */
 export const TINY = { embedDim: 32, depth: 2, numHeads: 2, patchSize: 8, imgSize: 32 } as const;

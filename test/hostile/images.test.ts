@@ -54,11 +54,11 @@ describe('F9: images larger than the storage binding limit', () => {
 
   it('a batch over the limit is cropped in runs that fit, with the same pixels as one upload', async () => {
     const wd = await getEngine();
-    const images = [randomImage(16, 16, 2), randomImage(20, 13, 3), randomImage(9, 17, 4), randomImage(16, 16, 5), randomImage(11, 11, 6)];
+    const images = [randomImage(48, 48, 2), randomImage(60, 39, 3), randomImage(27, 51, 4), randomImage(48, 48, 5), randomImage(33, 33, 6)];
     const aug = new MultiCropAugmenter(wd, { globalSize: 6, localSize: 4, localCrops: 2 });
     const rng = new Rng(7);
     const params = aug.sample(images, rng);
-    const small = withBindingLimit(wd, 2048); // two or three images per upload
+    const small = withBindingLimit(wd, 16384); // the images hold 37.6 KB: two or three per upload
     for (const [crops, S] of [[params.globals, 6], [params.locals, 4]] as const) {
       const whole = await cropImages(wd, images, crops, S, IMAGENET_NORM).toArray();
       const runs = await cropImages(small, images, crops, S, IMAGENET_NORM).toArray();
@@ -66,8 +66,8 @@ describe('F9: images larger than the storage binding limit', () => {
     }
     const ev = await evalTransform(small, images, { crop: 6 }).toArray();
     expect(ev).toEqual(await evalTransform(wd, images, { crop: 6 }).toArray());
-    expect(() => cropImages(withBindingLimit(wd, 1000), images, params.globals, 6, IMAGENET_NORM)).toThrow(
-      /image 0 is 16x16 \(1024 bytes on the GPU\), over the device's 1000-byte storage binding limit/,
+    expect(() => cropImages(withBindingLimit(wd, 8192), images, params.globals, 6, IMAGENET_NORM)).toThrow(
+      /image 0 is 48x48 \(9216 bytes on the GPU\), over the device's 8192-byte storage binding limit/,
     );
   });
 });

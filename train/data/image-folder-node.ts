@@ -35,6 +35,25 @@ export interface ScanImageFolderOptions {
   allowEmptyClasses?: boolean;
 }
 
+/**
+ * Class folders without any image: refused by default, since their labels would exist with no
+ * sample (torchvision's ImageFolder refuses them too); `allowEmptyClasses` keeps them.
+ */
+export class EmptyClassesError extends Error {
+  override name = 'EmptyClassesError';
+  constructor(
+    readonly root: string,
+    readonly classes: readonly string[],
+  ) {
+    super(`${EmptyClassesError.describe(root, classes)} (pass allowEmptyClasses to keep empty classes)`);
+  }
+
+  /** What is wrong, without the advice (callers with other options give their own). */
+  static describe(root: string, classes: readonly string[]): string {
+    return `ImageFolder: no .jpg/.jpeg/.png images in class folder${classes.length === 1 ? '' : 's'} ${classes.join(', ')} of ${root}`;
+  }
+}
+
 /** Lists `root/<class>/**` (see the file header). Throws a clear Error for a missing or empty root. */
 export function scanImageFolder(root: string, options: ScanImageFolderOptions = {}): ImageFolderScan {
   let rootStat;
@@ -72,9 +91,7 @@ export function scanImageFolder(root: string, options: ScanImageFolderOptions = 
   if (files.length === 0) {
     throw new Error(`ImageFolder: no .jpg/.jpeg/.png images under ${root}` + (unsupported.length ? ` (${unsupported.length} files in other formats: ${describeExtensions(unsupported)})` : ''));
   }
-  if (empty.length && !options.allowEmptyClasses) {
-    throw new Error(`ImageFolder: no .jpg/.jpeg/.png images in class folder${empty.length === 1 ? '' : 's'} ${empty.join(', ')} of ${root} (pass allowEmptyClasses to keep empty classes)`);
-  }
+  if (empty.length && !options.allowEmptyClasses) throw new EmptyClassesError(root, empty);
   return { root, classNames, files, unsupported, special };
 }
 

@@ -7,7 +7,7 @@
  *   cifar10:<dir>, cifar100:<dir>[:train|test]
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import type { Dataset } from './dataset.js';
 import { SyntheticShapes } from './synthetic.js';
 import { openImageFolder } from './image-folder-node.js';
@@ -21,6 +21,19 @@ export interface OpenDatasetOptions {
   /** Number of synthetic images (default: 5000 train / 1000 val). */
   syntheticLength?: number;
   onWarning?: (message: string) => void;
+  /** ImageFolder: keep class folders that hold no image (default: refuse them). */
+  allowEmptyClasses?: boolean;
+}
+
+const SYNTHETIC_SPEC = /^synthetic(-scene)?(?::(train|val))?$/;
+const CIFAR_SPEC = /^(cifar10|cifar100):(.+?)(?::(train|test))?$/;
+
+/** The spec with its folder made absolute against `cwd` (synthetic specs are returned as they are). */
+export function resolveDataSpec(spec: string, cwd: string): string {
+  if (SYNTHETIC_SPEC.test(spec)) return spec;
+  const cm = CIFAR_SPEC.exec(spec);
+  if (cm) return `${cm[1]}:${isAbsolute(cm[2]) ? cm[2] : resolve(cwd, cm[2])}${cm[3] ? `:${cm[3]}` : ''}`;
+  return isAbsolute(spec) ? spec : resolve(cwd, spec);
 }
 
 function looksLikeCifar(dir: string): 'cifar10' | 'cifar100' | null {
@@ -39,17 +52,17 @@ function looksLikeCifar(dir: string): 'cifar10' | 'cifar100' | null {
 
 /** A dataset from a spec; throws a clear error for a path that does not exist. */
 export function openDataset(spec: string, opts: OpenDatasetOptions): Dataset {
-  const m = /^synthetic(-scene)?(?::(train|val))?$/.exec(spec);
+  const m = SYNTHETIC_SPEC.exec(spec);
   if (m) {
     const split = (m[2] as 'train' | 'val' | undefined) ?? opts.defaultSplit;
     const style = m[1] ? 'scene' : 'confetti';
     return new SyntheticShapes({ style, split, size: opts.syntheticSize ?? 64, length: opts.syntheticLength ?? (split === 'train' ? 5000 : 1000) });
   }
-  const cm = /^(cifar10|cifar100):(.+?)(?::(train|test))?$/.exec(spec);
+  const cm = CIFAR_SPEC.exec(spec);
   const split = opts.defaultSplit === 'train' ? 'train' : 'test';
   if (cm) return openCifar(cm[2], { variant: cm[1] as 'cifar10' | 'cifar100', split: (cm[3] as 'train' | 'test') ?? split });
   if (!existsSync(spec)) throw new Error(`dataset '${spec}' not found: give 'synthetic', 'synthetic:val', 'synthetic-scene:val', an image folder, or a CIFAR folder`);
   const cifar = looksLikeCifar(spec);
   if (cifar) return openCifar(spec, { variant: cifar, split });
-  return openImageFolder(spec, { onWarning: opts.onWarning });
+  return openImageFolder(spec, { onWarning: opts.onWarning, allowEmptyClasses: opts.allowEmptyClasses });
 }
