@@ -28,8 +28,8 @@ function selection(engine: Engine, idx: ArrayLike<number>, from: number, rows: n
   return engine.tensor(s, [rows, R], { label: 'gather-one-hot' });
 }
 
-/** x[idx] along dim 0 for x (R, D): (M, D), M = idx.length ≥ 1; gradients flow back to x. */
-export function gatherRows(x: Tensor, idx: ArrayLike<number>): Tensor {
+/** x[idx] along dim 0 for x (R, D): (M, D), M = idx.length ≥ 1; gradients flow back to x. `slabBytes`: see SLAB_BYTES. */
+export function gatherRows(x: Tensor, idx: ArrayLike<number>, slabBytes = SLAB_BYTES): Tensor {
   if (x.rank !== 2) throw new ShapeError(`gatherRows: x must be (R, D), got ${fmt(x.shape)}`);
   const [R] = x.shape;
   const M = idx.length;
@@ -37,7 +37,7 @@ export function gatherRows(x: Tensor, idx: ArrayLike<number>): Tensor {
   for (let j = 0; j < M; j++) {
     if (!(Number.isInteger(idx[j]) && idx[j] >= 0 && idx[j] < R)) throw new RangeError(`gatherRows: index ${idx[j]} at ${j} is outside [0, ${R})`);
   }
-  const slabRows = Math.max(1, Math.floor(SLAB_BYTES / (4 * R)));
+  const slabRows = Math.max(1, Math.floor(slabBytes / (4 * R)));
   const parts: Tensor[] = [];
   for (let from = 0; from < M; from += slabRows) {
     const rows = Math.min(slabRows, M - from);
