@@ -25,7 +25,9 @@ import { describe, expect, it } from 'vitest';
 
 import type { ParamArena } from '../../engine/optim.js';
 import type { MaskBatch } from '../../train/dinov2/masking.js';
+import { SyntheticShapes } from '../../train/data/synthetic.js';
 import { DinoV2Trainer, type DinoV2Config } from '../../train/dinov2-trainer.js';
+import { NonFiniteLossError } from '../../train/trainer.js';
 import { expectClose, getEngine, randn } from '../helpers.js';
 import { adamwElement, type RefParams } from './step-reference.js';
 import { v2ReferenceStep, type V2Crops, type V2Hyper, type V2RefConfig, type V2State } from './dinov2-step-reference.js';
@@ -281,5 +283,110 @@ describe.each([
     } finally {
       tr.dispose();
     }
+  });
+});
+
+// -------------------------------------------------------------------------------------------------
+// Failure modes and memory
+
+const SMALL: Partial<DinoV2Config> = {
+  arch: 'custom',
+  embedDim: 16,
+  depth: 2,
+  numHeads: 2,
+  patchSize: 4,
+  numRegisterTokens: 2,
+  dropPathRate: 0.1,
+  outDim: 32,
+  headHidden: 32,
+  headBottleneck: 16,
+  epochs: 2,
+  epochLength: 8,
+  batchSize: 4,
+  warmupEpochs: 1,
+  warmupTeacherTempEpochs: 1,
+  globalSize: 16,
+  localSize: 8,
+  localCrops: 2,
+  seed: 1,
+};
+
+function syntheticImages(n: number) {
+  const ds = new SyntheticShapes({ size: 32, length: n, seed: 3 });
+  return Array.from({ length: n }, (_, i) => ds.getSync(i).image);
+}
+
+describe('DINOv2 trainer: failure modes and memory', () => {
+  it('a non-finite loss throws NonFiniteLossError and changes no state', async () => {
+    const wd = await getEngine();
+    const tr = new DinoV2Trainer(wd, SMALL);
+    const c = tr.config;
+    const crops = (seed: number, poison: boolean) => {
+      const g = randn(2 * 4 * 3 * c.globalSize ** 2, seed);
+      if (poison) g[17] = NaN;
+      return { g: wd.tensor(g, [8, 3, c.globalSize, c.globalSize]), l: wd.tensor(randn(2 * 4 * 3 * c.localSize ** 2, seed + 1), [8, 3, c.localSize, c.localSize]) };
+    };
+    try {
+      await wd.scope(() => {
+        const x = crops(1, false);
+        return tr.step(x.g, x.l, tr.drawMasks(4));
+      });
+      const before = await readState(tr);
+      const live = wd.memory().liveBytes;
+      const err = await wd
+        .scope(() => {
+          const x = crops(2, true);
+          return tr.step(x.g, x.l, tr.drawMasks(4));
+        })
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
+      expect(err).toBeInstanceOf(NonFiniteLossError);
+      expect((err as NonFiniteLossError).iteration).toBe(1);
+      expect(tr.iteration).toBe(1);
+      expect(wd.memory().liveBytes, 'the failed step freed its temporaries').toBe(live);
+      const after = await readState(tr);
+      for (const part of ['student', 'teacher'] as const) for (const [name, t] of before[part]) expect(after[part].get(name)!.data, `${part} ${name}`).toEqual(t.data);
+      expect(after.dinoCenter).toEqual(before.dinoCenter);
+      expect(after.ibotCenter).toEqual(before.ibotCenter);
+      for (const [name, m] of before.m) {
+        expect(after.m.get(name), `m of ${name}`).toEqual(m);
+        expect(after.steps.get(name)).toBe(before.steps.get(name));
+      }
+      const r = await wd.scope(() => {
+        const x = crops(3, false);
+        return tr.step(x.g, x.l, tr.drawMasks(4));
+      });
+      expect(Number.isFinite(r.loss)).toBe(true);
+      expect(r.iteration).toBe(1);
+    } finally {
+      tr.dispose();
+    }
+  });
+
+  it('training steps on images (augmentation and drawn masks) leave the live GPU memory unchanged; the schedule ends', async () => {
+    const wd = await getEngine();
+    const start = wd.memory().liveBytes;
+    const tr = new DinoV2Trainer(wd, SMALL);
+    const images = syntheticImages(4);
+    try {
+      await wd.scope(() => tr.stepImages(images));
+      const base = wd.memory().liveBytes;
+      let masked = 0;
+      for (let i = 1; i < tr.totalIterations; i++) {
+        const r = await wd.scope(() => tr.stepImages(images));
+        expect(Number.isFinite(r.loss)).toBe(true);
+        expect(Object.values(r.losses).every(Number.isFinite)).toBe(true);
+        expect(r.epoch).toBe(Math.floor(i / 8));
+        masked += r.maskedPatches;
+        expect(wd.memory().liveBytes, `after step ${i + 1}`).toBe(base);
+      }
+      expect(masked).toBeGreaterThan(0);
+      await expect(wd.scope(() => tr.stepImages(images))).rejects.toThrow(/past the end of the schedule/);
+    } finally {
+      tr.dispose();
+    }
+    expect(wd.memory().liveBytes, 'after dispose()').toBe(start);
   });
 });
