@@ -4,7 +4,7 @@
  * - the iBOT patch loss: value and gradient vs the float64 forward_masked; the weights reproduce
  *   the official unmasked form (mean over 2B images of per-image means, unmasked images 0);
  * - teacher targets: centering (softmax with center, EMA over the rows) and Sinkhorn-Knopp with
- *   N = the masked-patch count; entropies;
+ *   N = the masked-patch count (also for logits spread far beyond 87·τ); entropies;
  * - KoLeo: value, neighbours and gradient (both points of each pair) vs float64, the float64 VJP vs
  *   finite differences, duplicate rows (finite, −log(ε(√D + 1))), a single row;
  * - the loss assembly vs an independent float64 transcription of forward_backward's loop
@@ -203,6 +203,12 @@ describe('teacher targets (centering, Sinkhorn-Knopp)', () => {
       });
       expectClose(q, sinkhornKnoppRef(z, M, K, 0.07), 1e-4, 1e-6, 'Sinkhorn-Knopp targets');
       expect(Array.from(await tt.center.toArray()).every((c) => c === 0)).toBe(true);
+      // Logits spread far beyond 87·τ (a grown weight_g): exp(t/τ) would underflow whole columns
+      // and rows to 0 in float32 (0/0: NaN targets); the log-domain form stays exact.
+      const wide = randn(M * K, 13, 6); // spread/τ ≈ 500
+      const qw = await wd.scope(() => tt.targets(wd.tensor(wide, [M, K]), 0.07).probs.toArray());
+      expect(qw.every(Number.isFinite)).toBe(true);
+      expectClose(qw, sinkhornKnoppRef(wide, M, K, 0.07), 1e-3, 1e-6, 'Sinkhorn-Knopp targets of wide logits');
     } finally {
       tt.dispose();
     }

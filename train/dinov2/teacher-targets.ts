@@ -26,7 +26,7 @@ import type { Engine } from '../../engine/engine.js';
 import * as ops from '../../engine/ops.js';
 import { fmt, ShapeError } from '../../engine/shape.js';
 import type { Tensor } from '../../engine/tensor.js';
-import { lerpInPlace } from '../../kernels/optim.js';
+import { lerpInPlace } from '../../engine/optim.js';
 import { sinkhornKnopp } from '../loss.js';
 
 export type Centering = 'center' | 'sinkhorn_knopp';
