@@ -171,6 +171,7 @@ export function resolveDinoV2Config(partial: Partial<DinoV2Config> = {}): DinoV2
   }
   if (c.globalSize % c.patchSize !== 0) throw new Error(`DINOv2: the global crop ${c.globalSize} is not a multiple of the patch ${c.patchSize}`);
   if (!(c.batchSize >= 1 && Number.isInteger(c.epochLength) && c.epochLength >= 1)) throw new Error('DINOv2: batchSize and epochLength must be positive integers');
+  if (c.warmupEpochs > c.epochs) throw new Error(`DINOv2: warmupEpochs ${c.warmupEpochs} exceeds epochs ${c.epochs} (the official CosineScheduler asserts the same)`);
   return c;
 }
 
