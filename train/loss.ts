@@ -117,19 +117,28 @@ export class DinoLoss {
 
 /**
  * DINOv2's Sinkhorn-Knopp teacher targets for logits [N, K] at temperature τ: rows sum to 1 and,
- * at convergence, every prototype receives N/K of the mass. The global max is subtracted before
- * exp (a common factor, which the first normalisation cancels exactly), so large logits cannot
- * overflow.
+ * at convergence, every prototype receives N/K of the mass.
+ *
+ * Computed in the log domain, with ℓ = log Q (each step the official's division, as a subtraction):
+ *   ℓ ← t/τ; 3 times: ℓ −= logsumexp over rows (per prototype) + log K;
+ *                      ℓ −= logsumexp over prototypes (per row) + log N;   Q = exp(ℓ + log N)
+ * The same values as the official's exp-then-divide (its initial division by ΣQ is a common
+ * factor the first normalisation cancels), but no sum can underflow to 0 or overflow: in float32,
+ * exp(t/τ) of logits spread beyond ~87·τ (|logit| > 1.7 at τ = 0.04, reachable once DINOv2's
+ * trainable weight_g grows) gave 0/0 and NaN targets for the whole batch.
  */
 export function sinkhornKnopp(logits: Tensor, temperature: number, iterations = 3): Tensor {
   const [N, K] = logits.shape;
-  const z = logits.mul(1 / temperature);
-  let q = z.sub(z.max()).exp();
+  const logSumExp = (x: Tensor, dim: number): Tensor => {
+    const m = x.max(dim, true);
+    return x.sub(m).exp().sum(dim, true).log().add(m);
+  };
+  let l = logits.mul(1 / temperature);
   for (let i = 0; i < iterations; i++) {
-    q = q.div(q.sum(0, true).mul(K)); // each prototype's total → 1/K
-    q = q.div(q.sum(1, true).mul(N)); // each row's total → 1/N
+    l = l.sub(logSumExp(l, 0).add(Math.log(K))); // each prototype's total → 1/K
+    l = l.sub(logSumExp(l, 1).add(Math.log(N))); // each row's total → 1/N
   }
-  return q.mul(N);
+  return l.add(Math.log(N)).exp();
 }
 
 /** Float64 reference of Sinkhorn-Knopp (DINOv2's order), rows [N, K] row-major. */

@@ -88,7 +88,7 @@ export function gelu(x: number): number {
 // Layers on row-major float64 matrices
 
 /** y[r, o] = b[o] + Σ_i x[r, i]·W[o, i] (PyTorch Linear layout), optional GELU. */
-function linear(x: Float64Array, rows: number, inDim: number, W: Float64Array, b: Float64Array | null, outDim: number, act = false): Float64Array {
+export function linear(x: Float64Array, rows: number, inDim: number, W: Float64Array, b: Float64Array | null, outDim: number, act = false): Float64Array {
   const y = new Float64Array(rows * outDim);
   for (let r = 0; r < rows; r++) {
     for (let o = 0; o < outDim; o++) {
@@ -101,7 +101,7 @@ function linear(x: Float64Array, rows: number, inDim: number, W: Float64Array, b
 }
 
 /** LayerNorm over rows of D (biased variance, two passes). */
-function layerNorm(x: Float64Array, rows: number, D: number, w: Float64Array, b: Float64Array, eps: number): Float64Array {
+export function layerNorm(x: Float64Array, rows: number, D: number, w: Float64Array, b: Float64Array, eps: number): Float64Array {
   const y = new Float64Array(rows * D);
   for (let r = 0; r < rows; r++) {
     let mu = 0;
@@ -116,7 +116,7 @@ function layerNorm(x: Float64Array, rows: number, D: number, w: Float64Array, b:
 }
 
 /** Multi-head self-attention of one image's tokens X (N, D); qkv/proj Linear layers. */
-function attention(X: Float64Array, N: number, D: number, H: number, p: (n: string) => Float64Array, pre: string): Float64Array {
+export function attention(X: Float64Array, N: number, D: number, H: number, p: (n: string) => Float64Array, pre: string): Float64Array {
   const qkv = linear(X, N, D, p(`${pre}qkv.weight`), p(`${pre}qkv.bias`), 3 * D); // (N, 3, H, d)
   const d = D / H;
   const scale = d ** -0.5;
@@ -144,7 +144,7 @@ function attention(X: Float64Array, N: number, D: number, H: number, p: (n: stri
 }
 
 /** pos_embed rows for a g×g grid: stored ones, or the patch rows resized bicubically (DINO's +0.1). */
-function positionRows(pos: Float64Array, N0: number, g: number, D: number): Float64Array {
+export function positionRows(pos: Float64Array, N0: number, g: number, D: number): Float64Array {
   const side = Math.round(Math.sqrt(N0));
   if (g * g === N0) return pos.slice(D, D + N0 * D);
   const { weights: w1, outSize } = bicubicWeights1d(side, (g + 0.1) / side);
