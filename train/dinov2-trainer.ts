@@ -26,7 +26,7 @@
 import type { Engine } from '../engine/engine.js';
 import { Rng } from '../engine/random.js';
 import type { Tensor } from '../engine/tensor.js';
-import * as ops from '../engine/ops.js';
+import * as ops from '../engine/ops/index.js';
 import { DINOHead, dinoHeadConfig } from '../models/dino-head.js';
 import { Module, type ModuleContext } from '../models/nn.js';
 import { vitConfig, type ViTArch } from '../models/vit.js';

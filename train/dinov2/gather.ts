@@ -14,7 +14,7 @@
  * the one engine addition the DINOv2 recipe needs beyond AdamW parameter groups.
  */
 import type { Engine } from '../../engine/engine.js';
-import * as ops from '../../engine/ops.js';
+import * as ops from '../../engine/ops/index.js';
 import { fmt, ShapeError } from '../../engine/shape.js';
 import type { Tensor } from '../../engine/tensor.js';
 

@@ -18,7 +18,7 @@
  * is ever 1/0 because weights exist only for masked patches.
  */
 import type { Engine } from '../../engine/engine.js';
-import * as ops from '../../engine/ops.js';
+import * as ops from '../../engine/ops/index.js';
 import { fmt, ShapeError } from '../../engine/shape.js';
 import type { Tensor } from '../../engine/tensor.js';
 

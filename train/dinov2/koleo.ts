@@ -24,7 +24,7 @@
  * The nearest-neighbour row is selected with a one-hot (n, n) matrix built on the GPU from the argmax
  * (no readback): onehot[i, j] = relu(1 − (nn(i) − j)²), exact for integer indices.
  */
-import * as ops from '../../engine/ops.js';
+import * as ops from '../../engine/ops/index.js';
 import { fmt, ShapeError } from '../../engine/shape.js';
 import type { Tensor } from '../../engine/tensor.js';
 

@@ -27,7 +27,7 @@
  *   L_global = Σ_{global rows} CE(q_swapped, s) / (B · n_terms)      (2 · (1/2B) = 1/B)
  * Rows are crop-major: [crop0 × B; crop1 × B; …] for the global and the local crops alike.
  */
-import * as ops from '../../engine/ops.js';
+import * as ops from '../../engine/ops/index.js';
 import { fmt, ShapeError } from '../../engine/shape.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { ibotPatchLoss, zeroLoss } from './ibot-loss.js';

@@ -23,7 +23,7 @@
  *                    prototype; healthy: low entropy, high marginal entropy)
  */
 import type { Engine } from '../../engine/engine.js';
-import * as ops from '../../engine/ops.js';
+import * as ops from '../../engine/ops/index.js';
 import { fmt, ShapeError } from '../../engine/shape.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { lerpInPlace } from '../../engine/optim.js';
