@@ -50,11 +50,11 @@
  * (no grad: DINO's teacher) writes Y only.
  */
 import { record } from '../engine/autograd.js';
-import { type Device, Uniforms } from '../engine/device.js';
+import { Uniforms } from '../engine/device.js';
 import type { MatmulOptions } from '../engine/ops.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
 import { type Tensor, checkTensor } from '../engine/tensor.js';
-import { bind, dense, denseAligned, release } from './common.js';
+import { bind, dense, denseAligned, fixedSubgroupSize, release } from './common.js';
 import { binaryRaw, MATH_WGSL, unaryDerivRef, unaryRef } from './elementwise.js';
 import { sumTo } from './reduce.js';
 
@@ -428,17 +428,6 @@ export interface MatmulTuning {
   variant?: 'cpu' | 'gpu';
   /** Share A's rows through subgroupBroadcast where the adapter allows it (default true). */
   subgroups?: boolean;
-}
-
-/**
- * The subgroup size when the device has the `subgroups` feature and the adapter reports one fixed
- * size (subgroupMinSize = subgroupMaxSize: 8 on lavapipe, 4 on SwiftShader); 0 otherwise.
- */
-function fixedSubgroupSize(device: Device): number {
-  if (!device.features.subgroups) return 0;
-  const info = (device.gpu as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
-  const lo = info?.subgroupMinSize ?? 0;
-  return lo > 0 && lo === info?.subgroupMaxSize ? lo : 0;
 }
 
 /** Epilogue of `matmulRaw`. */
