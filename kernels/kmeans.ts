@@ -137,8 +137,8 @@ function tileDots(t: KmeansCpuTile, sg: number, aRow: (e: string) => string, bRo
 }
 
 /**
- * WGSL of the 'cpu' assign kernel (see the file header). Bindings: OI (u32 argmin), OD (distance),
- * A = points, XN, B = centroids, CN. Pure function of the tile and `sg`.
+ * WGSL of the 'cpu' assign kernel (see the file header). Bindings: OI (u32 argmin), OD (partial
+ * distance p), A = points, B = centroids, CN. Pure function of the tile and `sg`.
  */
 export function assignCpuSource(t: KmeansCpuTile, sg: number): string {
   const { TM, TN, W } = t;
@@ -161,9 +161,8 @@ struct U { n: u32, k: u32, D4: u32, pad: u32, }
 @group(0) @binding(1) var<storage, read_write> OI: array<u32>;
 @group(0) @binding(2) var<storage, read_write> OD: array<f32>;
 @group(0) @binding(3) var<storage, read> A: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> XN: array<f32>;
-@group(0) @binding(5) var<storage, read> B: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read> CN: array<f32>;
+@group(0) @binding(4) var<storage, read> B: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> CN: array<f32>;
 var<workgroup> rv: array<f32, ${TM * W}>;
 var<workgroup> ri: array<u32, ${TM * W}>;
 @compute @workgroup_size(${W})
@@ -191,7 +190,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         if (w < v || (w == v && j < i)) { v = w; i = j; }
       }
       OI[row] = i;
-      OD[row] = max(XN[row] + v, 0.0);
+      OD[row] = v;
     }
   }
 }`;
@@ -208,9 +207,8 @@ struct U { n: u32, k: u32, D4: u32, pad: u32, }
 @group(0) @binding(1) var<storage, read_write> OI: array<u32>;
 @group(0) @binding(2) var<storage, read_write> OD: array<f32>;
 @group(0) @binding(3) var<storage, read> X: array<f32>;
-@group(0) @binding(4) var<storage, read> XN: array<f32>;
-@group(0) @binding(5) var<storage, read> C: array<f32>;
-@group(0) @binding(6) var<storage, read> CN: array<f32>;
+@group(0) @binding(4) var<storage, read> C: array<f32>;
+@group(0) @binding(5) var<storage, read> CN: array<f32>;
 var<workgroup> As: array<array<f32, ${BM + PAD}>, ${BK}>;
 var<workgroup> Bs: array<array<f32, ${BN + PAD}>, ${BK}>;
 var<workgroup> rv: array<f32, ${BM * T}>;
@@ -271,7 +269,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         if (w < v || (w == v && j < i)) { v = w; i = j; }
       }
       OI[row] = i;
-      OD[row] = max(XN[row] + v, 0.0);
+      OD[row] = v;
     }
   }
 }`;
@@ -512,9 +510,10 @@ function subgroupSize(x: Tensor, tuning: KmeansTuning, t: KmeansCpuTile): number
 
 /**
  * Nearest centroid of every point: `idx` [n] (u32 bits: the argmin, ties to the lower index) and
- * `dist` [n] (f32 squared distance, ≥ 0). New tensors; nothing [n, k] is ever allocated.
+ * `part` [n] = min_j (‖c_j‖² − 2 x·c_j) (f32; add ‖x‖² for the squared distance). New tensors;
+ * nothing [n, k] is ever allocated. (points.xn is not read.)
  */
-export function assignNearest(points: GpuRows, centroids: GpuRows, tuning: KmeansTuning = {}): { idx: Tensor; dist: Tensor } {
+export function assignNearest(points: GpuRows, centroids: GpuRows, tuning: KmeansTuning = {}): { idx: Tensor; part: Tensor } {
   const op = 'assignNearest';
   const { n, D } = checkRows(points, 'points', op);
   const { n: k, D: Dc } = checkRows(centroids, 'centroids', op);
@@ -522,11 +521,11 @@ export function assignNearest(points: GpuRows, centroids: GpuRows, tuning: Kmean
   if (k === 0) throw new RangeError(`${op}: no centroids`);
   const e = points.x.engine;
   const idx = e.empty([n], { label: 'kmeans_assign' });
-  const dist = e.empty([n], { label: 'kmeans_dist' });
-  if (n === 0) return { idx, dist };
+  const part = e.empty([n], { label: 'kmeans_partial_distance' });
+  if (n === 0) return { idx, part };
   const dev = e.device;
   const uniforms = new Uniforms(4).u32(n, k, D / 4, 0).bytes();
-  const buffers = [idx.buffer, dist.buffer, points.x.buffer, points.xn.buffer, centroids.x.buffer, centroids.xn.buffer];
+  const buffers = [idx.buffer, part.buffer, points.x.buffer, centroids.x.buffer, centroids.xn.buffer];
   if (variantOf(points.x, tuning) === 'cpu') {
     const t = tuning.tile ?? ASSIGN_CPU_TILE;
     const sg = subgroupSize(points.x, tuning, t);
@@ -536,7 +535,7 @@ export function assignNearest(points: GpuRows, centroids: GpuRows, tuning: Kmean
     const kernel = dev.kernel('kmeans_assign_gpu', assignGpuSource());
     dev.dispatch(kernel, { uniforms, buffers, workgroups: grid1d(n, G.BM, dev.limits.maxComputeWorkgroupsPerDimension) });
   }
-  return { idx, dist };
+  return { idx, part };
 }
 
 /**

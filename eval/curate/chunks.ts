@@ -26,6 +26,8 @@ export interface Chunk extends GpuRows {
   /** First source row. */
   start: number;
   rows: number;
+  /** The squared norms on the host too (distances = ‖x‖² + the assign kernel's partial minimum). */
+  xnHost: Float32Array;
 }
 
 export interface ChunkOptions {
@@ -112,7 +114,7 @@ export class ChunkedRows {
     const rows = this.rowsOf(i);
     const { x, xn } = padRows(this.source.read(start, start + rows), this.source.dim, this.normalize);
     const e = this.engine;
-    const c: Chunk = { start, rows, x: e.keep(e.tensor(x, [rows, this.D4])), xn: e.keep(e.tensor(xn, [rows])) };
+    const c: Chunk = { start, rows, x: e.keep(e.tensor(x, [rows, this.D4])), xn: e.keep(e.tensor(xn, [rows])), xnHost: xn };
     if (this.resident) this.cache[i] = c;
     return c;
   }

@@ -38,6 +38,7 @@ import {
   assignNearest,
   blockSums,
   candidateDistances,
+  D2_BLOCK,
   d2Blocks,
   gatherRows,
   type GpuRows,
@@ -46,7 +47,7 @@ import {
   packDraws,
   pickD2,
 } from '../../kernels/kmeans.js';
-import { type Chunk, ChunkedRows, DEFAULT_RESIDENT_BYTES, padRows, readU32, u32Tensor } from './chunks.js';
+import { type Chunk, ChunkedRows, DEFAULT_RESIDENT_BYTES, defaultChunkRows, padRows, readU32, u32Tensor } from './chunks.js';
 import { CurateInputError, type RowSource, SubsetSource } from './source.js';
 
 export type KmeansInit = 'kmeans++' | 'random';
@@ -135,15 +136,27 @@ export function clusterCsr(assign: ArrayLike<number>, k: number): { offsets: Uin
   return { offsets, members };
 }
 
+/** Rows of [*, D4] f32 that fit half the adapter's storage binding (and buffer) limit. */
+export function maxBoundRows(engine: Engine, D4: number): number {
+  const lim = engine.device.limits;
+  return Math.max(1, Math.floor(Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize) / 2 / (4 * D4)));
+}
+
 /**
  * One pass over the points: the nearest of the k `centroids` for every point and, with
  * `accumulate`, the per-cluster sums for the next Lloyd update.
+ *
+ * Centroids that exceed the binding limit (k·D large) go in blocks of `blockRows` rows: each block
+ * is one assign launch, and the per-point minima merge on the host in block order with a strict
+ * `<`, which is exactly the argmin of one launch (the kernel returns the partial distance
+ * ‖c‖² − 2x·c, compared the same way). The TwoSum sums run per block with the CSR restricted to
+ * its clusters, each cluster's members still in row order: the same sums as one block.
  */
 export async function assignPass(
   chunks: ChunkedRows,
   centroids: Float32Array,
   k: number,
-  opts: { accumulate?: boolean; tuning?: KmeansTuning } = {},
+  opts: { accumulate?: boolean; tuning?: KmeansTuning; blockRows?: number } = {},
 ): Promise<PassResult> {
   const e = chunks.engine;
   const dim = chunks.source.dim;
@@ -152,51 +165,75 @@ export async function assignPass(
   const assign = new Int32Array(N);
   const dist = new Float32Array(N);
   const counts = opts.accumulate ? new Float64Array(k) : null;
-  let C: GpuRows | null = null;
-  let hi: Tensor | null = null;
-  let lo: Tensor | null = null;
+  const blockRows = Math.min(k, opts.blockRows ?? maxBoundRows(e, D4));
+  const blocks: { c0: number; c1: number; C: GpuRows; hi: Tensor | null; lo: Tensor | null }[] = [];
   try {
-    C = uploadRows(e, centroids, dim);
-    if (counts) {
-      hi = e.keep(e.zeros([k, D4]));
-      lo = e.keep(e.zeros([k, D4]));
-    }
-    const cent = C;
-    await chunks.forEach(async (c: Chunk) => {
-      const r = assignNearest(c, cent, opts.tuning);
-      let idx: Uint32Array;
-      let d: Float32Array;
-      try {
-        [idx, d] = await Promise.all([readU32(r.idx), r.dist.toArray()]);
-      } finally {
-        r.idx.dispose();
-        r.dist.dispose();
+    for (let c0 = 0; c0 < k; c0 += blockRows) {
+      const c1 = Math.min(k, c0 + blockRows);
+      const b = { c0, c1, C: uploadRows(e, centroids.subarray(c0 * dim, c1 * dim), dim), hi: null as Tensor | null, lo: null as Tensor | null };
+      blocks.push(b);
+      if (counts) {
+        b.hi = e.keep(e.zeros([c1 - c0, D4]));
+        b.lo = e.keep(e.zeros([c1 - c0, D4]));
       }
-      assign.set(idx, c.start);
-      dist.set(d, c.start);
-      if (counts && hi && lo) {
+    }
+    await chunks.forEach(async (c: Chunk) => {
+      const launches = blocks.map((b) => assignNearest(c, b.C, opts.tuning));
+      let reads: [Uint32Array, Float32Array][];
+      try {
+        reads = await Promise.all(launches.map((r) => Promise.all([readU32(r.idx), r.part.toArray()])));
+      } finally {
+        for (const r of launches) {
+          r.idx.dispose();
+          r.part.dispose();
+        }
+      }
+      // Merge the blocks: the first strict minimum of the partial distance, as one launch would.
+      const [idx, part] = reads[0];
+      for (let b = 1; b < blocks.length; b++) {
+        const [ib, pb] = reads[b];
+        for (let i = 0; i < c.rows; i++) {
+          if (pb[i] < part[i]) {
+            part[i] = pb[i];
+            idx[i] = ib[i] + blocks[b].c0;
+          }
+        }
+      }
+      for (let i = 0; i < c.rows; i++) {
+        assign[c.start + i] = idx[i];
+        dist[c.start + i] = Math.max(c.xnHost[i] + part[i], 0);
+      }
+      if (counts) {
         for (let i = 0; i < idx.length; i++) counts[idx[i]]++;
         const { offsets, members } = clusterCsr(idx, k);
-        const off = u32Tensor(e, offsets);
-        const mem = u32Tensor(e, members);
-        accumulateCentroids(c.x, off, mem, hi, lo);
-        off.dispose(); // recorded dispatches run before any later reuse of these buffers
-        mem.dispose();
+        for (const b of blocks) {
+          const off = u32Tensor(e, offsets.slice(b.c0, b.c1 + 1).map((o) => o - offsets[b.c0]));
+          const mem = u32Tensor(e, members.subarray(offsets[b.c0], offsets[b.c1]));
+          accumulateCentroids(c.x, off, mem, b.hi!, b.lo!);
+          off.dispose(); // recorded dispatches run before any later reuse of these buffers
+          mem.dispose();
+        }
       }
     });
     let objective = 0;
     for (let i = 0; i < N; i++) objective += dist[i];
     let sums: Float64Array | null = null;
-    if (hi && lo) {
-      const [h, l] = await Promise.all([hi.toArray(), lo.toArray()]);
+    if (counts) {
       sums = new Float64Array(k * dim);
-      for (let c = 0; c < k; c++) for (let q = 0; q < dim; q++) sums[c * dim + q] = h[c * D4 + q] + l[c * D4 + q];
+      for (const b of blocks) {
+        const [h, l] = await Promise.all([b.hi!.toArray(), b.lo!.toArray()]);
+        for (let c = b.c0; c < b.c1; c++) {
+          for (let q = 0; q < dim; q++) sums[c * dim + q] = h[(c - b.c0) * D4 + q] + l[(c - b.c0) * D4 + q];
+        }
+      }
     }
     return { assign, dist, objective, sums, counts };
   } finally {
-    disposeRows(C);
-    hi?.dispose();
-    lo?.dispose();
+    for (const b of blocks) {
+      disposeRows(b.C);
+      b.hi?.dispose();
+      b.lo?.dispose();
+    }
   }
 }
 
@@ -280,7 +317,9 @@ export async function kmeansPlusPlus(
   }
   const n = src.rows;
   const e = engine;
-  const chunks = new ChunkedRows(e, src, { chunkRows: opts.chunkRows, residentBytes: Infinity });
+  // The candidate D² block [L, rows] of a chunk must fit the binding limit as well as its rows.
+  const dmRows = Math.max(D2_BLOCK, Math.floor(maxBoundRows(e, MAX_CANDIDATES) / D2_BLOCK) * D2_BLOCK);
+  const chunks = new ChunkedRows(e, src, { chunkRows: Math.min(opts.chunkRows ?? defaultChunkRows(e, dim), dmRows), residentBytes: Infinity });
   const list: Chunk[] = [];
   const closest: Tensor[] = [];
   const held: Tensor[] = [];

@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { Rng } from '../../index.js';
 import { ChunkedRows } from '../../eval/curate/chunks.js';
 import {
+  assignPass,
   clusterLevel,
   closestPerCluster,
   hierarchicalKmeans,
@@ -107,6 +108,16 @@ describe('curation k-means', () => {
     }
     expect(Array.from(outs[1].centroids)).toEqual(Array.from(outs[0].centroids));
     expect(Array.from(outs[2].centroids)).toEqual(Array.from(outs[0].centroids));
+    // Centroids in blocks (as when k·D exceeds the binding limit) give the same pass exactly.
+    const ch = new ChunkedRows(e, src, { chunkRows: 300 });
+    const one = await assignPass(ch, init, sizes.length, { accumulate: true });
+    for (const blockRows of [1, 3, 5]) {
+      const got = await assignPass(ch, init, sizes.length, { accumulate: true, blockRows });
+      expect(Array.from(got.assign), `blocks of ${blockRows}`).toEqual(Array.from(one.assign));
+      expect(Array.from(got.dist)).toEqual(Array.from(one.dist));
+      expect(Array.from(got.sums!)).toEqual(Array.from(one.sums!));
+    }
+    ch.dispose();
   });
 
   it('an empty cluster keeps its centroid', async () => {

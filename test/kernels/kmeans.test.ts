@@ -90,9 +90,9 @@ describe('assignNearest', () => {
           const xs = randn(n * D, seed++);
           const cs = randn(k * D, seed++);
           const ref = assignRef(Float64Array.from(xs), Float64Array.from(cs), D);
-          const { idx, dist } = assignNearest(upload(e, xs, D), upload(e, cs, D), cfg.tuning);
+          const { idx, part } = assignNearest(upload(e, xs, D), upload(e, cs, D), cfg.tuning);
           const gi = await readU32(idx);
-          const gd = await dist.toArray();
+          const gd = Float64Array.from(await part.toArray(), (p, i) => p + norm2(xs, i, D));
           for (let i = 0; i < n; i++) {
             expect(gi[i], `row ${i} index in range`).toBeLessThan(k);
             const tol = 1e-5 * (norm2(xs, i, D) + norm2(cs, gi[i], D)) + 1e-6;
