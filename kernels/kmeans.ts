@@ -13,7 +13,9 @@
  *
  * Math
  *   assign:  a_i = argmin_j ‖x_i − c_j‖² = argmin_j (‖c_j‖² − 2 x_i·c_j)   (ties: lower j)
- *            d_i = max(‖x_i‖² + min_j (‖c_j‖² − 2 x_i·c_j), 0)
+ *            p_i = min_j (‖c_j‖² − 2 x_i·c_j), the "partial" distance; the caller forms
+ *            d_i = max(‖x_i‖² + p_i, 0). Returning p_i rather than d_i keeps launches over
+ *            blocks of centroids exactly mergeable (the minimum of the blocks' p is one launch's p).
  *            The [n, k] distance matrix is never stored: each workgroup walks all k centroids in
  *            tiles, keeping a running (min, argmin) per row in registers, and reduces its lanes once.
  *   k-means++ (D² sampling, Arthur & Vassilvitskii; the greedy variant of sklearn and
@@ -35,7 +37,11 @@
  *            CSR of each chunk's members sorted by row, and chunks in row order), and the pair
  *            persists across chunks, so the sums are bit-identical for every chunking; the pair
  *            carries ~48 bits, so the mean (hi + lo)/count formed in float64 is f32-exact in
- *            practice.
+ *            practice. Shader compilers treat float arithmetic as reassociable (Mesa's NIR folds
+ *            (hi + x) − hi to x, which zeroes the error term: measured, the sums were then plain
+ *            f32 sums); every intermediate is therefore multiplied by a uniform 1.0 the compiler
+ *            cannot see through (exact, and it blocks the rewrites). The test replays the kernel's
+ *            arithmetic in f32 on the CPU and requires bit equality.
  *
  * Variants (`device.variants`)
  * - 'cpu' (lavapipe): the register-blocked, barrier-free tile of kernels/matmul.ts (TM rows ×
