@@ -45,6 +45,7 @@ import { assignPass, type CentroidStore, hierarchicalKmeans, type KmeansInit, ty
 import { type ReportCluster, renderCurateReport, sizeStats } from './report.js';
 import { retrieveFromClusters, retrieveNearest } from './retrieve.js';
 import { flatSizes, hierarchicalSample } from './sample.js';
+import { assignShard, parseShard } from './shard-node.js';
 import { NpyShards, readPaths, type ShardInfo } from './shards-node.js';
 import { ArraySource, CurateInputError, type RowSource, SubsetSource } from './source.js';
 
@@ -79,6 +80,8 @@ export const CURATE_OPTIONS: Record<string, CurateOptionSpec> = {
   'chunk-rows': { type: 'string', value: '<n>', description: 'Rows per GPU chunk (default: 64 MiB worth, a multiple of 256)' },
   'gpu-memory': { type: 'string', value: '<MiB>', description: 'GPU memory for resident rows and k-means++ (default 1024)' },
   'checkpoint-seconds': { type: 'string', value: '<s>', description: 'Least seconds between Lloyd checkpoints (default 60)' },
+  shard: { type: 'string', value: '<i/n>', description: 'Fan-out job: only assign pool rows of part i of n to --centroids, write DIR/shards/part-i-of-n.*' },
+  centroids: { type: 'string', value: '<c.npy>', description: 'Centroids [k, D] for --shard (e.g. DIR/levels/level-1-centroids.npy)' },
 };
 
 /** A bad option value: the CLI reports it with the usage (exit 2). */
@@ -564,14 +567,29 @@ export interface CurateIo {
 
 /**
  * `webdino curate`: parses `values` (throws CurateUsageError for bad options: the CLI turns it
- * into its usage error, exit 2), runs the pipeline on a new engine, prints progress; returns 0,
- * or 1 after printing the message of a CurateInputError (bad input data).
+ * into its usage error, exit 2), runs the pipeline on a new engine (or, with --shard i/n and
+ * --centroids, only that fan-out assignment job: shard-node.ts), prints progress; returns 0, or 1
+ * after printing the message of a CurateInputError (bad input data).
  */
 export async function runCurate(values: Values, io: CurateIo): Promise<number> {
   const opts = parseCurateOptions(values);
+  const shardText = str(values, 'shard');
+  const centroids = str(values, 'centroids');
+  if ((shardText === undefined) !== (centroids === undefined)) throw new CurateUsageError('--shard and --centroids go together');
+  let shard: { i: number; n: number } | undefined;
+  try {
+    shard = shardText === undefined ? undefined : parseShard(shardText);
+  } catch (e) {
+    throw new CurateUsageError((e as Error).message);
+  }
   const engine = await Engine.create();
   try {
     io.out(`adapter: ${engine.device.adapterName()} (${engine.device.variants} kernels)`);
+    if (shard && centroids) {
+      const r = await assignShard(engine, { embeddings: opts.embeddings, centroids, shard, out: opts.out, chunkRows: opts.chunkRows, gpuBytes: opts.gpuBytes });
+      io.out(`shard ${shard.i}/${shard.n}: rows [${r.start}, ${r.end}) assigned, objective ${r.objective.toPrecision(8)}`);
+      return 0;
+    }
     const s = await curate(engine, opts, (line) => io.out(line));
     io.out(`done in ${s.seconds.total} s: ${s.selected} rows selected`);
     return 0;

@@ -100,6 +100,28 @@ export class SubsetSource implements RowSource {
   }
 }
 
+/** Rows [start, end) of `base`, renumbered from 0 (one shard of a fanned-out job). */
+export class RangeSource implements RowSource {
+  readonly rows: number;
+  readonly dim: number;
+  constructor(
+    readonly base: RowSource,
+    readonly start: number,
+    readonly end: number,
+  ) {
+    checkRange(base, start, end);
+    this.rows = end - start;
+    this.dim = base.dim;
+  }
+  read(start: number, end: number): Float32Array {
+    checkRange(this, start, end);
+    return this.base.read(this.start + start, this.start + end);
+  }
+  where(i: number): string {
+    return this.base.where(this.start + i);
+  }
+}
+
 function checkRange(s: RowSource, start: number, end: number): void {
   if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > s.rows || start > end) {
     throw new RangeError(`read(${start}, ${end}) outside rows [0, ${s.rows})`);

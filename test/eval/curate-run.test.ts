@@ -20,6 +20,10 @@ import { Rng } from '../../index.js';
 import { encodePng } from '../../models/io/image.js';
 import { parseNpy, writeNpy } from '../../models/io/npy.js';
 import { curate, type CurateOptions, CurateUsageError, parseCurateOptions, runCurate } from '../../eval/curate/run-node.js';
+import { ChunkedRows } from '../../eval/curate/chunks.js';
+import { assignPass } from '../../eval/curate/kmeans.js';
+import { assignShard, mergeShards, parseShard } from '../../eval/curate/shard-node.js';
+import { NpyShards } from '../../eval/curate/shards-node.js';
 import { getEngine } from '../helpers.js';
 import { blobs, cosine, nearCopy, saveNpy } from './curate-data.js';
 
@@ -167,6 +171,28 @@ describe('curate pipeline', () => {
     const s2 = await curate(e, parseCurateOptions({ ...base, out: join(dir, 'c'), 'cluster-retrieve': '5', levels: '12' }), () => undefined);
     expect(s2.retrieval!.mode).toBe('cluster');
     expect(s2.selected).toBe(5 * s2.retrieval!.clustersHit!);
+  });
+});
+
+describe('fanned-out assignment', () => {
+  it('three --shard jobs merge into the one-process assignment and sums', async () => {
+    const e = await getEngine();
+    const out = join(tempDir(), 'sharded');
+    const centroids = join(outA, 'levels', 'level-1-centroids.npy');
+    for (let i = 0; i < 3; i++) await assignShard(e, { embeddings: data.shards, centroids, shard: parseShard(`${i}/3`), out, chunkRows: 256 });
+    const merged = mergeShards(out, 3);
+    const pool = new NpyShards(data.shards, 'pool');
+    const C = parseNpy(new Uint8Array(readFileSync(centroids))).data;
+    const chunks = new ChunkedRows(e, pool);
+    const one = await assignPass(chunks, C, 24, { accumulate: true });
+    chunks.dispose();
+    pool.close();
+    expect(Array.from(merged.assign)).toEqual(Array.from(one.assign));
+    expect(Array.from(merged.counts)).toEqual(Array.from(one.counts!));
+    for (let q = 0; q < one.sums!.length; q++) expect(Math.abs(merged.sums[q] - one.sums![q])).toBeLessThanOrEqual(1e-9 * (1 + Math.abs(one.sums![q])));
+    expect(Math.abs(merged.objective - one.objective) / one.objective).toBeLessThan(1e-12);
+    expect(() => mergeShards(out, 4)).toThrow(/shard 0\/4 has not finished/);
+    expect(() => parseShard('3/3')).toThrow(/--shard must be i\/n/);
   });
 });
 
