@@ -5,6 +5,7 @@
  *   npx esbuild bench/curate/kmeans.ts --bundle --platform=node --format=esm --external:webgpu \
  *     --outfile=./.bench-curate.mjs && node ./.bench-curate.mjs --data data.npy --k 1000 \
  *     --iters 10 --init random --seed 1 --out /tmp/wd-random
+ * (--rows N uses only the first N rows: a throughput probe on part of a large file.)
  *
  * Writes OUT-init.npy, OUT-centroids.npy and OUT.json: seconds (initialisation, Lloyd, total),
  * the objective of each assignment pass (pass p: assignment to the centroids after p updates;
@@ -18,6 +19,7 @@ import { writeNpy } from '../../models/io/npy.js';
 import { ChunkedRows } from '../../eval/curate/chunks.js';
 import { kmeansPlusPlus, lloyd, randomInit } from '../../eval/curate/kmeans.js';
 import { NpyShards } from '../../eval/curate/shards-node.js';
+import { RangeSource } from '../../eval/curate/source.js';
 
 const { values: a } = parseArgs({
   options: {
@@ -28,6 +30,7 @@ const { values: a } = parseArgs({
     seed: { type: 'string', default: '1' },
     out: { type: 'string' },
     'gpu-memory': { type: 'string', default: '2048' },
+    rows: { type: 'string' },
   },
 });
 if (!a.data || !a.k || !a.out) throw new Error('usage: --data X.npy --k K --out PREFIX [--iters N] [--init random|kmeans++] [--seed S]');
@@ -35,7 +38,9 @@ const k = Number(a.k);
 const iters = Number(a.iters);
 const bytes = Number(a['gpu-memory']) * 2 ** 20;
 const engine = await Engine.create();
-const src = new NpyShards(a.data.split(','), '--data');
+const file = new NpyShards(a.data.split(','), '--data');
+// --rows N: only the first N rows (a throughput probe on part of a large file).
+const src = a.rows ? new RangeSource(file, 0, Math.min(Number(a.rows), file.rows)) : file;
 const log = (l: string) => console.log(`${new Date().toISOString().slice(11, 19)} ${l}`);
 log(`adapter ${engine.device.adapterName()} (${engine.device.variants}); ${src.rows} x ${src.dim}, k = ${k}, ${iters} iterations, init ${a.init}`);
 const t0 = performance.now();
@@ -65,6 +70,6 @@ const meta = {
 writeFileSync(`${a.out}.json`, JSON.stringify(meta));
 log(`done: init ${tInit.toFixed(1)} s, Lloyd ${tLloyd.toFixed(1)} s (${meta.passSeconds.toFixed(1)} s per pass), objective ${r.objective.toPrecision(8)}`);
 chunks.dispose();
-src.close();
+file.close();
 engine.destroy();
 process.exit(0);

@@ -33,7 +33,7 @@
  * Memory: embeddings stream in chunks from the shards (chunks.ts); the host holds per-row
  * integers and floats (assignment, distance, masks: ~16 bytes a row), never the embeddings.
  */
-import { mkdirSync, existsSync, readFileSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { Engine } from '../../engine/engine.js';
 import { decodeImage, encodePng, type RgbImage } from '../../models/io/image.js';
@@ -289,7 +289,10 @@ export async function curate(engine: Engine, o: CurateOptions, log: (line: strin
   const seconds: Record<string, number> = {};
   const ckDir = join(o.out, 'checkpoint');
   const levelDir = join(o.out, 'levels');
-  for (const d of [o.out, ckDir, levelDir]) mkdirSync(d, { recursive: true });
+  for (const d of [o.out, ckDir, levelDir]) {
+    mkdirSync(d, { recursive: true });
+    removeKilledTemporaries(d);
+  }
   const opened: NpyShards[] = [];
   const open = (paths: string[], what: string) => {
     const s = new NpyShards(paths, what);
@@ -482,11 +485,18 @@ export async function curate(engine: Engine, o: CurateOptions, log: (line: strin
     const clusters = paths && levels.length ? reportClusters(paths, kept, levels[0], chosen) : [];
     const html = renderCurateReport({ summary: summary as unknown as Record<string, unknown>, leafSizes: flat[0] ?? [], leafChosen, clusters });
     await writeFileAtomic(join(o.out, 'report.html'), html);
-    for (const name of ['selected.txt', 'summary.json', 'report.html']) removeStaleTempFiles(join(o.out, name));
     log(`selected ${selectedRows.length} of ${N} rows → ${join(o.out, 'selected.txt')}`);
     return summary;
   } finally {
     for (const s of opened) s.close();
+  }
+}
+
+/** Removes the temporary files of atomic writes whose process was killed (a resumed run). */
+function removeKilledTemporaries(dir: string): void {
+  for (const name of readdirSync(dir)) {
+    const m = /^\.(.+)\.\d+\.[0-9a-f]+\.tmp$/.exec(name);
+    if (m) removeStaleTempFiles(join(dir, m[1]));
   }
 }
 

@@ -10,7 +10,7 @@
  * - bad inputs and options fail with messages that say what and where.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -253,6 +253,7 @@ describe('resume after a kill', () => {
     expect(log.join('\n')).toContain('level-1-step-0: done (checkpoint)');
     expect(log.join('\n')).toContain('level-1-step-1-kmeans: resuming at iteration 2');
     expect(outputs(out)).toEqual(outputs(outA));
+    for (const d of ['', 'checkpoint', 'levels']) expect(readdirSync(join(out, d)).filter((n) => n.endsWith('.tmp')), `temporaries in ${d}`).toEqual([]);
   });
 });
 
