@@ -90,7 +90,7 @@ export function sizeHistogramSvg(series: { name: string; color: string; sizes: A
     const text = b === 0 ? '0' : b === 1 ? '1' : `${2 ** (b - 1)}–${2 ** b - 1}`;
     return `<text x="${(L + (b + 0.5) * bw).toFixed(1)}" y="${H - B + 14}" font-size="10" text-anchor="middle">${text}</text>`;
   });
-  const legend = series.map((s, i) => `<rect x="${L + 10 + i * 160}" y="4" width="10" height="10" fill="${s.color}"/><text x="${L + 24 + i * 160}" y="13" font-size="11">${esc(s.name)}</text>`);
+  const legend = series.map((s, i) => `<rect x="${W - 270}" y="${4 + 15 * i}" width="10" height="10" fill="${s.color}"/><text x="${W - 256}" y="${13 + 15 * i}" font-size="11">${esc(s.name)}</text>`);
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">
 <line x1="${L}" y1="${H - B}" x2="${W - 10}" y2="${H - B}" stroke="#444"/><line x1="${L}" y1="20" x2="${L}" y2="${H - B}" stroke="#444"/>
 <text x="${L - 6}" y="${y(top) + 4}" font-size="10" text-anchor="end">${top}</text><text x="${L - 6}" y="${H - B}" font-size="10" text-anchor="end">0</text>
