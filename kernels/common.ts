@@ -3,7 +3,7 @@
  * WGSL snippets (the row kernels of softmax, cross-entropy and the normalisations). Dense copies of
  * views (`dense`, `denseAligned`) live with the copy kernel in elementwise.ts.
  */
-import type { BufferBinding } from '../engine/device.js';
+import type { BufferBinding, Device } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
 
 /** Workgroups for `n` invocations of `wgSize`, folded into x·y so x stays under the 65 535 cap. */
@@ -20,6 +20,18 @@ export function grid1d(n: number, wgSize: number, maxPerDim = 65535): [number, n
  */
 export function linearIndexWgsl(wgSize: number): string {
   return `fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * ${wgSize}u; }`;
+}
+
+/**
+ * The subgroup size when the device has the `subgroups` feature and the adapter reports one fixed
+ * size (subgroupMinSize = subgroupMaxSize: 8 on lavapipe, 4 on SwiftShader); 0 otherwise. Kernels
+ * that share operand loads through subgroupBroadcast (matmul, k-means) compile for this size.
+ */
+export function fixedSubgroupSize(device: Device): number {
+  if (!device.features.subgroups) return 0;
+  const info = (device.gpu as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
+  const lo = info?.subgroupMinSize ?? 0;
+  return lo > 0 && lo === info?.subgroupMaxSize ? lo : 0;
 }
 
 /** The buffer range holding a dense tensor's elements (from `denseAligned` or `dense` in elementwise.ts). */

@@ -42,10 +42,10 @@
  * Z (a second output of the same dispatch), which the backward needs for GELU'(Z); ReLU' is read
  * from Y itself (Y > 0 ⇔ Z > 0), so nothing extra is saved. Without gradients only Y is written.
  */
-import { type Device, Uniforms } from '../engine/device.js';
+import { Uniforms } from '../engine/device.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { bind } from './common.js';
+import { bind, fixedSubgroupSize } from './common.js';
 import { binaryRaw, dense, denseAligned, MATH_WGSL, release, UNARY } from './elementwise.js';
 import { sumTo } from './reduce.js';
 
@@ -427,17 +427,6 @@ export interface MatmulTuning {
   variant?: 'cpu' | 'gpu';
   /** Share A's rows through subgroupBroadcast where the adapter allows it (default true). */
   subgroups?: boolean;
-}
-
-/**
- * The subgroup size when the device has the `subgroups` feature and the adapter reports one fixed
- * size (subgroupMinSize = subgroupMaxSize: 8 on lavapipe, 4 on SwiftShader); 0 otherwise.
- */
-function fixedSubgroupSize(device: Device): number {
-  if (!device.features.subgroups) return 0;
-  const info = (device.gpu as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
-  const lo = info?.subgroupMinSize ?? 0;
-  return lo > 0 && lo === info?.subgroupMaxSize ? lo : 0;
 }
 
 /** Epilogue of `matmulRaw`. */

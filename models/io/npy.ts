@@ -54,8 +54,11 @@ export interface NpyArray {
 
 const MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // \x93NUMPY
 
-/** Element type + endianness of a simple dtype string, or undefined when unsupported. */
-function parseDescr(descr: string): { type: ElementType; littleEndian: boolean } | undefined {
+/**
+ * Element type + endianness of a simple dtype string, or undefined when unsupported. Exported for
+ * readers that stream row ranges of a .npy file instead of parsing it whole (eval/curate).
+ */
+export function parseDescr(descr: string): { type: ElementType; littleEndian: boolean } | undefined {
   const m = /^([<>|=]?)([fiub])(\d+)$/.exec(descr);
   if (!m) return undefined;
   const [, order, kind, sizeText] = m;
