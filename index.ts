@@ -27,7 +27,7 @@ export type { Shape } from './engine/shape.js';
 export { Rng } from './engine/random.js';
 export type { PoolStats } from './engine/pool.js';
 export * as ops from './engine/ops/index.js';
-export type { MatmulOptions, AttentionOptions, CrossEntropyOptions, Conv2dOptions, SoftmaxOptions } from './engine/ops/index.js';
+export type { MatmulOptions, AttentionOptions, CrossEntropyOptions, Conv2dOptions, SoftmaxOptions, RopeTables } from './engine/ops/index.js';
 export { ParamArena, AdamW, emaUpdate, gradNorms, clipGradients, tensorNorms, totalNorm, lerpInPlace, dinoDecayMask } from './engine/optim.js';
 export type { ParamArenaOptions, AddParamOptions, ParamInit, AdamWOptions, AdamWState } from './engine/optim.js';
 
@@ -39,6 +39,9 @@ export { VisionTransformer, createViT, vitConfig, VIT_PRESETS, createDinoViT, di
 export type { ViTConfig, ViTArch, ViTFeatures, PatchMasks } from './models/vit.js';
 export { DINO_PRESETS, dinoPreset } from './models/io/dino-arch.js';
 export type { DinoArch, DinoPresetName } from './models/io/dino-arch.js';
+// A backbone from a weights file's bytes (browser-safe; Node's file reading: models/backbone-node.ts).
+export { buildBackbone, parseBackboneWeights, parseBackboneWeightsAsync, describeArch } from './models/backbone.js';
+export type { ArchRequest, ArchSpec, BackboneWeights, LoadedBackbone } from './models/backbone.js';
 export { DINOHead, dinoHeadConfig } from './models/dino-head.js';
 export type { DINOHeadConfig } from './models/dino-head.js';
 export { ResNet, BatchNorm2d, RESNET_PRESETS } from './models/resnet.js';
@@ -69,6 +72,9 @@ export { evaluateSegmentation, datasetSegmentationSource, clsAttention } from '.
 export { attentionMasks, jaccard } from './eval/attention-maps.js';
 export { linearProbe } from './eval/linear-probe.js';
 export { fitPca, pcaRgb } from './eval/pca.js';
+export { computeVisuals } from './eval/visualize.js';
+export type { ImageVisuals, VisualsOptions } from './eval/visualize.js';
+export { embedForward } from './eval/embed.js';
 
 /**
  * Creates an engine on the best available WebGPU adapter (Dawn in Node, navigator.gpu in

@@ -250,6 +250,10 @@ export class Tensor {
   tanh(): Tensor {
     return this.engine.ops.tanh(this);
   }
+  /** SiLU (swish): x·σ(x). */
+  silu(): Tensor {
+    return this.engine.ops.silu(this);
+  }
 
   // ---------------------------------------------------------------------------------------------
   // Reductions (over one axis, or all elements when `dim` is omitted)

@@ -13,8 +13,14 @@
  *   exp: y = eˣ → y         log: ln x → 1/x            sqrt: √x → 1/(2y)
  *   pow: xᵖ → p·xᵖ⁻¹        relu: max(x, 0) → [x > 0]  tanh: → 1 − y²
  *   gelu (exact): x·Φ(x) → Φ(x) + x·φ(x)
+ *   silu: x·σ(x) → σ(x)·(1 + x·(1 − σ(x)))               σ(x) = 1/(1 + e⁻ˣ)
+ *   swiglu (binary): silu(a)·b → (b·silu'(a), silu(a))   DINOv2/v3's SwiGLU gate in one pass
  * Φ is computed through erfc with a Chebyshev fit of fractional error < 1.2e-7 (Numerical
  * Recipes' erfcc), so GELU keeps its relative accuracy far into the negative tail.
+ * σ is evaluated as 1/(1 + e) or e/(1 + e) with e = e^−|x| ≤ 1, never overflowing, and 1 − σ(x)
+ * as σ(−x), never by cancellation: silu keeps its relative accuracy in the negative tail (down to
+ * e^x's underflow near x = −87, where it is −0) and its derivative is exactly 1 and 0 in the far
+ * tails (no ∞·0 = NaN, as the direct x/(1 + e⁻ˣ) and its quotient rule would give).
  *
  * Kernel shapes: `strided` (rank ≤ 6, shapes and strides in the uniform block, inputs may be views
  * with stride 0 on broadcast dims) or `flat` (every operand contiguous with the output's shape: no
@@ -52,6 +58,11 @@ interface BinaryKernel {
 
 /** Φ(x), the standard normal CDF, in float64. */
 const ncdf64 = (x: number) => 0.5 * erfc64(-x / Math.SQRT2);
+/** σ(x) = 1/(1 + e⁻ˣ) in float64, without overflow for either sign. */
+const sigmoid64 = (x: number) => (x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x)));
+const silu64 = (x: number) => x * sigmoid64(x);
+/** d silu/dx = σ(x)(1 + x·σ(−x)), with 1 − σ(x) = σ(−x). */
+const siluGrad64 = (x: number) => sigmoid64(x) * (1 + x * sigmoid64(-x));
 
 const UNARY_OPS = {
   copy: { wgsl: 'x', ref: (x) => x, deriv: () => 1 },
@@ -63,6 +74,7 @@ const UNARY_OPS = {
   relu: { wgsl: 'max(x, 0.0)', ref: (x) => Math.max(x, 0), deriv: (x) => (x > 0 ? 1 : 0) },
   gelu: { wgsl: 'gelu(x)', ref: (x) => x * ncdf64(x), deriv: (x) => ncdf64(x) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI) },
   tanh: { wgsl: 'tanh(clamp(x, -15.0, 15.0))', ref: Math.tanh, deriv: (x) => 1 - Math.tanh(x) ** 2 },
+  silu: { wgsl: 'x * sigmoid(x)', ref: silu64, deriv: siluGrad64 },
   pow: { wgsl: 'powp(x, p)', ref: (x, p) => Math.pow(x, p), deriv: (x, p) => p * Math.pow(x, p - 1) },
   addScalar: { wgsl: 'x + p', ref: (x, p) => x + p, deriv: () => 1 },
   mulScalar: { wgsl: 'x * p', ref: (x, p) => x * p, deriv: (_x, p) => p },
@@ -76,10 +88,12 @@ const BINARY_OPS = {
   mul: { wgsl: 'a * b', ref: (a, b) => a * b, partials: [(_a, b) => b, (a) => a] },
   div: { wgsl: 'a / b', ref: (a, b) => a / b, partials: [(_a, b) => 1 / b, (a, b) => -a / (b * b)] },
   eq: { wgsl: 'select(0.0, 1.0, a == b)', ref: (a, b) => (a === b ? 1 : 0) },
+  swiglu: { wgsl: 'a * sigmoid(a) * b', ref: (a, b) => silu64(a) * b, partials: [(a, b) => b * siluGrad64(a), (a) => silu64(a)] },
   // The backward kernels of unary ops, a = x and b = the upstream gradient:
   reluBackward: { wgsl: 'select(0.0, b, a > 0.0)' },
   geluBackward: { wgsl: 'b * gelu_grad(a)' },
   powBackward: { wgsl: 'b * p * powp(a, p - 1.0)' },
+  siluBackward: { wgsl: 'b * silu_grad(a)' },
   // ... and a = y (the forward output), b = the upstream gradient:
   tanhBackward: { wgsl: 'b * (1.0 - a * a)' },
   sqrtBackward: { wgsl: 'b * 0.5 / a' },
@@ -100,7 +114,7 @@ export type DifferentiableUnaryOp = { [K in UnaryOp]: (typeof UNARY)[K] extends 
 /** The binary ops with partial derivatives; each has a gradient rule in engine/ops/elementwise.ts. */
 export type DifferentiableBinaryOp = { [K in BinaryOp]: (typeof BINARY)[K] extends Required<BinaryKernel> ? K : never }[BinaryOp];
 
-/** WGSL helpers shared by kernels: erfc_, ncdf (Φ), gelu, gelu_grad, powp. */
+/** WGSL helpers shared by kernels: erfc_, ncdf (Φ), gelu, gelu_grad, sigmoid, silu_grad, powp. */
 export const MATH_WGSL = /* wgsl */ `
 // erfc(z) with fractional error < 1.2e-7 (Chebyshev fit, Numerical Recipes' erfcc).
 fn erfc_(z: f32) -> f32 {
@@ -115,6 +129,9 @@ fn erfc_(z: f32) -> f32 {
 fn ncdf(x: f32) -> f32 { return 0.5 * erfc_(-x * 0.70710678118654752); }
 fn gelu(x: f32) -> f32 { return x * ncdf(x); }
 fn gelu_grad(x: f32) -> f32 { return ncdf(x) + x * 0.39894228040143268 * exp(-0.5 * x * x); }
+// σ(x) from e = e^-|x| ≤ 1 (no overflow); silu'(x) = σ(x)·(1 + x·σ(-x)) (1 − σ without cancellation).
+fn sigmoid(x: f32) -> f32 { let e = exp(-abs(x)); let r = 1.0 / (1.0 + e); return select(e * r, r, x >= 0.0); }
+fn silu_grad(x: f32) -> f32 { return sigmoid(x) * (1.0 + x * sigmoid(-x)); }
 // x^p with the sign rules of a real power for integer p (WGSL's pow is undefined for x < 0).
 fn powp(x: f32, p: f32) -> f32 {
   if (p == 2.0) { return x * x; }

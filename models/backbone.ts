@@ -40,8 +40,8 @@ import { canonicalDinoBackbone, type DinoBackboneWeights, detectDinoLayout } fro
 import { parseSafetensorsWithMetadata } from './io/safetensors.js';
 import { sniffFormat, wrongFormatMessage } from './io/sniff.js';
 import { selectCheckpointEntry, stripPrefixes } from './io/state-dict.js';
-import { flattenStateDict, loadTorchCheckpoint } from './io/torch.js';
-import type { InflateRawSync } from './io/zip.js';
+import { flattenStateDict, loadTorchCheckpoint, loadTorchCheckpointAsync } from './io/torch.js';
+import type { InflateRaw, InflateRawSync } from './io/zip.js';
 import { dinoViTConfig, VIT_PRESETS, type ViTArch, vitConfig, type ViTConfig, VisionTransformer } from './vit.js';
 
 /** A ViT architecture as `webdino` names it. */
@@ -128,6 +128,27 @@ export function parseBackboneWeights(bytes: Uint8Array, opts: ParseWeightsOption
       recorded = archFromExportMeta(metadata.webdino_arch);
     }
   }
+  return backboneEntries(raw, format, recorded);
+}
+
+/**
+ * {@link parseBackboneWeights} for browsers: the deflate-compressed entries of a zip (rare: torch
+ * never compresses, but a re-zipped file may be) are inflated asynchronously, with `inflateRaw`
+ * if given, else the platform's `DecompressionStream('deflate-raw')`; everything else is the
+ * synchronous path.
+ */
+export async function parseBackboneWeightsAsync(
+  bytes: Uint8Array,
+  opts: Omit<ParseWeightsOptions, 'inflateRaw'> & { inflateRaw?: InflateRaw } = {},
+): Promise<BackboneWeights> {
+  const { inflateRaw, ...rest } = opts;
+  if (sniffFormat(bytes) !== 'zip') return parseBackboneWeights(bytes, rest);
+  const ckpt = await loadTorchCheckpointAsync(bytes, { name: opts.name ?? 'weights', inflateRaw, maxBytes: opts.maxBytes });
+  return backboneEntries(flattenStateDict(selectCheckpointEntry(ckpt, opts.checkpointKey ?? 'teacher')), 'torch', undefined);
+}
+
+/** Official names with prefixes stripped and head entries dropped (see the file header). */
+function backboneEntries(raw: Weights, format: BackboneWeights['format'], recorded: ArchSpec | undefined): BackboneWeights {
   const stripped = stripPrefixes(raw);
   const tensors: Weights = new Map();
   let droppedHead = 0;

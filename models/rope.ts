@@ -1,7 +1,7 @@
 /**
  * DINOv3's axial 2-D rotary position embedding (layers/rope_position_encoding.py), the module
  * `rope_embed` with its one buffer `periods` [d/4] (d = head dim). No learned position embedding:
- * the patch tokens' q and k are rotated in every block (models/layers.ts `applyRope`).
+ * the patch tokens' q and k are rotated in every block (engine/ops/rope.ts `ropePacked`).
  *
  *   periods P_j = base^(2j/(d/2)), j = 0 … d/4 − 1 (base 100); the loaded buffer's values are used
  *   coordinates of the patch centres, per axis normalised ("separate"), row-major over (h, w):
@@ -12,7 +12,8 @@
  *     rescale: (y, x) *= e^U(−ln r, ln r)                    one factor for both axes
  *   angles θ = 2π·[y/P_0 … y/P_{d/4−1}, x/P_0 … x/P_{d/4−1}], tiled twice → d channels
  *   tables sin θ, cos θ: (prefix + h·w, d), with the prefix rows (CLS, storage tokens) sin = 0,
- *   cos = 1 so applyRope leaves them unchanged.
+ *   cos = 1, so the rotation leaves them unchanged (x·1 + y·0 = x exactly for finite y): the
+ *   official "rotate the patch tokens only" without slicing the sequence.
  *
  * The official model calls rope_embed inside its block loop, so in training the augmentation is
  * redrawn for every block (and shared across the batch): `tables` draws anew on every call in
@@ -24,8 +25,10 @@
 import { Rng } from '../engine/random.js';
 import type { Tensor } from '../engine/tensor.js';
 import { ropePeriods } from './io/dino-arch.js';
-import type { RopeTables } from './layers.js';
+import type { RopeTables } from '../engine/ops/index.js';
 import { Module, type ModuleContext } from './nn.js';
+
+export type { RopeTables };
 
 /** RoPE settings (DINOv3's pos_embed_rope_*). */
 export interface RopeConfig {

@@ -31,8 +31,7 @@ import * as ops from '../engine/ops/index.js';
 import { Conv2d, init, LayerNorm, Linear, Module, type ModuleContext } from './nn.js';
 import { bicubicResizeMatrixTo, type ResizeTo } from './interpolate.js';
 import { type DinoArch, dinoPreset, dinov2SwigluHidden, dinov3SwigluHidden, type DinoFfn, type PosEmbedInterpolation } from './io/dino-arch.js';
-import { applyRope, type RopeTables, silu } from './layers.js';
-import { type RopeConfig, RopePositionEmbedding } from './rope.js';
+import { type RopeConfig, RopePositionEmbedding, type RopeTables } from './rope.js';
 
 export interface ViTConfig {
   imgSize: number;
@@ -217,10 +216,8 @@ class Attention extends Module {
     const [B, N, D] = x.shape;
     const H = this.numHeads;
     let qkv = this.qkv.forward(x).reshape(B, N, 3, H, D / H).permute(2, 0, 3, 1, 4); // (3, B, H, N, d)
-    if (rope) {
-      const qk = applyRope(qkv.slice(0, 0, 2), rope); // (2, B, H, N, d): q and k rotated
-      qkv = ops.concat([qk, qkv.slice(0, 2, 3)], 0); // (3, B, H, N, d)
-    }
+    // DINOv3: q and k rotated, v copied, read in place from the permuted view: (3, B, H, N, d) contiguous.
+    if (rope) qkv = ops.ropePacked(qkv, rope);
     // q, k, v are read in place from the packed tensor; one gradient flows back into it.
     const scale = (D / H) ** -0.5;
     const a = ops.attentionPacked(qkv, { scale, returnProbs: returnProbs === true });
@@ -268,7 +265,7 @@ class SwiGLUFFNFused extends Module {
     const H = this.hidden;
     const x1 = x12.slice(-1, 0, H); // (B, N, H)
     const x2 = x12.slice(-1, H, 2 * H);
-    return this.w3.forward(silu(x1).mul(x2));
+    return this.w3.forward(ops.swiglu(x1, x2)); // SiLU(x1) ⊙ x2, the halves read in place
   }
 }
 
@@ -288,7 +285,7 @@ class SwiGLUFFN extends Module {
     this.w3 = this.child('w3', new Linear(ctx, hidden, dim, { weightInit: tn, biasInit: init.zeros() }));
   }
   forward(x: Tensor): Tensor {
-    return this.w3.forward(silu(this.w1.forward(x)).mul(this.w2.forward(x)));
+    return this.w3.forward(ops.swiglu(this.w1.forward(x), this.w2.forward(x))); // SiLU(w1 x) ⊙ w2 x
   }
 }
 

@@ -1,12 +1,13 @@
 /**
  * Canvas drawing of the demo, dependency-free: the loss chart (raw loss per step, light, and its
- * exponential moving average, dark) and the attention grid (per fixed image: the image, the mean
+ * exponential moving average, dark), the attention grid (per fixed image: the image, the mean
  * over heads, then each head; viridis heat maps of the last layer's CLS attention, min-max
- * normalised per map as DINO's visualize_attention.py saves them).
+ * normalised per map as DINO's visualize_attention.py saves them), and the backbone grid (per
+ * image: the input, the PCA of its patch features as RGB, each head's attention over the input).
  */
 import { heatmapRgb } from '../eval/attention-maps.js';
 import { ema } from '../train/plot.js';
-import type { AttentionMap, RgbImage } from './protocol.js';
+import type { AttentionMap, BackboneVisual, RgbImage } from './protocol.js';
 
 
 /** Draws the loss history (`losses[i]` = loss of iteration i; holes allowed) on `canvas`. */
@@ -129,6 +130,39 @@ export function drawAttention(canvas: HTMLCanvasElement, maps: readonly Attentio
       const a = m.attention.subarray(h * n, (h + 1) * n);
       ctx.drawImage(rgbCanvas(heatmapRgb(a, m.h, m.w), m.w, m.h), (2 + h) * (cell + gap), y0, cell, cell);
     }
+  });
+}
+
+/** Most heads drawn per image in the backbone grid (ViT-g has 24). */
+export const MAX_BACKBONE_HEADS = 16;
+
+/**
+ * Draws the backbone grid (one row per image: input, PCA, head 0, head 1, ...) on `canvas`,
+ * resizing it to fit; `cell` px per picture. The pictures are drawn without smoothing, so the
+ * patch grid of the PCA and the attention stays visible.
+ */
+export function drawBackboneVisuals(canvas: HTMLCanvasElement, items: readonly BackboneVisual[], cell = 112): void {
+  const heads = Math.min(items[0]?.attention.length ?? 0, MAX_BACKBONE_HEADS);
+  const cols = 2 + heads;
+  const gap = 4;
+  const top = 16;
+  canvas.width = cols * (cell + gap);
+  canvas.height = top + items.length * (cell + gap);
+  const ctx = canvas.getContext('2d')!;
+  ctx.fillStyle = '#fff';
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = '#444';
+  ctx.font = '11px system-ui, sans-serif';
+  ctx.textAlign = 'center';
+  const labels = ['image', 'PCA (RGB)', ...Array.from({ length: heads }, (_, h) => `head ${h}`)];
+  labels.forEach((l, c) => ctx.fillText(l, c * (cell + gap) + cell / 2, 12));
+  items.forEach((it, r) => {
+    const y0 = top + r * (cell + gap);
+    const pictures = [it.input, it.pca, ...it.attention.slice(0, heads)];
+    pictures.forEach((im, c) => {
+      ctx.imageSmoothingEnabled = c === 0;
+      ctx.drawImage(rgbCanvas(im.data, im.width, im.height), c * (cell + gap), y0, cell, cell);
+    });
   });
 }
 

@@ -4,6 +4,12 @@
  * (safetensors, the format `webdino train` writes and `webdino embed` reads) and upload, and the
  * user's own images (decoded with createImageBitmap) for training and attention maps.
  *
+ * Backbone panel (the embed-in-my-app use case): the user picks a DINOv2 / DINOv3 (or DINO)
+ * weights file, .pth or .safetensors, official or Hugging Face layout; the worker parses it from
+ * the bytes and builds the backbone (models/backbone.ts), then draws, for the user's images (or
+ * the embedded ones until some are picked), the PCA of the patch features as RGB and each head's
+ * last-layer CLS attention (eval/visualize.ts). `heads` is asked only when the file cannot tell.
+ *
  * Without WebGPU (no navigator.gpu, or no adapter) the page says so and how to turn it on. A lost
  * device stops training; "Recover" continues on a new device from the last in-memory snapshot.
  *
@@ -18,13 +24,15 @@
  *   pause                             pause by itself at this iteration
  *   autostart=1                       start training as soon as the worker is ready
  *
- * `window.webdino` exposes the page state and two helpers for automation (the browser tests use
- * them): `features()` (teacher CLS features of the fixed images, as `webdino embed` computes them)
- * and `loseDevice()` (destroys the GPU device to exercise recovery).
+ * `window.webdino` exposes the page state and helpers for automation (the browser tests use
+ * them): `features()` (teacher CLS features of the fixed images, as `webdino embed` computes them),
+ * `backboneFeatures(crop)` (the loaded backbone's CLS features, patch tokens and CLS attention of
+ * the backbone images, as `webdino embed` computes them) and `loseDevice()` (destroys the GPU
+ * device to exercise recovery).
  */
 import { CPU_DEFAULT_CONFIG, type TrainConfig } from '../train/trainer.js';
-import { decodeImageFile, drawAttention, drawLossChart } from './draw.js';
-import type { DemoSettings, FromWorker, RgbImage, RunInfo, ToWorker } from './protocol.js';
+import { decodeImageFile, drawAttention, drawBackboneVisuals, drawLossChart } from './draw.js';
+import type { BackboneInfo, DemoSettings, FromWorker, RgbImage, RunInfo, ToWorker } from './protocol.js';
 
 /** What the page shows, readable by automation through `window.webdino.state`. */
 export interface PageState {
@@ -41,6 +49,14 @@ export interface PageState {
   log: string[];
   checkpointsSaved: number;
   loaded: { name: string; iteration: number } | null;
+  /** The backbone loaded from a file (null: none, or it was on a lost device). */
+  backbone: BackboneInfo | null;
+  /** Times the backbone pictures were drawn, and what the last drawing showed. */
+  backboneDrawn: number;
+  backboneView: { side: number; grid: [number, number]; heads: number; images: string[] } | null;
+  backboneError: string | null;
+  /** Backbone errors so far (automation waits on it). */
+  backboneErrors: number;
 }
 
 const $ = <T extends HTMLElement>(id: string): T => {
@@ -61,6 +77,11 @@ const state: PageState = {
   log: [],
   checkpointsSaved: 0,
   loaded: null,
+  backbone: null,
+  backboneDrawn: 0,
+  backboneView: null,
+  backboneError: null,
+  backboneErrors: 0,
 };
 
 function log(message: string): void {
@@ -226,6 +247,37 @@ function onMessage(m: FromWorker): void {
       setRunning(false);
       break;
     case 'features':
+    case 'backbone-features':
+      break;
+    case 'backbone-ready': {
+      const b = m.info;
+      state.backbone = b;
+      state.backboneError = null;
+      if (!state.error) banner(null);
+      $('backbone-info').textContent =
+        `${b.name}: ${b.description}; ${(b.parameters / 1e6).toFixed(2)} M parameters (${b.format})`;
+      log(`backbone ${b.name} loaded: ${b.description}`);
+      break;
+    }
+    case 'backbone-visuals':
+      state.backboneDrawn++;
+      state.backboneView = { side: m.side, grid: m.grid, heads: m.heads, images: m.items.map((i) => i.name) };
+      drawBackboneVisuals($('backbone-canvas'), m.items);
+      if (state.backbone) {
+        $('backbone-info').textContent =
+          `${state.backbone.name}: ${state.backbone.description}. ${m.items.length} image(s) at ${m.side}×${m.side} px ` +
+          `(${m.grid[0]}×${m.grid[1]} patches, ${m.heads} heads) in ${m.seconds.toFixed(1)} s`;
+      }
+      break;
+    case 'backbone-error':
+      state.backboneError = m.message;
+      state.backboneErrors++;
+      if (/old GPU device/.test(m.message)) {
+        state.backbone = null;
+        $('backbone-info').textContent = 'no backbone loaded';
+      }
+      log(`backbone: ${m.message}`);
+      banner('error', `<b>Backbone</b>: ${escapeHtml(m.message)}`);
       break;
     case 'log':
       log(m.message);
@@ -322,9 +374,51 @@ function main(): void {
     send({ type: 'images', images, names }, images.map((i) => i.data.buffer));
   };
   $('use-synthetic').onclick = () => send({ type: 'synthetic' });
+  wireBackbonePanel();
 
   send({ type: 'init', settings });
   if (autostart) void next('ready').then(() => send({ type: 'start' }));
+}
+
+/** The backbone panel's controls: weights file, heads, image side, images. */
+function wireBackbonePanel(): void {
+  const side = (): number => {
+    const v = Math.round(Number($<HTMLInputElement>('backbone-size').value));
+    return Number.isFinite(v) && v >= 16 ? Math.min(v, 1024) : 224;
+  };
+  $('load-backbone').onchange = async (ev) => {
+    const input = ev.target as HTMLInputElement;
+    const file = input.files?.[0];
+    input.value = '';
+    if (!file) return;
+    const h = Math.round(Number($<HTMLInputElement>('backbone-heads').value));
+    const numHeads = Number.isFinite(h) && h >= 1 ? h : null;
+    state.backboneError = null;
+    banner('info', `Reading ${escapeHtml(file.name)} (${(file.size / 1e6).toFixed(1)} MB) in the worker…`);
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    send({ type: 'backbone', bytes, name: file.name, numHeads, size: side() }, [bytes.buffer]);
+  };
+  $('backbone-size').onchange = () => {
+    if (state.backbone) send({ type: 'backbone-images', images: null, names: [], size: side() });
+  };
+  $('backbone-images').onchange = async (ev) => {
+    const input = ev.target as HTMLInputElement;
+    const files = Array.from(input.files ?? []);
+    input.value = '';
+    const images: RgbImage[] = [];
+    const names: string[] = [];
+    for (const f of files) {
+      try {
+        images.push(await decodeImageFile(f, 1024));
+        names.push(f.name);
+      } catch (e) {
+        log(`${f.name}: could not decode (${(e as Error).message || 'not an image'}); skipped`);
+      }
+    }
+    if (!images.length) return;
+    log(`showing the backbone on ${images.length} image(s) of yours`);
+    send({ type: 'backbone-images', images, names, size: side() }, images.map((i) => i.data.buffer));
+  };
 }
 
 /** Automation hooks (see the file header). */
@@ -340,6 +434,23 @@ const api = {
       shape: m.shape,
       crop: m.crop,
       features: Array.from(m.features),
+      images: m.images.map((i) => ({ width: i.width, height: i.height, data: Array.from(i.data) })),
+    };
+  },
+  /** The loaded backbone's outputs on the backbone images, as `webdino embed` computes them (eval transform at `crop`). */
+  async backboneFeatures(crop: number) {
+    const p = Promise.race([next('backbone-features'), next('backbone-error')]);
+    send({ type: 'backbone-features', crop });
+    const m = await p;
+    if (m.type === 'backbone-error') throw new Error(m.message);
+    return {
+      crop: m.crop,
+      features: Array.from(m.features),
+      featuresShape: m.featuresShape,
+      patchTokens: Array.from(m.patchTokens),
+      patchTokensShape: m.patchTokensShape,
+      attention: Array.from(m.attention),
+      attentionShape: m.attentionShape,
       images: m.images.map((i) => ({ width: i.width, height: i.height, data: Array.from(i.data) })),
     };
   },

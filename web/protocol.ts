@@ -1,10 +1,12 @@
 /**
- * The messages between the demo page (web/main.ts) and its training worker (web/worker.ts). All
- * payloads are structured-clone friendly; large arrays are transferred, not copied.
+ * The messages between the demo page (web/main.ts) and its worker (web/worker.ts). All payloads
+ * are structured-clone friendly; large arrays are transferred, not copied.
  *
  * The worker owns the engine, the trainer, the data and an in-memory snapshot of the training
- * state (a checkpoint taken every `snapshotEvery` steps). The page only draws and forwards the
- * user's actions; every command is executed by the worker in arrival order, between steps.
+ * state (a checkpoint taken every `snapshotEvery` steps), and the backbone the user loaded
+ * (a DINOv2 / DINOv3 / DINO checkpoint, shown as PCA maps and attention heads of the user's
+ * images). The page only draws and forwards the user's actions; every command is executed by the
+ * worker in arrival order, between steps.
  */
 import type { TrainConfig } from '../train/trainer.js';
 
@@ -46,7 +48,17 @@ export type ToWorker =
   /** After a device loss: a new device, the state of the last snapshot. */
   | { type: 'recover' }
   /** Test hook: destroys the GPU device, as a driver reset would. */
-  | { type: 'lose-device' };
+  | { type: 'lose-device' }
+  /**
+   * A backbone weights file (.pth or .safetensors, official or Hugging Face layout): parsed and
+   * built in the worker (architecture inferred; `numHeads` where the file cannot tell), then
+   * shown on the current backbone images at `size` px.
+   */
+  | { type: 'backbone'; bytes: Uint8Array; name: string; numHeads: number | null; size: number }
+  /** The images the backbone is shown on (null: keep them, redraw at `size`). */
+  | { type: 'backbone-images'; images: RgbImage[] | null; names: string[]; size: number }
+  /** CLS features, patch tokens and CLS attention of the backbone images, as `webdino embed` computes them. */
+  | { type: 'backbone-features'; crop: number };
 
 /** One step's figures. */
 export interface StepInfo {
@@ -82,6 +94,32 @@ export interface RunInfo {
   dataset: string;
 }
 
+/** The backbone the worker holds. */
+export interface BackboneInfo {
+  name: string;
+  /** models/backbone.ts `describeArch`: family, preset, widths, tokens. */
+  description: string;
+  format: 'torch' | 'safetensors';
+  embedDim: number;
+  depth: number;
+  numHeads: number;
+  patchSize: number;
+  /** Register / storage tokens between CLS and the patches. */
+  prefixTokens: number;
+  parameters: number;
+}
+
+/** The pictures of one image through the backbone (eval/visualize.ts), each side×side RGB. */
+export interface BackboneVisual {
+  name: string;
+  /** What the model saw (the whole image resized). */
+  input: RgbImage;
+  /** The first three principal components of the patch features (fitted on all images) as RGB. */
+  pca: RgbImage;
+  /** Per head: the last layer's CLS attention (viridis) over the input. */
+  attention: RgbImage[];
+}
+
 /** Worker → page. */
 export type FromWorker =
   | { type: 'ready'; run: RunInfo }
@@ -92,6 +130,25 @@ export type FromWorker =
   | { type: 'loaded'; name: string; run: RunInfo }
   | { type: 'features'; iteration: number; features: Float32Array; shape: [number, number]; images: RgbImage[]; crop: number }
   | { type: 'log'; message: string }
+  | { type: 'backbone-ready'; info: BackboneInfo }
+  | { type: 'backbone-visuals'; side: number; grid: [number, number]; heads: number; items: BackboneVisual[]; seconds: number }
+  | {
+      type: 'backbone-features';
+      crop: number;
+      /** x_norm_clstoken [N, D]. */
+      features: Float32Array;
+      featuresShape: [number, number];
+      /** x_norm_patchtokens [N, h·w, D]. */
+      patchTokens: Float32Array;
+      patchTokensShape: [number, number, number];
+      /** The last layer's CLS attention over the patches [N, heads, h·w]. */
+      attention: Float32Array;
+      attentionShape: [number, number, number];
+      /** The images as the worker holds them (decoded RGB). */
+      images: RgbImage[];
+    }
+  /** A backbone command failed; training (if any) is not affected. */
+  | { type: 'backbone-error'; message: string }
   /**
    * kind 'no-webgpu': no WebGPU or no adapter (nothing can run); 'device-lost': the device is gone,
    * `recover` continues from the snapshot at `snapshotIteration` (null: none yet, start over);

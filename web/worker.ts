@@ -1,6 +1,9 @@
 /**
- * The demo's training worker: owns the WebGPU engine, a DINO trainer (train/trainer.ts), the data
- * (the embedded SyntheticShapes, or the user's images) and an in-memory snapshot of the state.
+ * The demo's worker: owns the WebGPU engine, a DINO trainer (train/trainer.ts), the data (the
+ * embedded SyntheticShapes, or the user's images), an in-memory snapshot of the state, and the
+ * backbone the user loaded from a file (DINOv2 / DINOv3 / DINO weights, .pth or .safetensors,
+ * parsed here from the bytes: models/backbone.ts), shown as the PCA of its patch features and its
+ * CLS attention heads on the user's images (eval/visualize.ts).
  *
  * Every command from the page and every training step runs through one serial queue, so GPU work
  * never interleaves (the engine's scopes are a stack in browsers: exact for work that does not
@@ -13,13 +16,17 @@
  * restored from that snapshot (or a fresh start when there is none yet).
  */
 import { DeviceError, init, NoAdapterError, type Engine } from '../index.js';
+import { type ArchSpec, buildBackbone, describeArch, parseBackboneWeightsAsync } from '../models/backbone.js';
+import type { VisionTransformer } from '../models/vit.js';
+import { embedForward } from '../eval/embed.js';
+import { computeVisuals } from '../eval/visualize.js';
 import { checkpointBytes, readCheckpointMeta, restoreCheckpoint } from '../train/checkpoint.js';
 import { DinoTrainer, type TrainConfig } from '../train/trainer.js';
 import { evalTransform } from '../train/data/transforms.js';
 import { SyntheticShapes } from '../train/data/synthetic.js';
 import { DataLoader, type Batch, type LoaderPosition } from '../train/data/loader.js';
 import type { Dataset, Sample } from '../train/data/dataset.js';
-import type { AttentionMap, DemoSettings, FromWorker, RgbImage, RunInfo, ToWorker } from './protocol.js';
+import type { AttentionMap, BackboneInfo, DemoSettings, FromWorker, RgbImage, RunInfo, ToWorker } from './protocol.js';
 
 /** How many fixed images get attention maps (and features). */
 const FIXED_IMAGES = 4;
@@ -78,6 +85,10 @@ let snapshot: { bytes: Uint8Array; iteration: number } | null = null;
 let userImages: { images: RgbImage[]; names: string[] } | null = null;
 let rate = 0;
 let lastStepAt = 0;
+/** The backbone loaded from a file, on the engine of `state` (freed with it). */
+let backbone: { model: VisionTransformer; spec: ArchSpec; info: BackboneInfo; engine: Engine } | null = null;
+/** The images the backbone is shown on (null: the trainer's fixed images). */
+let backboneImages: { images: RgbImage[]; names: string[] } | null = null;
 
 // ---------------------------------------------------------------------------------------------
 // Serial queue
@@ -211,6 +222,11 @@ async function newEngine(): Promise<Engine> {
 
 /** A new engine (device), destroying `old` if it still exists. */
 async function freshEngine(old: Engine | null): Promise<Engine> {
+  if (backbone) {
+    // It lived on the old device.
+    disposeBackbone();
+    post({ type: 'backbone-error', message: 'the backbone was on the old GPU device: load its file again' });
+  }
   if (old) retired.add(old);
   try {
     old?.device.destroy();
@@ -287,6 +303,111 @@ async function features(): Promise<void> {
   const D = st.trainer.config.embedDim;
   const images = st.fixed.map((im) => ({ width: im.width, height: im.height, data: im.data.slice() }));
   post({ type: 'features', iteration: st.trainer.iteration, features: out, shape: [out.length / D, D], images, crop }, [out.buffer]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A backbone from a file: PCA maps, attention heads, features
+
+function disposeBackbone(): void {
+  const b = backbone;
+  backbone = null;
+  try {
+    b?.model.dispose();
+  } catch {
+    /* the device may be gone */
+  }
+}
+
+/** The images the backbone is shown on: the user's, else the trainer's fixed images. */
+function shownImages(): { images: RgbImage[]; names: string[] } {
+  if (backboneImages) return backboneImages;
+  const fixed = state?.fixed ?? [];
+  return { images: fixed, names: fixed.map((_, i) => `image ${i + 1}`) };
+}
+
+/** Parses and builds the backbone from the file's bytes (see the file header); replaces the old one. */
+async function loadBackboneFile(bytes: Uint8Array, name: string, numHeads: number | null): Promise<void> {
+  const engine = current().engine;
+  let weights;
+  try {
+    weights = await parseBackboneWeightsAsync(bytes, { name });
+  } catch (e) {
+    throw new Error(`${name}: ${(e as Error).message}`, { cause: e });
+  }
+  let loaded;
+  try {
+    loaded = buildBackbone(engine, weights, numHeads ? { numHeads } : {}, name);
+  } catch (e) {
+    const m = (e as Error).message;
+    // buildBackbone's messages name the file already; say where the page takes the heads.
+    throw new Error(/numHeads|heads/.test(m) && !numHeads ? `${m} (enter the number of heads on the page)` : m, { cause: e });
+  }
+  const { model, spec } = loaded;
+  model.eval();
+  disposeBackbone();
+  const info: BackboneInfo = {
+    name,
+    description: describeArch(spec),
+    format: weights.format,
+    embedDim: spec.embedDim,
+    depth: spec.depth,
+    numHeads: spec.numHeads,
+    patchSize: spec.patchSize,
+    prefixTokens: model.numPrefixTokens - 1,
+    parameters: model.numParameters(),
+  };
+  backbone = { model, spec, info, engine };
+  post({ type: 'backbone-ready', info });
+}
+
+/** The PCA and attention pictures of the shown images at `size` px (eval/visualize.ts). */
+async function backboneVisuals(size: number): Promise<void> {
+  if (!backbone) return;
+  const { images, names } = shownImages();
+  if (!images.length) return;
+  const t0 = performance.now();
+  const r = await computeVisuals(backbone.engine, backbone.model, images, { size: Math.max(size, backbone.spec.patchSize), batchSize: 8 });
+  const items = r.images.map((v, i) => ({ name: names[i], input: v.input, pca: v.pca, attention: v.attention }));
+  const seconds = (performance.now() - t0) / 1000;
+  const transfer = items.flatMap((it) => [it.input.data.buffer, it.pca.data.buffer, ...it.attention.map((a) => a.data.buffer)]);
+  post({ type: 'backbone-visuals', side: r.side, grid: r.grid, heads: r.heads, items, seconds }, transfer);
+}
+
+/** Features as `webdino embed` computes them (eval transform at `crop`, eval/embed.ts `embedForward`). */
+async function backboneFeatures(crop: number): Promise<void> {
+  if (!backbone) throw new Error('no backbone loaded');
+  const { model, engine: e } = backbone;
+  const { images } = shownImages();
+  if (!images.length) throw new Error('no images to embed');
+  const r = await e.noGrad(() =>
+    e.scope(async () => {
+      const x = evalTransform(e, images, { crop });
+      const o = embedForward(model, x, { attention: true, patchTokens: true });
+      return {
+        f: await o.features.toArray(),
+        t: await o.patchTokens!.toArray(),
+        a: await o.attention!.toArray(),
+        fs: o.features.shape as [number, number],
+        ts: o.patchTokens!.shape as [number, number, number],
+        as: o.attention!.shape as [number, number, number],
+      };
+    }),
+  );
+  const copies = images.map((im) => ({ width: im.width, height: im.height, data: im.data.slice() }));
+  post(
+    { type: 'backbone-features', crop, features: r.f, featuresShape: r.fs, patchTokens: r.t, patchTokensShape: r.ts, attention: r.a, attentionShape: r.as, images: copies },
+    [r.f.buffer, r.t.buffer, r.a.buffer, ...copies.map((c) => c.data.buffer)],
+  );
+}
+
+/** Runs a backbone command; its failures are reported as backbone errors (training goes on), device losses as usual. */
+async function backboneCommand(fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    if (e instanceof DeviceError || (await isDeviceLost(e))) throw e;
+    post({ type: 'backbone-error', message: e instanceof Error ? e.message : String(e) });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -442,6 +563,19 @@ async function handle(msg: ToWorker): Promise<void> {
     }
     case 'lose-device':
       state?.engine.device.gpu.destroy();
+      return;
+    case 'backbone':
+      await backboneCommand(async () => {
+        await loadBackboneFile(msg.bytes, msg.name, msg.numHeads);
+        await backboneVisuals(msg.size);
+      });
+      return;
+    case 'backbone-images':
+      if (msg.images) backboneImages = { images: msg.images, names: msg.names };
+      await backboneCommand(() => backboneVisuals(msg.size));
+      return;
+    case 'backbone-features':
+      await backboneCommand(() => backboneFeatures(msg.crop));
       return;
   }
 }

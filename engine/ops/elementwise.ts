@@ -44,6 +44,7 @@ export const UNARY_GRADS: { [K in DifferentiableUnaryOp]: UnaryGradRule } = {
   relu: ({ x, g }) => binaryRaw('reluBackward', x, g), //  g·[x > 0]
   gelu: ({ x, g }) => binaryRaw('geluBackward', x, g), //  g·(Φ(x) + x·φ(x))
   tanh: ({ y, g }) => binaryRaw('tanhBackward', y, g), //  g·(1 − y²)
+  silu: ({ x, g }) => binaryRaw('siluBackward', x, g), //  g·σ(x)(1 + x·σ(−x))
   pow: ({ x, g, p }) => binaryRaw('powBackward', x, g, p), // g·p·x^(p−1)
   addScalar: ({ g }) => g, //                              g
   mulScalar: ({ g, p }) => unaryRaw('mulScalar', g, p), // g·p
@@ -68,7 +69,24 @@ export const BINARY_GRADS: { [K in DifferentiableBinaryOp]: BinaryGradRule } = {
   sub: { a: ({ g }) => g, b: ({ g }) => unaryRaw('neg', g) },
   mul: { a: ({ b, g }) => binaryRaw('mul', g, b), b: ({ a, g }) => binaryRaw('mul', g, a) },
   div: { a: ({ b, g }) => binaryRaw('div', g, b), b: divGradB },
+  swiglu: { a: swigluGradA, b: swigluGradB },
 };
+
+/** ∂(silu(a)·b)/∂a · g = g·b·silu'(a), as silu'(a)·(g·b). */
+function swigluGradA({ a, b, g }: BinaryGradArgs): Tensor {
+  const gb = binaryRaw('mul', g, b);
+  const ga = binaryRaw('siluBackward', a, gb);
+  gb.dispose();
+  return ga;
+}
+
+/** ∂(silu(a)·b)/∂b · g = g·silu(a) (silu(a) recomputed: the forward keeps nothing). */
+function swigluGradB({ a, g }: BinaryGradArgs): Tensor {
+  const s = unaryRaw('silu', a);
+  const gb = binaryRaw('mul', g, s);
+  s.dispose();
+  return gb;
+}
 
 /** ∂(a/b)/∂b · g = −a/b² · g, formed as −((g·a)/b)/b. */
 function divGradB({ a, b, g }: BinaryGradArgs): Tensor {
@@ -145,6 +163,10 @@ export const relu = (x: Tensor): Tensor => unary('relu', x);
 /** Exact GELU: x·Φ(x) with the error function (as PyTorch's default nn.GELU). */
 export const gelu = (x: Tensor): Tensor => unary('gelu', x);
 export const tanh = (x: Tensor): Tensor => unary('tanh', x);
+/** SiLU (swish): x·σ(x), accurate and finite in both tails (kernels/elementwise.ts). */
+export const silu = (x: Tensor): Tensor => unary('silu', x);
+/** The SwiGLU gate silu(a)·b in one kernel (NumPy broadcasting; a and b may be views, e.g. halves of one projection). */
+export const swiglu = (a: Tensor, b: Tensor): Tensor => binary('swiglu', a, b);
 
 /** A contiguous copy (new storage) that gradients flow through. */
 export const copy = (x: Tensor): Tensor => unary('copy', x);

@@ -75,6 +75,34 @@ describe('unary ops: every entry of the gradient table', () => {
     });
   });
 
+  it('silu and swiglu: accurate and finite far in both tails', async () => {
+    const wd = await getEngine();
+    const tails = [-1000, -100, -89, -80, -60, -30, -10, -1.2785, -1e-3, 0, 1e-3, 10, 17, 30, 89, 100, 1000];
+    const xs = Float32Array.from([...randn(397, 7, 4), ...tails]);
+    const n = xs.length;
+    const { ref, deriv } = UNARY.silu;
+    await wd.scope(async () => {
+      const x = wd.tensor(xs, [n], { requiresGrad: true });
+      const gs = randn(n, 8);
+      const y = unary('silu', x);
+      // Relative accuracy down to x = −80 (|silu| ~ 1e-33; f32 exp of a large argument: ~3e-6
+      // relative), then e^x leaves the normal range (atol 1e-36 allows a flush to zero).
+      expectClose(await y.toArray(), Array.from(xs, (v) => ref(v, 0)), 2e-5, 1e-36, 'silu tails');
+      y.mul(wd.tensor(gs, [n])).sum().backward();
+      const gx = await x.grad!.toArray();
+      expect(gx.every(Number.isFinite)).toBe(true);
+      // atol: the derivative crosses 0 near x = −1.28 (cancellation in 1 + x·σ(−x)).
+      expectClose(gx, Array.from(xs, (v, i) => gs[i] * deriv(v, 0)), 1e-5, 1e-7, 'silu backward tails');
+      const at = (v: number) => xs.indexOf(v);
+      expect([gx[at(1000)] / gs[at(1000)], Math.abs(gx[at(-1000)]), gx[at(100)] / gs[at(100)]]).toEqual([1, 0, 1]);
+      // The gate with an operand in the tails: no NaN where silu(a) = −0 and b is large.
+      const a = wd.tensor(xs, [n], { requiresGrad: true });
+      const b = wd.tensor(randn(n, 9, 100), [n], { requiresGrad: true });
+      binary('swiglu', a, b).sum().backward();
+      for (const t of [a.grad!, b.grad!]) expect((await t.toArray()).every(Number.isFinite)).toBe(true);
+    });
+  });
+
   it('gelu is exact (erf), accurate in the negative tail', async () => {
     const wd = await getEngine();
     const xs = Float32Array.from([-8, -6, -5, -3, -1, -0.1, 0, 0.1, 1, 3, 5, 8]);

@@ -12,8 +12,9 @@
  *   printed);
  * - the library paths on them: eval/embed-node.ts embedAll (CLS, patch tokens, attention from an
  *   array input), eval/visualize.ts and eval/segment.ts (register / storage columns excluded);
- * - the masked forward (mask_token), RoPE's training-time coordinate rescaling, SiLU and RoPE
- *   (models/layers.ts) against float64, the antialiased resize weights;
+ * - the masked forward (mask_token), RoPE's training-time coordinate rescaling, the antialiased
+ *   resize weights (the SiLU / SwiGLU and RoPE kernels have their own tests: test/kernels/
+ *   elementwise.test.ts, test/kernels/rope.test.ts);
  * - errors: strict loading with capped key lists and no GPU memory left behind, requests that
  *   contradict the file, hostile files through the DINOv2 / DINOv3 path, DINOv2 training
  *   checkpoints (backbone. prefix, block chunks, dino_head / ibot_head).
@@ -26,7 +27,6 @@ import { Rng, type Engine, type Tensor } from '../../index.js';
 import { buildBackbone, describeArch, type LoadedBackbone, parseBackboneWeights } from '../../models/backbone.js';
 import { loadBackbone } from '../../models/backbone-node.js';
 import { bicubicWeights1dTo } from '../../models/interpolate.js';
-import { applyRope, silu } from '../../models/layers.js';
 import { loadStateDict } from '../../models/io/state-dict.js';
 import { writeSafetensors } from '../../models/io/safetensors.js';
 import { RopePositionEmbedding } from '../../models/rope.js';
@@ -348,57 +348,6 @@ describe('RoPE, SiLU and the resize kernels', () => {
     } finally {
       rope.dispose();
     }
-  });
-
-  it('silu against float64, forward and backward, with no NaN far in the tails', async () => {
-    const wd = await getEngine();
-    const xs = [...randn(997, 7, 4), -1000, -100, -89, -30, -1e-3, 0, 1e-3, 30, 89, 100, 1000];
-    await wd.scope(async () => {
-      const x = wd.tensor(Float32Array.from(xs), [xs.length], { requiresGrad: true });
-      const g = wd.tensor(randn(xs.length, 8), [xs.length]);
-      silu(x).mul(g).sum().backward();
-      const y = await silu(x).toArray();
-      const gx = await x.grad!.toArray();
-      const gh = await g.toArray();
-      const x32 = await x.toArray();
-      const sig = (v: number) => 1 / (1 + Math.exp(-v));
-      expectClose(y, Array.from(x32, (v) => v * sig(v)), 1e-5, 4e-7 * 100, 'silu');
-      expectClose(gx, Array.from(x32, (v, i) => gh[i] * (sig(v) + v * sig(v) * (1 - sig(v)))), 1e-5, 1e-6 * 8, 'silu backward');
-      expect(gx.every(Number.isFinite)).toBe(true);
-    });
-  });
-
-  it('applyRope against float64: rotation of each half-pair, and its transpose as the backward', async () => {
-    const wd = await getEngine();
-    const [A, N, d] = [6, 7, 8];
-    const x = randn(A * N * d, 9);
-    const ang = randn(N * d, 10, 3);
-    const gy = randn(A * N * d, 11);
-    await wd.scope(async () => {
-      const xt = wd.tensor(x, [2, 3, N, d], { requiresGrad: true });
-      const rope = { sin: wd.tensor(ang.map(Math.sin), [N, d]), cos: wd.tensor(ang.map(Math.cos), [N, d]) };
-      const y = applyRope(xt, rope);
-      y.mul(wd.tensor(gy, [2, 3, N, d])).sum().backward();
-      const want = new Float64Array(A * N * d);
-      const gWant = new Float64Array(A * N * d);
-      for (let a = 0; a < A; a++) {
-        for (let n = 0; n < N; n++) {
-          const o = (a * N + n) * d;
-          for (let c = 0; c < d; c++) {
-            const s = Math.sin(ang[n * d + c]);
-            const co = Math.cos(ang[n * d + c]);
-            const rot = c < d / 2 ? -x[o + c + d / 2] : x[o + c - d / 2]; // rotate_half
-            want[o + c] = x[o + c] * co + rot * s;
-            // gx = g⊙cos − rotate_half(g⊙sin)
-            const gs = (k: number) => gy[o + k] * Math.sin(ang[n * d + k]);
-            const rotG = c < d / 2 ? -gs(c + d / 2) : gs(c - d / 2);
-            gWant[o + c] = gy[o + c] * co - rotG;
-          }
-        }
-      }
-      expectClose(await y.toArray(), want, 1e-5, 1e-6, 'rope');
-      expectClose(await xt.grad!.toArray(), gWant, 1e-5, 1e-6, 'rope backward');
-    });
   });
 
   it('antialiased bicubic weights: normalised rows, PIL taps, and plain bicubic by scale factor', () => {
