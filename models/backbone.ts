@@ -274,6 +274,7 @@ export function resolveArch(req: ArchRequest, weights: Pick<BackboneWeights, 'te
     spec = { arch, ...VIT_PRESETS[arch], patchSize: req.patchSize ?? shapes.patchSize ?? 16 };
   }
   if (spec.embedDim % spec.numHeads !== 0) throw new Error(`embed dim ${spec.embedDim} is not divisible by ${spec.numHeads} heads`);
+  if (req.numHeads !== undefined && req.numHeads !== spec.numHeads) throw new Error(`--heads ${req.numHeads} contradicts the architecture ${describeArch(spec)}`);
   checkSpecAgainstShapes(spec, weights.tensors);
   return spec;
 }

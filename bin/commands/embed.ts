@@ -23,8 +23,10 @@ export const embed = defineCommand({
   name: 'embed',
   summary: 'CLS features (and last-layer attention) of images with a ViT backbone, to .npy',
   description:
-    "Runs a ViT backbone over --input and writes the CLS features [N, D] as float32 .npy to --out, and\n" +
-    "with --attn the last layer's CLS attention over the patches [N, heads, patches]. Input: a folder\n" +
+    "Runs a ViT backbone (DINO, DINOv2 or DINOv3, architecture read from the weights) over --input and\n" +
+    'writes the normed CLS features [N, D] as float32 .npy to --out, with --patch-out the normed patch\n' +
+    "tokens [N, h·w, D], and with --attn the last layer's CLS attention over the patches [N, heads,\n" +
+    'patches]. Input: a folder\n' +
     'of .jpg/.jpeg/.png files (not recursive, sorted by name; DINO\'s eval transform: resize to\n' +
     'round(S·256/224), centre crop S = --image-size, ImageNet normalisation), one image file, or a\n' +
     'float .npy [N, 3, H, W] used as is (already normalised). Weights: safetensors (our\n' +
@@ -38,18 +40,20 @@ export const embed = defineCommand({
     input: path({ role: 'input', required: true, value: '<dir|file>', help: 'Folder of images, an image, or an NCHW float .npy' }),
     out: path({ role: 'output', required: true, value: '<file.npy>', help: 'Output features [N, D]' }),
     attn: path({ role: 'output', value: '<file.npy>', help: "Also write the last layer's CLS attention [N, heads, patches]" }),
+    'patch-out': path({ role: 'output', value: '<file.npy>', help: 'Also write the normed patch tokens [N, h·w, D] (x_norm_patchtokens; registers and storage tokens excluded)' }),
     'batch-size': int({ min: 1, max: 4096, default: 16, value: '<n>', help: 'Images per forward pass' }),
     'image-size': int({ min: 1, max: 4096, default: 224, value: '<px>', help: 'Centre-crop side for image inputs' }),
     'skip-bad': flag({ help: 'Skip (and count) images that fail to decode instead of stopping' }),
   },
   async run(v, { io, outputs }) {
     const request = backboneRequest(v);
-    if (v.attn !== undefined && v.attn === v.out) throw new UsageError('--attn and --out must be different files');
+    const outs = [v.out, v.attn, v['patch-out']].filter((o): o is string => o !== undefined);
+    if (new Set(outs).size !== outs.length) throw new UsageError('--out, --attn and --patch-out must be different files');
     const batchSize = v['batch-size'];
     const crop = v['image-size'];
     const input = await openEmbedInput(v.input);
     if (input.kind === 'images') for (const f of input.files) outputs.protect(f, `the input image ${f}`);
-    for (const o of [v.out, v.attn]) if (o !== undefined) outputs.check(o);
+    for (const o of outs) outputs.check(o);
 
     const progress = new BatchProgress(io, 'embed');
     try {
@@ -62,6 +66,7 @@ export const embed = defineCommand({
           batchSize,
           crop,
           attention: v.attn !== undefined,
+          patchTokens: v['patch-out'] !== undefined,
           skipBad: v['skip-bad'],
           onWarning: (m) => {
             progress.done();
@@ -73,9 +78,11 @@ export const embed = defineCommand({
         const n = r.featuresShape[0];
         await outputs.write(v.out, writeNpy({ shape: r.featuresShape, data: r.features }));
         if (v.attn !== undefined) await outputs.write(v.attn, writeNpy({ shape: r.attentionShape!, data: r.attention! }));
+        if (v['patch-out'] !== undefined) await outputs.write(v['patch-out'], writeNpy({ shape: r.patchTokensShape!, data: r.patchTokens! }));
         if (r.skipped.length) io.err(`skipped ${r.skipped.length} image${r.skipped.length === 1 ? '' : 's'} that could not be decoded`);
         io.out(`features: ${v.out} [${r.featuresShape.join(', ')}]`);
         if (v.attn !== undefined) io.out(`attention: ${v.attn} [${r.attentionShape!.join(', ')}]`);
+        if (v['patch-out'] !== undefined) io.out(`patch tokens: ${v['patch-out']} [${r.patchTokensShape!.join(', ')}]`);
         io.out(`${n} images in ${r.seconds.toFixed(2)} s: ${(n / r.seconds).toFixed(2)} images/s`);
         return 0;
       });

@@ -440,7 +440,7 @@ export function inferDinoArch(tensors: ReadonlyMap<string, Shaped>, opts: DinoAr
     });
     if (preset) arch.numHeads = DINO_PRESETS[preset].numHeads;
     else if (D % 64 === 0) arch.numHeads = D / 64;
-    else throw new Error(`cannot infer the number of heads of width ${D} (not a multiple of 64, no preset matches): pass numHeads`);
+    else throw new Error(`cannot infer the number of heads of width ${D} (not a multiple of 64, no preset matches): pass numHeads (--heads on the command line)`);
   }
   if (D % arch.numHeads !== 0) throw new Error(`width ${D} is not divisible by ${arch.numHeads} heads`);
   if (family === 'dinov3' && (D / arch.numHeads) % 4 !== 0) throw new Error(`RoPE needs a head dim divisible by 4, got ${D / arch.numHeads}`);

@@ -232,7 +232,10 @@ describe('webdino embed', () => {
 
   it('usage errors exit 2', async () => {
     expect((await webdino('embed', '--input', imgDir, '--out', join(dir, 'usage.npy'))).code).toBe(2);
-    expect((await webdino('embed', '--weights', weights, '--input', imgDir, '--out', join(dir, 'usage.npy'), '--heads', '2')).code).toBe(2);
+    expect((await webdino('embed', '--weights', weights, '--input', imgDir, '--out', join(dir, 'usage.npy'), '--arch', 'vit_small', '--heads', '2')).code).toBe(2);
+    const heads = await webdino('embed', '--weights', weights, '--input', imgDir, '--out', join(dir, 'usage.npy'), '--heads', '4');
+    expect(heads.code).toBe(1);
+    expect(heads.err).toMatch(/--heads 4 contradicts the architecture custom\/8 \(dim 32, depth 2, 2 heads\)/);
     expect((await webdino('embed', '--weights', weights, '--input', imgDir, '--out', join(dir, 'usage.npy'), '--batch-size', '0')).code).toBe(2);
     expect(existsSync(join(dir, 'usage.npy'))).toBe(false);
   });
