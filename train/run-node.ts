@@ -5,10 +5,16 @@
  *                                     iterations and at the end (resume continues exactly)
  *   out/teacher_backbone.safetensors  the teacher backbone under the official key names
  *   out/metrics.jsonl                 one JSON object per iteration (loss, lr, wd, momentum,
- *                                     teacher temperature, images/s) and per evaluation
+ *                                     teacher temperature, images/s) and per evaluation (the one at
+ *                                     iteration 0 is the model at its initialisation)
  *   out/loss.png                      the loss curve (raw and smoothed)
  *   out/report.html                   a self-contained page: curves, evaluations, attention and
  *                                     PCA pictures of the teacher (train/report-node.ts)
+ *
+ * With an evaluation hook, a new run first evaluates the model as initialised (the same
+ * architecture and seed, before any step): the baseline that the trained teacher's figures are read
+ * against. It touches no generator and no parameter, so a run with it trains exactly as one without;
+ * the checkpoint keeps it, so a resumed run still reports it.
  *
  * A non-finite loss stops the run with NonFiniteLossError before any update, and the last
  * checkpoint on disk stays as it was. Ctrl-C (an aborted signal) stops after the current step and
@@ -21,7 +27,7 @@ import { removeStaleTempFiles, writeFileAtomic } from '../models/io/node-files.j
 import { DataLoader, type LoaderPosition } from './data/loader.js';
 import type { Dataset } from './data/dataset.js';
 import { checkpointBytes, exportTeacherBackbone, readCheckpointMeta, restoreCheckpoint } from './checkpoint.js';
-import { DinoTrainer, type StepResult, type TrainConfig } from './trainer.js';
+import { DinoTrainer, itersPerEpochOf, type StepResult, type TrainConfig } from './trainer.js';
 import { ema, lineChartPng } from './plot.js';
 import { writeTrainingReport } from './report-node.js';
 
@@ -35,7 +41,7 @@ export interface RunOptions {
   checkpointEvery?: number;
   /** Stop after this many iterations of this process (for tests); the schedule is unchanged. */
   maxIterations?: number;
-  /** Evaluation hook, called every `evalEvery` iterations and at the end (e.g. k-NN). */
+  /** Evaluation hook, called at the start of a new run, every `evalEvery` iterations and at the end (e.g. k-NN). */
   evalEvery?: number;
   evaluate?: (trainer: DinoTrainer) => Promise<Record<string, number>>;
   onStep?: (r: StepResult & { imagesPerSecond: number; total: number }) => void;
@@ -52,6 +58,8 @@ export interface RunResult {
   checkpoint: string;
   teacherBackbone: string;
   evals: Record<string, number>[];
+  /** The evaluation of the model at its initialisation (iteration 0), or null without a hook. */
+  initEval: Record<string, number> | null;
   /** Path of report.html, or null when it was not written. */
   report: string | null;
 }
@@ -69,6 +77,7 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
   for (const f of removeStaleTempFiles(ckptPath)) log(`removed the unfinished checkpoint write ${f}`);
   let config = opts.config;
   let resumeBytes: Uint8Array | null = null;
+  let initEval: Record<string, number> | null = null;
   if (opts.resume && existsSync(ckptPath)) {
     resumeBytes = new Uint8Array(readFileSync(ckptPath));
     const meta = readCheckpointMeta(resumeBytes);
@@ -81,14 +90,15 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
   const trainer = new DinoTrainer(engine, config);
   const c = trainer.config;
   const loader = new DataLoader(opts.dataset, { batchSize: c.batchSize, shuffle: true, seed: c.seed, dropLast: true, onWarning: (m) => log(`warning: ${m}`) });
-  const itersPerEpoch = loader.batchesPerEpoch;
-  if (itersPerEpoch === 0) throw new Error(`the dataset has ${opts.dataset.length} images, fewer than one batch of ${c.batchSize}`);
+  if (loader.batchesPerEpoch === 0) throw new Error(`the dataset has ${opts.dataset.length} images, fewer than one batch of ${c.batchSize}`);
+  const itersPerEpoch = itersPerEpochOf(c, loader.batchesPerEpoch);
   trainer.setItersPerEpoch(itersPerEpoch);
   if (resumeBytes) {
     const meta = restoreCheckpoint(trainer, resumeBytes);
     trainer.setItersPerEpoch(itersPerEpoch);
-    const pos = (meta.extra as { loader?: LoaderPosition } | null)?.loader;
-    if (pos) loader.seek(pos);
+    const extra = meta.extra as RunCheckpointExtra | null;
+    if (extra?.loader) loader.seek(extra.loader);
+    initEval = extra?.initEval ?? null;
     truncateMetrics(metricsPath, trainer.iteration);
   } else if (existsSync(metricsPath)) {
     writeFileSync(metricsPath, '');
@@ -98,17 +108,23 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
   const stopAt = Math.min(total, opts.maxIterations !== undefined ? trainer.iteration + opts.maxIterations : total);
   let position: LoaderPosition = loader.position;
   const save = async () => {
-    const bytes = await checkpointBytes(trainer, itersPerEpoch, { loader: position });
+    const extra: RunCheckpointExtra = { loader: position, ...(initEval ? { initEval } : {}) };
+    const bytes = await checkpointBytes(trainer, itersPerEpoch, extra);
     await writeFileAtomic(ckptPath, bytes);
   };
   const evals: Record<string, number>[] = [];
   const runEval = async () => {
-    if (!opts.evaluate) return;
+    if (!opts.evaluate) return null;
     const r = await opts.evaluate(trainer);
     const rec = { iteration: trainer.iteration, ...r };
     evals.push(rec);
     appendFileSync(metricsPath, JSON.stringify({ type: 'eval', ...rec }) + '\n');
+    return r;
   };
+  if (opts.evaluate && !resumeBytes) {
+    initEval = await runEval();
+    log(`at initialisation: ${JSON.stringify(initEval)}`);
+  }
 
   let lastLoss = NaN;
   let t0 = performance.now();
@@ -152,7 +168,13 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
       log(`warning: the training report could not be written: ${(e as Error).message}`);
     }
   }
-  return { trainer, iterations: trainer.iteration, lastLoss, checkpoint: ckptPath, teacherBackbone: teacherPath, evals, report };
+  return { trainer, iterations: trainer.iteration, lastLoss, checkpoint: ckptPath, teacherBackbone: teacherPath, evals, initEval, report };
+}
+
+/** What a run keeps in its checkpoint besides the trainer: where the data loader is, the baseline. */
+interface RunCheckpointExtra {
+  loader?: LoaderPosition;
+  initEval?: Record<string, number>;
 }
 
 /** Keeps only the metric lines of iterations before `iteration` (a resumed run rewrites the rest). */

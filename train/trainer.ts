@@ -45,6 +45,13 @@ export interface TrainConfig {
   headBottleneck: number;
   normLastLayer: boolean;
   epochs: number;
+  /**
+   * Iterations per epoch, the unit of every schedule (warm-ups, cosine decays, the teacher
+   * temperature's warm-up, freezing the last layer); 0 = one pass over the training data, as in
+   * DINO. A fixed length (DINOv2's OFFICIAL_EPOCH_LENGTH) makes a run's length independent of the
+   * dataset's size; the data loader then simply goes on into its next pass.
+   */
+  epochLength: number;
   batchSize: number;
   /** Base lr before the linear scaling rule lr·batch/256 (DINO: 5e-4). */
   lr: number;
@@ -89,6 +96,7 @@ export const DINO_DEFAULTS: TrainConfig = {
   headBottleneck: 256,
   normLastLayer: true,
   epochs: 100,
+  epochLength: 0,
   batchSize: 64,
   lr: 5e-4,
   minLr: 1e-6,
@@ -155,6 +163,11 @@ export const CPU_DEFAULT_CONFIG: Partial<TrainConfig> = {
   warmupTeacherTemp: 0.02,
   augment: { brightness: 0, contrast: 0 },
 };
+
+/** The iterations per epoch of a run whose data loader gives `batchesPerPass` batches per pass. */
+export function itersPerEpochOf(config: Pick<TrainConfig, 'epochLength'>, batchesPerPass: number): number {
+  return config.epochLength > 0 ? config.epochLength : batchesPerPass;
+}
 
 /** What one step reports. */
 export interface StepResult {
