@@ -44,6 +44,8 @@ export interface TrainConfig {
   headHidden: number;
   headBottleneck: number;
   normLastLayer: boolean;
+  /** BatchNorm after each hidden Linear of the head (DINO's --use_bn_in_head). */
+  useBnInHead: boolean;
   epochs: number;
   /**
    * Iterations per epoch, the unit of every schedule (warm-ups, cosine decays, the teacher
@@ -95,6 +97,7 @@ export const DINO_DEFAULTS: TrainConfig = {
   headHidden: 2048,
   headBottleneck: 256,
   normLastLayer: true,
+  useBnInHead: false,
   epochs: 100,
   epochLength: 0,
   batchSize: 64,
@@ -221,7 +224,7 @@ function buildModel(ctx: ModuleContext, c: TrainConfig, dropPathRate: number): M
   );
   const head = new DINOHead(
     ctx,
-    dinoHeadConfig({ inDim: c.embedDim, outDim: c.outDim, hiddenDim: c.headHidden, bottleneckDim: c.headBottleneck, normLastLayer: c.normLastLayer }),
+    dinoHeadConfig({ inDim: c.embedDim, outDim: c.outDim, hiddenDim: c.headHidden, bottleneckDim: c.headBottleneck, normLastLayer: c.normLastLayer, useBn: c.useBnInHead }),
   );
   return new MultiCropWrapper(ctx, backbone, head);
 }
