@@ -83,9 +83,11 @@ export const train: Command = {
     'current step and saves a checkpoint; --resume continues exactly where a run stopped.\n' +
     'With no options: the CPU default config (ViT custom dim 64, depth 4, 2 heads, patch 8, 32 px global\n' +
     'crops, 6 local crops of 16 px, K = 1024, teacher temperature 0.02, no brightness/contrast jitter,\n' +
-    '5 epochs of 156 steps of 32: about 10 minutes on two CPU cores) on the embedded dataset.',
+    '5 epochs of 156 steps of 32 whatever the data size: about 10 minutes on two CPU cores) on the embedded\n' +
+    'dataset. With a held-out split (embedded data, IDX t10k files, --val) the run ends with k-NN next to\n' +
+    'the same model at its initialisation.',
   options: {
-    data: { type: 'string', value: '<data>', description: "Training images: 'synthetic' (default, embedded), 'synthetic-scene' (the harder style), an ImageFolder directory, or a CIFAR folder" },
+    data: { type: 'string', value: '<data>', description: "Training images: 'synthetic' (default, embedded), 'synthetic-scene' (the harder style), an ImageFolder directory, a CIFAR folder, or a folder of MNIST-style IDX files" },
     out: { type: 'string', value: '<dir>', description: 'Output folder (default: runs/dino)' },
     resume: { type: 'boolean', description: 'Continue from OUT/checkpoint.safetensors if it exists' },
     arch: { type: 'string', value: '<arch>', description: `Backbone: ${ARCHS.join(', ')} (default: the small CPU ViT; a named ViT brings DINO's whole recipe)` },
