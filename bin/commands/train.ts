@@ -82,7 +82,8 @@ export const train: Command = {
     'key names; for `webdino embed`), OUT/metrics.jsonl and OUT/loss.png. Ctrl-C stops after the\n' +
     'current step and saves a checkpoint; --resume continues exactly where a run stopped.\n' +
     'With no options: the CPU default config (ViT custom dim 64, depth 4, 2 heads, patch 8, 32 px global\n' +
-    'crops, 6 local crops of 16 px, K = 1024, teacher temperature 0.02, no brightness/contrast jitter,\n' +
+    'crops, 6 local crops of 16 px, a head with BatchNorm, K = 64 Sinkhorn-Knopp targets, teacher temperature\n' +
+    '0.02, no brightness/contrast jitter,\n' +
     '5 epochs of 156 steps of 32 whatever the data size: about 10 minutes on two CPU cores) on the embedded\n' +
     'dataset. With a held-out split (embedded data, IDX t10k files, --val) the run ends with k-NN next to\n' +
     'the same model at its initialisation.',
@@ -108,7 +109,7 @@ export const train: Command = {
     'local-crops': { type: 'string', value: '<n>', description: 'Number of local crops (0 disables multi-crop)' },
     'teacher-temp': { type: 'string', value: '<t>', description: 'Final teacher temperature (default here 0.02; DINO 0.04)' },
     'warmup-teacher-temp': { type: 'string', value: '<t>', description: 'Teacher temperature at the start of its warm-up epoch (default here 0.02; DINO 0.04)' },
-    centering: { type: 'string', value: '<kind>', description: "Teacher targets: 'center' (DINO, default) or 'sinkhorn_knopp' (DINOv2)" },
+    centering: { type: 'string', value: '<kind>', description: "Teacher targets: 'center' (DINO; the default with a named --arch) or 'sinkhorn_knopp' (DINOv2; the CPU default)" },
     seed: { type: 'string', value: '<n>', description: 'Seed of initialisation, shuffling and augmentation' },
     'checkpoint-every': { type: 'string', value: '<n>', description: 'Iterations between checkpoints (default: 100)' },
     'eval-every': { type: 'string', value: '<n>', description: 'Also run k-NN (and, on the embedded data, attention-map segmentation) on the held-out split every n iterations' },
