@@ -3,6 +3,12 @@
  *
  *   mlp: Linear(in → 2048) · GELU · Linear(2048 → 2048) · GELU · Linear(2048 → 256)   (mlp.0/2/4)
  *   → l2-normalise → last_layer: weight-normalised Linear(256 → K, no bias)
+ *
+ * With useBn (DINO's --use_bn_in_head) a BatchNorm1d follows each hidden Linear, before its GELU,
+ * and the indices shift as in the official nn.Sequential: Linear mlp.0, BN mlp.1, Linear mlp.3,
+ * BN mlp.4, Linear mlp.6. The BN normalises with the batch statistics in training mode (the only
+ * mode the head runs in: evaluation uses the backbone), so each hidden unit has zero mean and unit
+ * variance over the rows of the batch whatever the scale of the differences between the images.
  *     W = g · v / ‖v‖ row-wise (weight_norm, dim 0): last_layer.weight_g [K, 1], weight_v [K, 256].
  *
  * With normLastLayer (the default) weight_g is fixed to 1 and receives no gradient, so every
@@ -17,6 +23,7 @@
 import type { Tensor } from '../engine/tensor.js';
 import * as ops from '../engine/ops/index.js';
 import { init, Linear, Module, type ModuleContext } from './nn.js';
+import { BatchNorm2d } from './resnet.js';
 
 export interface DINOHeadConfig {
   inDim: number;
@@ -25,10 +32,12 @@ export interface DINOHeadConfig {
   bottleneckDim: number;
   nlayers: number;
   normLastLayer: boolean;
+  /** BatchNorm1d after each hidden Linear (DINO's use_bn_in_head; default false). */
+  useBn: boolean;
 }
 
 export function dinoHeadConfig(c: Partial<DINOHeadConfig> & { inDim: number }): DINOHeadConfig {
-  return { outDim: 65536, hiddenDim: 2048, bottleneckDim: 256, nlayers: 3, normLastLayer: true, ...c };
+  return { outDim: 65536, hiddenDim: 2048, bottleneckDim: 256, nlayers: 3, normLastLayer: true, useBn: false, ...c };
 }
 
 class WeightNormLinear extends Module {
@@ -59,9 +68,19 @@ class WeightNormLinear extends Module {
   }
 }
 
+/** BatchNorm1d over rows (R, C): BatchNorm2d on (R, C, 1, 1), the same statistics and parameter names. */
+class BatchNorm1d extends BatchNorm2d {
+  override forward(x: Tensor): Tensor {
+    const [R, C] = x.shape;
+    return super.forward(x.reshape(R, C, 1, 1)).reshape(R, C);
+  }
+}
+
 export class DINOHead extends Module {
   readonly cfg: DINOHeadConfig;
   readonly layers: Linear[] = [];
+  /** With useBn: the BatchNorm after each hidden Linear (one fewer than layers). */
+  readonly norms: BatchNorm1d[] = [];
   readonly lastLayer: WeightNormLinear;
 
   constructor(ctx: ModuleContext, cfg: DINOHeadConfig) {
@@ -70,10 +89,17 @@ export class DINOHead extends Module {
     const tn = init.truncNormal(0.02);
     const z = init.zeros();
     const mlp = this.child('mlp', new Module(ctx));
+    // Official nn.Sequential indices: Linear, [BN], GELU per hidden layer, then the last Linear.
+    const stride = cfg.useBn ? 3 : 2;
     const add = (i: number, a: number, b: number) => {
       const l = new Linear(ctx, a, b, { weightInit: tn, biasInit: z });
-      mlp.addModule(String(i), l);
+      mlp.addModule(String(i * stride), l);
       this.layers.push(l);
+      if (cfg.useBn && i < cfg.nlayers - 1) {
+        const bn = new BatchNorm1d(ctx, b);
+        mlp.addModule(String(i * stride + 1), bn);
+        this.norms.push(bn);
+      }
     };
     if (cfg.nlayers === 1) {
       // A single Linear is registered as `mlp` itself in the official code.
@@ -81,26 +107,24 @@ export class DINOHead extends Module {
       this.layers.push(this.child('mlp', new Linear(ctx, cfg.inDim, cfg.bottleneckDim, { weightInit: tn, biasInit: z })));
     } else {
       add(0, cfg.inDim, cfg.hiddenDim);
-      for (let i = 1; i < cfg.nlayers - 1; i++) add(2 * i, cfg.hiddenDim, cfg.hiddenDim);
-      add(2 * (cfg.nlayers - 1), cfg.hiddenDim, cfg.bottleneckDim);
+      for (let i = 1; i < cfg.nlayers - 1; i++) add(i, cfg.hiddenDim, cfg.hiddenDim);
+      add(cfg.nlayers - 1, cfg.hiddenDim, cfg.bottleneckDim);
     }
     this.lastLayer = this.child('last_layer', new WeightNormLinear(ctx, cfg.bottleneckDim, cfg.outDim, cfg.normLastLayer));
   }
 
   /** (R, inDim) → (R, K) */
   forward(x: Tensor): Tensor {
-    let h = x;
-    this.layers.forEach((l, i) => {
-      h = l.forward(h, i < this.layers.length - 1 ? 'gelu' : 'none');
-    });
-    return this.lastLayer.forward(h.l2Normalize());
+    return this.lastLayer.forward(this.bottleneck(x));
   }
 
   /** The bottleneck features before the last layer (l2-normalised). */
   bottleneck(x: Tensor): Tensor {
     let h = x;
     this.layers.forEach((l, i) => {
-      h = l.forward(h, i < this.layers.length - 1 ? 'gelu' : 'none');
+      const hidden = i < this.layers.length - 1;
+      if (hidden && this.cfg.useBn) h = this.norms[i]!.forward(l.forward(h, 'none')).gelu();
+      else h = l.forward(h, hidden ? 'gelu' : 'none');
     });
     return h.l2Normalize();
   }

@@ -3,7 +3,7 @@
  * features from the evaluation transform of a training subset and a held-out split.
  */
 import type { Engine } from '../engine/engine.js';
-import { alignClasses, type Dataset, firstN } from './data/dataset.js';
+import { alignClasses, type Dataset } from './data/dataset.js';
 import { datasetFeatures } from '../eval/features.js';
 import { knnClassify } from '../eval/knn.js';
 import type { DinoTrainer } from './trainer.js';
@@ -11,7 +11,7 @@ import type { DinoTrainer } from './trainer.js';
 export interface KnnEvaluatorOptions {
   train: Dataset;
   val: Dataset;
-  /** Training images used as the k-NN memory (default: all). */
+  /** Training images used as the k-NN memory, evenly spaced over the training set (default: all). */
   trainLimit?: number;
   /** k of the reported accuracy (default 20, DINO's recommendation). */
   k?: number;
@@ -19,13 +19,25 @@ export interface KnnEvaluatorOptions {
 
 export { firstN } from './data/dataset.js';
 
+/**
+ * A subset view of `n` evenly spaced samples (indices ⌊i·length/n⌋): every part of the dataset is
+ * represented, also when it is sorted by class (an ImageFolder), which `firstN` is not.
+ */
+export function evenlySpaced(ds: Dataset, n: number): Dataset {
+  if (n >= ds.length) return ds;
+  const index = (i: number) => Math.floor((i * ds.length) / n);
+  const view: Dataset = { numClasses: ds.numClasses, classNames: ds.classNames, length: n, get: (i: number) => ds.get(index(i)) };
+  const getSync = ds.getSync?.bind(ds);
+  return getSync ? { ...view, getSync: (i: number) => getSync(index(i)) } : view;
+}
+
 /** Returns an evaluation hook for runTraining: { knn_top1, knn_top5 } of the teacher. */
 export function knnEvaluator(engine: Engine, opts: KnnEvaluatorOptions): (trainer: DinoTrainer) => Promise<Record<string, number>> {
   const k = opts.k ?? 20;
   return async (trainer) => {
     const backbone = trainer.teacherBackbone;
     const crop = trainer.config.globalSize;
-    const trainSet = firstN(opts.train, opts.trainLimit ?? opts.train.length);
+    const trainSet = evenlySpaced(opts.train, opts.trainLimit ?? opts.train.length);
     const tr = await datasetFeatures(engine, backbone, trainSet, { crop });
     const va = await datasetFeatures(engine, backbone, alignClasses(opts.train, opts.val), { crop });
     try {

@@ -5,7 +5,8 @@
  *
  * Contents: the run's configuration; charts over iterations of the loss (raw and smoothed), the
  * learning rate, the weight decay, the teacher momentum and temperature, the teacher's output
- * entropy; the evaluations logged during training (k-NN top-1 / top-5 and any other figure);
+ * entropy; the evaluations logged during training (k-NN top-1 / top-5 and any other figure), with
+ * the last one set against the evaluation at iteration 0 (the model at its initialisation);
  * and a grid with, for a few fixed images, the model input, each head's last-layer CLS attention
  * over the image and the PCA of the patch features.
  *
@@ -288,6 +289,39 @@ export function reportCharts(m: Metrics): string[] {
   return charts;
 }
 
+/** One figure of the last evaluation against the same figure at initialisation. */
+export interface InitComparison {
+  metric: string;
+  init: number;
+  trained: number;
+  /** Iteration of the trained figure. */
+  iteration: number;
+}
+
+/**
+ * The figures of the last evaluation after training set against the evaluation at iteration 0 (the
+ * model as initialised, before any step), for every metric both have; empty when either is missing.
+ */
+export function compareToInit(evals: readonly EvalRecord[]): InitComparison[] {
+  const init = evals.find((e) => e.iteration === 0);
+  const last = evals.filter((e) => e.iteration > 0).at(-1);
+  if (!init || !last) return [];
+  return Object.keys(last)
+    .filter((k) => k !== 'iteration' && init[k] !== undefined)
+    .sort()
+    .map((metric) => ({ metric, init: init[metric]!, trained: last[metric]!, iteration: last.iteration }));
+}
+
+function comparisonTable(rows: readonly InitComparison[]): string {
+  if (!rows.length) return '';
+  const head = `<tr><th>metric</th><th>at initialisation</th><th>trained (iteration ${rows[0]!.iteration})</th><th>difference</th></tr>`;
+  const body = rows.map((r) => {
+    const d = r.trained - r.init;
+    return `<tr><th>${escapeHtml(r.metric)}</th><td>${formatTick(r.init)}</td><td>${formatTick(r.trained)}</td><td>${d >= 0 ? '+' : ''}${formatTick(d)}</td></tr>`;
+  });
+  return `<p>Did it learn? The teacher after training against the same architecture at its initialisation (same seed):</p><table class="compare">${head}${body.join('')}</table>`;
+}
+
 function evalTable(evals: readonly EvalRecord[]): string {
   if (!evals.length) return '<p class="note">No evaluation was run during training (use <code>--eval-every N</code>).</p>';
   const keys = [...new Set(evals.flatMap((e) => Object.keys(e).filter((k) => k !== 'iteration')))].sort();
@@ -333,6 +367,7 @@ export function renderReport(r: ReportInput): string {
     '<h2>Training curves</h2>',
     `<div class="charts">${reportCharts(m).join('')}</div>`,
     '<h2>Evaluation during training</h2>',
+    comparisonTable(compareToInit(m.evals)),
     evalTable(m.evals),
   ];
   if (r.pictures?.length) {

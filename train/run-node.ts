@@ -10,6 +10,11 @@
  *   out/report.html                   a self-contained page: curves, evaluations, attention and
  *                                     PCA pictures of the teacher (train/report-node.ts)
  *
+ * With an evaluation hook, a new run first evaluates the model as initialised (the same
+ * architecture and seed, before any step): the baseline that the trained teacher's figures are read
+ * against. It touches no generator and no parameter, so a run with it trains exactly as one without;
+ * the checkpoint keeps it, so a resumed run still reports it.
+ *
  * A non-finite loss stops the run with NonFiniteLossError before any update, and the last
  * checkpoint on disk stays as it was. An aborted `signal` (Ctrl-C, SIGTERM, SIGHUP in the CLI) stops
  * after the current step and writes a checkpoint, so no work is lost; the final evaluation and the
@@ -29,7 +34,7 @@ import { makeDir, removeStaleTempFiles, writeFileAtomic, writeFileAtomicSync } f
 import { DataLoader, type LoaderPosition } from './data/loader.js';
 import type { Dataset } from './data/dataset.js';
 import { checkpointBytes, exportTeacherBackbone, readCheckpointMeta, restoreCheckpoint } from './checkpoint.js';
-import { DinoTrainer, resolveConfig, type StepResult, type TrainConfig } from './trainer.js';
+import { DinoTrainer, itersPerEpochOf, resolveConfig, type StepResult, type TrainConfig } from './trainer.js';
 import { estimateTrainingBytes, formatBytes, validateTrainConfig } from './validate.js';
 import { ema, lineChartPng } from './plot.js';
 import { writeTrainingReport } from './report-node.js';
@@ -80,6 +85,8 @@ export interface RunResult {
   checkpoint: string;
   teacherBackbone: string;
   evals: Record<string, number>[];
+  /** The evaluation of the model at its initialisation (iteration 0), or null without a hook. */
+  initEval: Record<string, number> | null;
   /** Path of report.html, or null when it was not written. */
   report: string | null;
   /** The abort reason when `signal` stopped the run before its end (e.g. 'SIGTERM'), else null. */
@@ -99,6 +106,7 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
   for (const f of removeStaleTempFiles(ckptPath)) log(`removed the unfinished checkpoint write ${f}`);
   let config = opts.config;
   let resumeBytes: Uint8Array | null = null;
+  let initEval: Record<string, number> | null = null;
   if (opts.resume && existsSync(ckptPath)) {
     resumeBytes = new Uint8Array(readFileSync(ckptPath));
     let meta;
@@ -119,8 +127,8 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
   try {
     const c = trainer.config;
     const loader = new DataLoader(opts.dataset, { batchSize: c.batchSize, shuffle: true, seed: c.seed, dropLast: true, onWarning: (m) => log(`warning: ${m}`) });
-    const itersPerEpoch = loader.batchesPerEpoch;
-    if (itersPerEpoch === 0) throw new Error(`the dataset has ${opts.dataset.length} images, fewer than one batch of ${c.batchSize}`);
+    if (loader.batchesPerEpoch === 0) throw new Error(`the dataset has ${opts.dataset.length} images, fewer than one batch of ${c.batchSize}`);
+    const itersPerEpoch = itersPerEpochOf(c, loader.batchesPerEpoch);
     trainer.setItersPerEpoch(itersPerEpoch);
     if (resumeBytes) {
       const meta = restoreCheckpoint(trainer, resumeBytes);
@@ -133,8 +141,9 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
         );
       }
       trainer.setItersPerEpoch(itersPerEpoch);
-      const pos = (meta.extra as { loader?: LoaderPosition } | null)?.loader;
-      if (pos) loader.seek(pos);
+      const extra = meta.extra as RunCheckpointExtra | null;
+      if (extra?.loader) loader.seek(extra.loader);
+      initEval = extra?.initEval ?? null;
       truncateMetrics(metricsPath, trainer.iteration);
     } else if (existsSync(metricsPath)) {
       writeFileSync(metricsPath, '');
@@ -145,14 +154,15 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
     let position: LoaderPosition = loader.position;
     const data: DataRecord = { spec: opts.dataSpec, length: opts.dataset.length };
     const save = async () => {
-      const bytes = await checkpointBytes(trainer, itersPerEpoch, { loader: position, data });
+      const extra: RunCheckpointExtra = { loader: position, data, ...(initEval ? { initEval } : {}) };
+      const bytes = await checkpointBytes(trainer, itersPerEpoch, extra);
       await writeFileAtomic(ckptPath, bytes);
     };
     const evals: Record<string, number>[] = [];
     // An evaluation is a measurement of the run, not part of it: when it fails (an unreadable
     // --val folder, say) the failure is logged and recorded, and training goes on.
-    const runEval = async () => {
-      if (!opts.evaluate) return;
+    const runEval = async (): Promise<Record<string, number> | null> => {
+      if (!opts.evaluate) return null;
       let r: Record<string, number>;
       try {
         r = await opts.evaluate(trainer);
@@ -160,12 +170,17 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
         const message = (e as Error).message ?? String(e);
         log(`warning: the evaluation at iteration ${trainer.iteration} failed (training goes on): ${message}`);
         appendFileSync(metricsPath, JSON.stringify({ type: 'eval', iteration: trainer.iteration, error: message }) + '\n');
-        return;
+        return null;
       }
       const rec = { iteration: trainer.iteration, ...r };
       evals.push(rec);
       appendFileSync(metricsPath, JSON.stringify({ type: 'eval', ...rec }) + '\n');
+      return r;
     };
+    if (opts.evaluate && !resumeBytes) {
+      initEval = await runEval();
+      if (initEval) log(`at initialisation: ${JSON.stringify(initEval)}`);
+    }
 
     let lastLoss = NaN;
     let t0 = performance.now();
@@ -210,11 +225,18 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
         log(`warning: the training report could not be written: ${(e as Error).message}`);
       }
     }
-    return { trainer, iterations: trainer.iteration, lastLoss, checkpoint: ckptPath, teacherBackbone: teacherPath, evals, report, stoppedBy };
+    return { trainer, iterations: trainer.iteration, lastLoss, checkpoint: ckptPath, teacherBackbone: teacherPath, evals, initEval, report, stoppedBy };
   } catch (e) {
     trainer.dispose();
     throw e;
   }
+}
+
+/** What a run keeps in its checkpoint besides the trainer: where the data loader is, the data, the baseline. */
+interface RunCheckpointExtra {
+  loader?: LoaderPosition;
+  data?: DataRecord;
+  initEval?: Record<string, number>;
 }
 
 /** Refuses, with the figures, a configuration that would not fit in `limit` bytes. */

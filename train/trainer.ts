@@ -45,7 +45,16 @@ export interface TrainConfig {
   headHidden: number;
   headBottleneck: number;
   normLastLayer: boolean;
+  /** BatchNorm after each hidden Linear of the head (DINO's --use_bn_in_head). */
+  useBnInHead: boolean;
   epochs: number;
+  /**
+   * Iterations per epoch, the unit of every schedule (warm-ups, cosine decays, the teacher
+   * temperature's warm-up, freezing the last layer); 0 = one pass over the training data, as in
+   * DINO. A fixed length (DINOv2's OFFICIAL_EPOCH_LENGTH) makes a run's length independent of the
+   * dataset's size; the data loader then simply goes on into its next pass.
+   */
+  epochLength: number;
   batchSize: number;
   /** Base lr before the linear scaling rule lr·batch/256 (DINO: 5e-4). */
   lr: number;
@@ -89,7 +98,9 @@ export const DINO_DEFAULTS: TrainConfig = {
   headHidden: 2048,
   headBottleneck: 256,
   normLastLayer: true,
+  useBnInHead: false,
   epochs: 100,
+  epochLength: 0,
   batchSize: 64,
   lr: 5e-4,
   minLr: 1e-6,
@@ -119,8 +130,18 @@ export const DINO_DEFAULTS: TrainConfig = {
  * finishes within 15 minutes on two CPU cores (lavapipe, ~0.9 s per step of 32 images).
  * What differs from DINO's defaults, and why (measurements in bench/lab/dino-learning-probes.md):
  * - ViT dim 64, depth 4, 2 heads, patch 8 on 32 px global and 16 px local crops (4×4 and 2×2
- *   tokens; patch 4 runs ~3× slower, so only a third of the steps would fit); K = 1024 prototypes, head
- *   hidden 512 and bottleneck 128.
+ *   tokens; patch 4 runs ~3× slower, so only a third of the steps would fit); head hidden 512 and
+ *   bottleneck 128.
+ * - Teacher targets that neither flatten nor collapse onto a few prototypes, on real images too
+ *   (bench/lab/real-data-probes.md): BatchNorm in the head (DINO's use_bn_in_head) and DINOv2's
+ *   Sinkhorn-Knopp targets with K = 64 prototypes. At initialisation this small ViT gives nearly
+ *   the same CLS token for every image, so the head's logits differ between images by much less
+ *   than the teacher temperature: with centering the targets then either stay near uniform or
+ *   split each batch onto one or two prototypes along one cue (Fashion-MNIST: batch marginal
+ *   0.7 nats within 75 steps), and k-NN falls below its value at initialisation. The BatchNorm
+ *   scales the differences between images to unit size whatever they are in the backbone;
+ *   Sinkhorn-Knopp shares each batch evenly over the prototypes, and with 64 teacher rows per
+ *   batch (2 × 32) and K = 64 a row may be one prototype, so targets are sharp and balanced.
  * - Base lr 4e-3 (peak 5e-4 after the linear scaling rule at batch 32: DINO's 5e-4 base would
  *   peak at 6e-5, too little for a short run) and teacher momentum 0.99 instead of 0.996 (a short
  *   run with a small batch; DINO's help text advises adjusting it with the batch size).
@@ -130,7 +151,11 @@ export const DINO_DEFAULTS: TrainConfig = {
  * - No brightness or contrast jitter (saturation 0.2 and hue 0.1 stay): with it, a model this
  *   small cannot yet predict the teacher across differently lit views, and uniform collapse follows
  *   within 75 steps even on plain grey shapes; without it the same run sharpens (measured).
- * - 5 epochs of the 5000 training images (780 steps). Everything else is DINO's default.
+ * - 5 epochs of 156 iterations (780 steps): one pass over the embedded 5000 training images per
+ *   epoch, and the same length on any other data (epochLength), so a large set such as
+ *   Fashion-MNIST (60 000 images, 1875 batches per pass) keeps the 15-minute budget and its
+ *   warm-up, freezing of the last layer and teacher-temperature warm-up keep their length in steps.
+ *   Everything else is DINO's default.
  */
 export const CPU_DEFAULT_CONFIG: Partial<TrainConfig> = {
   arch: 'custom',
@@ -138,10 +163,13 @@ export const CPU_DEFAULT_CONFIG: Partial<TrainConfig> = {
   depth: 4,
   numHeads: 2,
   patchSize: 8,
-  outDim: 1024,
+  outDim: 64,
   headHidden: 512,
   headBottleneck: 128,
+  useBnInHead: true,
+  centering: 'sinkhorn_knopp',
   epochs: 5,
+  epochLength: 156,
   batchSize: 32,
   lr: 4e-3,
   warmupEpochs: 1,
@@ -156,6 +184,11 @@ export const CPU_DEFAULT_CONFIG: Partial<TrainConfig> = {
   warmupTeacherTemp: 0.02,
   augment: { brightness: 0, contrast: 0 },
 };
+
+/** The iterations per epoch of a run whose data loader gives `batchesPerPass` batches per pass. */
+export function itersPerEpochOf(config: Pick<TrainConfig, 'epochLength'>, batchesPerPass: number): number {
+  return config.epochLength > 0 ? config.epochLength : batchesPerPass;
+}
 
 /** What one step reports. */
 export interface StepResult {
@@ -209,7 +242,7 @@ function buildModel(ctx: ModuleContext, c: TrainConfig, dropPathRate: number): M
   );
   const head = new DINOHead(
     ctx,
-    dinoHeadConfig({ inDim: c.embedDim, outDim: c.outDim, hiddenDim: c.headHidden, bottleneckDim: c.headBottleneck, normLastLayer: c.normLastLayer }),
+    dinoHeadConfig({ inDim: c.embedDim, outDim: c.outDim, hiddenDim: c.headHidden, bottleneckDim: c.headBottleneck, normLastLayer: c.normLastLayer, useBn: c.useBnInHead }),
   );
   return new MultiCropWrapper(ctx, backbone, head);
 }

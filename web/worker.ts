@@ -21,7 +21,7 @@ import type { VisionTransformer } from '../models/vit.js';
 import { embedForward } from '../eval/embed.js';
 import { computeVisuals } from '../eval/visualize.js';
 import { checkpointBytes, readCheckpointMeta, restoreCheckpoint } from '../train/checkpoint.js';
-import { DinoTrainer, type TrainConfig } from '../train/trainer.js';
+import { DinoTrainer, itersPerEpochOf, type TrainConfig } from '../train/trainer.js';
 import { evalTransform } from '../train/data/transforms.js';
 import { SyntheticShapes } from '../train/data/synthetic.js';
 import { DataLoader, type Batch, type LoaderPosition } from '../train/data/loader.js';
@@ -167,8 +167,8 @@ async function build(s: DemoSettings, checkpoint: Uint8Array | null, engine: Eng
   try {
     const { dataset, name, fixed } = makeDataset(s, trainer.config.batchSize);
     const loader = new DataLoader(dataset, { batchSize: trainer.config.batchSize, seed: trainer.config.seed, onWarning: (m) => post({ type: 'log', message: m }) });
-    let itersPerEpoch = loader.batchesPerEpoch;
-    if (itersPerEpoch < 1) throw new Error(`the dataset has ${dataset.length} images, fewer than one batch of ${trainer.config.batchSize}`);
+    if (loader.batchesPerEpoch < 1) throw new Error(`the dataset has ${dataset.length} images, fewer than one batch of ${trainer.config.batchSize}`);
+    let itersPerEpoch = itersPerEpochOf(trainer.config, loader.batchesPerEpoch);
     trainer.setItersPerEpoch(itersPerEpoch);
     if (checkpoint) {
       const meta = restoreCheckpoint(trainer, checkpoint);

@@ -19,7 +19,7 @@ export const ROOT = resolve(import.meta.dirname, '../..');
 const CLI = process.env.WEBDINO_TEST_CLI ?? join(ROOT, 'bin/webdino.js');
 
 /** A tiny ViT and DINO head: a training step takes well under a second on lavapipe. */
-export const TINY_TRAIN = ['--arch', 'custom', '--embed-dim', '32', '--depth', '2', '--heads', '2', '--patch-size', '8', '--out-dim', '64', '--batch-size', '8', '--local-crops', '2'];
+export const TINY_TRAIN = ['--arch', 'custom', '--embed-dim', '32', '--depth', '2', '--heads', '2', '--patch-size', '8', '--out-dim', '64', '--batch-size', '8', '--local-crops', '2', '--epoch-length', '0'];
 
 function newestSource(dir: string): number {
   let t = 0;

@@ -65,12 +65,12 @@ const CONFIG: Partial<TrainConfig> = {
 const dataset = () => new SyntheticShapes({ size: 32, length: 24, seed: 2 });
 
 /** Runs (or resumes) in `outDir`; returns the losses by iteration and the log lines. */
-async function run(outDir: string, extra: Partial<RunOptions> = {}): Promise<{ losses: Map<number, number>; log: string[]; iterations: number }> {
+async function run(outDir: string, extra: Partial<RunOptions> = {}, config: Partial<TrainConfig> = CONFIG): Promise<{ losses: Map<number, number>; log: string[]; iterations: number }> {
   const wd = await getEngine();
   const losses = new Map<number, number>();
   const log: string[] = [];
   const r = await runTraining(wd, {
-    config: CONFIG,
+    config,
     dataset: dataset(),
     outDir,
     checkpointEvery: 4,
@@ -144,5 +144,36 @@ describe('resume', () => {
     copyFileSync(join(src, 'metrics.jsonl'), join(c, 'metrics.jsonl'));
     const altered = await run(c, { resume: true, maxIterations: 1 });
     expect(altered.losses.get(4), 'a different drop-path state changes the loss').not.toBe(full.losses.get(4));
+  });
+
+  it('BatchNorm in the head, Sinkhorn-Knopp targets, a fixed epoch length and an evaluation at initialisation: still bitwise', async () => {
+    // 5 iterations per epoch (the data gives 6 batches per pass, so the loader's passes and the
+    // schedule's epochs do not line up), 2 epochs.
+    const config: Partial<TrainConfig> = { ...CONFIG, useBnInHead: true, centering: 'sinkhorn_knopp', outDim: 16, epochLength: 5 };
+    // An evaluation hook that reads the teacher (as k-NN does) at the start and every 3 iterations.
+    const evaluate = async (t: { teacher: { namedParameters(): [string, { toArray(): Promise<Float32Array> }][] } }) => {
+      const [, w] = t.teacher.namedParameters()[0]!;
+      return { first_weight: (await w.toArray())[0]! };
+    };
+    const a = tempDir();
+    const full = await run(a, {}, config);
+    expect(full.iterations).toBe(10);
+    const e = tempDir();
+    const withEval = await run(e, { evaluate, evalEvery: 3 }, config);
+    for (let it = 0; it < 10; it++) expect(Object.is(withEval.losses.get(it), full.losses.get(it)), `iteration ${it} with evaluations`).toBe(true);
+
+    const b = tempDir();
+    const p1 = await run(b, { maxIterations: 7, evaluate }, config); // into the second pass of the loader
+    const p2 = await run(b, { resume: true, evaluate }, config);
+    expect(p2.log.some((l) => /at iteration 7/.test(l))).toBe(true);
+    expect(p2.log.some((l) => /at initialisation/.test(l)), 'a resumed run does not evaluate the initialisation again').toBe(false);
+    const resumed = new Map([...p1.losses, ...p2.losses]);
+    for (let it = 0; it < 10; it++) expect(Object.is(resumed.get(it), full.losses.get(it)), `iteration ${it}: ${resumed.get(it)} vs ${full.losses.get(it)}`).toBe(true);
+    const ca = parseSafetensorsWithMetadata(readFileSync(join(a, 'checkpoint.safetensors')));
+    const cb = parseSafetensorsWithMetadata(readFileSync(join(b, 'checkpoint.safetensors')));
+    // The head's BatchNorm running statistics are state too: compared with everything else.
+    expect([...ca.tensors.keys()].some((k) => k.endsWith('mlp.1.running_mean'))).toBe(true);
+    expect([...cb.tensors.keys()]).toEqual([...ca.tensors.keys()]);
+    for (const [name, t] of ca.tensors) expect(Buffer.compare(Buffer.from(cb.tensors.get(name)!.data.buffer), Buffer.from(t.data.buffer)), name).toBe(0);
   });
 });

@@ -17,6 +17,8 @@ describe('webdino train options', () => {
     const r = resolveConfig(c);
     expect([r.arch, r.embedDim, r.patchSize, r.teacherTemp, r.warmupTeacherTemp]).toEqual(['custom', 64, 8, 0.02, 0.02]);
     expect(r.augment).toEqual({ brightness: 0, contrast: 0 });
+    // Targets that neither flatten nor collapse on real images, and a run length independent of the data.
+    expect([r.useBnInHead, r.centering, r.outDim, r.epochLength, r.epochs]).toEqual([true, 'sinkhorn_knopp', 64, 156, 5]);
   });
 
   it("a named ViT brings DINO's recipe, not the CPU departures", () => {
@@ -26,6 +28,7 @@ describe('webdino train options', () => {
       DINO_DEFAULTS.outDim, 0.04, 0.04, 0.996, 224, 96,
     ]);
     expect(r.augment).toEqual({});
+    expect([r.useBnInHead, r.centering, r.epochLength]).toEqual([false, 'center', 0]);
   });
 
   it('options apply on top of either base', () => {

@@ -2,8 +2,9 @@
  * Opens a dataset from a command-line spec (Node):
  *   synthetic[:train|val]      the embedded procedural dataset (no download), 'confetti' style
  *   synthetic-scene[:train|val]  the same shapes in the harder 'scene' style (see data/synthetic.ts)
- *   <dir>                      an ImageFolder (class sub-folders of JPEG/PNG), or a folder that
- *                              holds the CIFAR-10/100 binary files
+ *   <dir>                      an ImageFolder (class sub-folders of JPEG/PNG), a folder that holds
+ *                              the CIFAR-10/100 binary files, or one that holds MNIST-style IDX files
+ *                              (train-… for training, t10k-… held out; data/idx-node.ts)
  *   cifar10:<dir>, cifar100:<dir>[:train|test]
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -12,6 +13,7 @@ import type { Dataset } from './dataset.js';
 import { SyntheticShapes } from './synthetic.js';
 import { openImageFolder } from './image-folder-node.js';
 import { openCifar } from './cifar-node.js';
+import { hasIdxTestSplit, looksLikeIdx, openIdx } from './idx-node.js';
 
 export interface OpenDatasetOptions {
   /** Split used when the spec names none ('train' for training, 'val' for evaluation). */
@@ -64,5 +66,17 @@ export function openDataset(spec: string, opts: OpenDatasetOptions): Dataset {
   if (!existsSync(spec)) throw new Error(`dataset '${spec}' not found: give 'synthetic', 'synthetic:val', 'synthetic-scene:val', an image folder, or a CIFAR folder`);
   const cifar = looksLikeCifar(spec);
   if (cifar) return openCifar(spec, { variant: cifar, split });
+  if (looksLikeIdx(spec)) return openIdx(spec, split);
   return openImageFolder(spec, { onWarning: opts.onWarning, allowEmptyClasses: opts.allowEmptyClasses });
+}
+
+/**
+ * The held-out split that belongs to a training spec, or null when it has none: 'synthetic[-scene]'
+ * → its ':val' split, an IDX folder → its t10k files (when present). Image folders carry no split.
+ */
+export function heldOutSpec(spec: string): string | null {
+  const m = /^(synthetic(?:-scene)?)(?::(?:train|val))?$/.exec(spec);
+  if (m) return `${m[1]}:val`;
+  if (existsSync(spec) && statSync(spec).isDirectory() && looksLikeIdx(spec) && hasIdxTestSplit(spec)) return spec;
+  return null;
 }
