@@ -17,9 +17,12 @@
  * Recipes' erfcc), so GELU keeps its relative accuracy far into the negative tail.
  *
  * Kernel shapes: `strided` (rank ≤ 6, shapes and strides in the uniform block, inputs may be views
- * with stride 0 on broadcast dims) or `flat` (every operand contiguous with the output's shape: no
- * index arithmetic). One pipeline per (op, arity, flat | strided, rank): shapes never enter the
- * source. Outputs are new contiguous tensors.
+ * with stride 0 on broadcast dims), `flat` (every operand contiguous with the output's shape: no
+ * index arithmetic) or `flat4` (flat with a multiple of 4 elements: each invocation loads and
+ * stores one vec4 per operand and applies the op to its 4 components; on lavapipe every storage
+ * access costs a per-lane sequence, so a vec4 access costs about what a scalar one does: ~3× the
+ * throughput of `flat`, bench/lab/row-kernels.md). One pipeline per (op, arity, shape kind, rank):
+ * shapes never enter the source. Outputs are new contiguous tensors.
  */
 import { Uniforms } from '../engine/device.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, isContiguous, sameShape, type Shape, ShapeError } from '../engine/shape.js';
@@ -131,6 +134,41 @@ function params(rank: number, prefix: string): string {
   return Array.from({ length: rank }, (_, i) => `${prefix}${i}: i32,`).join(' ');
 }
 
+/**
+ * WGSL of the `flat4` kernel: n4 = n/4 invocations, one vec4 of each operand each, the op applied
+ * per component through `op(x, b, p)`. Pure function of (op expression, arity).
+ */
+export function elementwiseVec4Source(expr: string, arity: 0 | 1 | 2): string {
+  const inputs =
+    arity === 2
+      ? `@group(0) @binding(2) var<storage, read> A: array<vec4<f32>>;
+         @group(0) @binding(3) var<storage, read> B: array<vec4<f32>>;`
+      : arity === 1
+        ? `@group(0) @binding(2) var<storage, read> A: array<vec4<f32>>;`
+        : '';
+  const xa = arity === 0 ? 'vec4<f32>(0.0)' : 'A[i]';
+  const xb = arity === 2 ? 'B[i]' : 'vec4<f32>(0.0)';
+  return /* wgsl */ `
+struct U { n: u32, offA: i32, offB: i32, p: f32, }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read_write> Y: array<vec4<f32>>;
+${inputs}
+${MATH_WGSL}
+fn op(x: f32, b: f32, p: f32) -> f32 {
+  let a = x;
+  return ${expr};
+}
+${linearIndexWgsl(WG)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = linear_index(gid, nwg);
+  if (i >= u.n) { return; }
+  let x = ${xa};
+  let b = ${xb};
+  Y[i] = vec4<f32>(op(x.x, b.x, u.p), op(x.y, b.y, u.p), op(x.z, b.z, u.p), op(x.w, b.w, u.p));
+}`;
+}
+
 /** WGSL of one elementwise kernel. Pure function of (op expression, arity, layout). */
 export function elementwiseSource(expr: string, arity: 0 | 1 | 2, flat: boolean, rank = MAX_RANK): string {
   const R = MAX_RANK;
@@ -185,6 +223,15 @@ function launch(op: string, expr: string, out: Tensor, a: Tensor, b: Tensor | nu
   const flat = aIsFlat && bIsFlat;
   const arity = op === 'fill' ? 0 : b ? 2 : 1;
   const dev = out.engine.device;
+  if (flat && n % 4 === 0) {
+    // Flat operands and the output (new, or contiguous for fill) all start at element 0.
+    dev.dispatch(dev.kernel(`${op}_v4`, elementwiseVec4Source(expr, arity)), {
+      uniforms: new Uniforms(4).u32(n / 4).i32(0, 0).f32(p).bytes(),
+      buffers: arity === 2 ? [out.buffer, a.buffer, b!.buffer] : arity === 1 ? [out.buffer, a.buffer] : [out.buffer],
+      workgroups: grid1d(n / 4, WG),
+    });
+    return;
+  }
   const rank = flat ? MAX_RANK : out.rank;
   const kernel = dev.kernel(`${op}${flat ? '' : '_strided'}`, elementwiseSource(expr, arity, flat, rank));
   const u = new Uniforms(4 + 3 * MAX_RANK).u32(n).i32(a.offset, b ? b.offset : 0).f32(p);

@@ -19,44 +19,45 @@
  *             n ≤ eps:  dx = g / eps                 (y = x/eps is linear)
  *   Saved: y (the output) and n per row.
  *
- * Kernels: row kernels in the 'cpu' (one invocation per row) or 'gpu' (one workgroup per row)
- * layout of kernels/common.ts; the LayerNorm parameter gradients are column sums computed by an
+ * Kernels: row kernels in the layouts of kernels/common.ts (one invocation, subgroup or workgroup
+ * per row; vec4 rows when D % 4 == 0); the LayerNorm parameter gradients are column sums computed by an
  * elementwise-style kernel over (row chunk, column) pairs, then summed over the chunks.
- * Rows are independent; inputs are read through `dense()`; outputs are new contiguous tensors;
+ * Rows are independent; inputs are read through `denseAligned()` (aligned views bound in place); outputs are new contiguous tensors;
  * parameter gradients are returned as new tensors (autograd accumulates them with +=).
  */
 import { type BufferBinding, Uniforms } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
-import { bind, grid1d, linearIndexWgsl, rowForEachWgsl, rowGrid, rowKernelSource, rowSumsWgsl, type RowVariant } from './common.js';
-import { dense, denseAligned, release } from './elementwise.js';
+import { bind, grid1d, linearIndexWgsl, type RowConsts, rowConsts, rowForEachWgsl, rowGrid, rowKernelSource, rowSuffix, rowSumsWgsl } from './common.js';
+import { denseAligned, release } from './elementwise.js';
 import { reduceAxisRaw } from './reduce.js';
 
 /** Rows summed by one invocation of the parameter-gradient kernel before the cross-chunk sum. */
 const PARAM_CHUNK = 64;
 const WG = 256;
 
-function storage(binding: number, name: string, write = false): string {
-  return `@group(0) @binding(${binding}) var<storage, ${write ? 'read_write' : 'read'}> ${name}: array<f32>;`;
+/** A storage binding of f32 (per-row scalars), or of T (row data, per-column parameters) with `ty`. */
+function storage(binding: number, name: string, write = false, ty: 'f32' | 'T' = 'f32'): string {
+  return `@group(0) @binding(${binding}) var<storage, ${write ? 'read_write' : 'read'}> ${name}: array<${ty}>;`;
 }
 
 /**
  * WGSL of the LayerNorm forward. Bindings: Y, MEAN, RSTD (outputs), X, then W and B when present.
- * Pure function of (layout, hasWeight, hasBias).
+ * Pure function of (row constants, hasWeight, hasBias).
  */
-export function layerNormForwardSource(variant: RowVariant, hasWeight: boolean, hasBias: boolean): string {
+export function layerNormForwardSource(kc: RowConsts, hasWeight: boolean, hasBias: boolean): string {
   let b = 5;
   const decls = `struct U { rows: u32, D: u32, eps: f32, pad: u32, }
 @group(0) @binding(0) var<uniform> u: U;
-${storage(1, 'Y', true)}
+${storage(1, 'Y', true, 'T')}
 ${storage(2, 'MEAN', true)}
 ${storage(3, 'RSTD', true)}
-${storage(4, 'X')}
-${hasWeight ? storage(b++, 'W') : ''}
-${hasBias ? storage(b++, 'B') : ''}`;
+${storage(4, 'X', false, 'T')}
+${hasWeight ? storage(b++, 'W', false, 'T') : ''}
+${hasBias ? storage(b++, 'B', false, 'T') : ''}`;
   const affine = `${hasWeight ? ' * W[j]' : ''}${hasBias ? ' + B[j]' : ''}`;
   const body = `
-  let base = row * u.D;
-  let k = X[base];
+  let base = row * DV;
+  let k = ${kc.vec === 4 ? 'X[base].x' : 'X[base]'};
   ${rowSumsWgsl({ s1: 'X[base + j] - k' })}
   let m1 = s1 / f32(u.D);
   ${rowSumsWgsl({ s2: 'd * d' }, 'let d = (X[base + j] - k) - m1;')}
@@ -66,32 +67,32 @@ ${hasBias ? storage(b++, 'B') : ''}`;
     MEAN[row] = k + m1;
     RSTD[row] = rstd;
   }`;
-  return rowKernelSource(variant, decls, body);
+  return rowKernelSource(kc, decls, body);
 }
 
 /**
  * WGSL of the fused LayerNorm input-gradient kernel: DX (out) from X, G, MEAN, RSTD and W (when
- * present). Pure function of (layout, hasWeight).
+ * present). Pure function of (row constants, hasWeight).
  */
-export function layerNormBackwardSource(variant: RowVariant, hasWeight: boolean): string {
+export function layerNormBackwardSource(kc: RowConsts, hasWeight: boolean): string {
   const decls = `struct U { rows: u32, D: u32, pad0: u32, pad1: u32, }
 @group(0) @binding(0) var<uniform> u: U;
-${storage(1, 'DX', true)}
-${storage(2, 'X')}
-${storage(3, 'G')}
+${storage(1, 'DX', true, 'T')}
+${storage(2, 'X', false, 'T')}
+${storage(3, 'G', false, 'T')}
 ${storage(4, 'MEAN')}
 ${storage(5, 'RSTD')}
-${hasWeight ? storage(6, 'W') : ''}`;
+${hasWeight ? storage(6, 'W', false, 'T') : ''}`;
   const perElement = `let xh = (X[base + j] - mean) * rstd; let gh = G[base + j]${hasWeight ? ' * W[j]' : ''};`;
   const body = `
-  let base = row * u.D;
+  let base = row * DV;
   let mean = MEAN[row];
   let rstd = RSTD[row];
   ${rowSumsWgsl({ sg: 'gh', sgx: 'gh * xh' }, perElement)}
   let mg = sg / f32(u.D);
   let mgx = sgx / f32(u.D);
   ${rowForEachWgsl(`${perElement} DX[base + j] = rstd * (gh - mg - xh * mgx);`)}`;
-  return rowKernelSource(variant, decls, body);
+  return rowKernelSource(kc, decls, body);
 }
 
 /**
@@ -153,12 +154,12 @@ export function layerNormForwardRaw(x: Tensor, weight: Tensor | null, bias: Tens
     const xd = denseAligned(x);
     const wd = weight ? denseAligned(weight) : null;
     const bd = bias ? denseAligned(bias) : null;
-    const variant = dev.variants;
-    const kernel = dev.kernel(`${op}_${variant}${wd ? '_w' : ''}${bd ? '_b' : ''}`, layerNormForwardSource(variant, !!wd, !!bd));
+    const k = rowConsts(dev, D);
+    const kernel = dev.kernel(`${op}${rowSuffix(k)}${wd ? '_w' : ''}${bd ? '_b' : ''}`, layerNormForwardSource(k, !!wd, !!bd));
     const buffers: (GPUBuffer | BufferBinding)[] = [y.buffer, mean.buffer, rstd.buffer, bind(xd)];
     if (wd) buffers.push(bind(wd));
     if (bd) buffers.push(bind(bd));
-    dev.dispatch(kernel, { uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(), buffers, workgroups: rowGrid(variant, rows) });
+    dev.dispatch(kernel, { uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(), buffers, workgroups: rowGrid(k, rows) });
     release(xd, x);
     if (wd && weight) release(wd, weight);
     if (bd && bias) release(bd, bias);
@@ -176,13 +177,13 @@ export function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Ten
   const xd = denseAligned(x);
   const gd = denseAligned(g);
   const wd = weight ? denseAligned(weight) : null;
-  const variant = dev.variants;
+  const k = rowConsts(dev, D);
   const buffers: (GPUBuffer | BufferBinding)[] = [dx.buffer, bind(xd), bind(gd), mean.buffer, rstd.buffer];
   if (wd) buffers.push(bind(wd));
-  dev.dispatch(dev.kernel(`layerNorm_bwd_${variant}${wd ? '_w' : ''}`, layerNormBackwardSource(variant, !!wd)), {
+  dev.dispatch(dev.kernel(`layerNorm_bwd${rowSuffix(k)}${wd ? '_w' : ''}`, layerNormBackwardSource(k, !!wd)), {
     uniforms: new Uniforms(4).u32(rows, D, 0, 0).bytes(),
     buffers,
-    workgroups: rowGrid(variant, rows),
+    workgroups: rowGrid(k, rows),
   });
   release(xd, x);
   release(gd, g);
@@ -220,39 +221,39 @@ export function layerNormParamGradRaw(x: Tensor, mean: Tensor, rstd: Tensor, g: 
 // -------------------------------------------------------------------------------------------------
 // L2 normalisation
 
-/** WGSL of the l2-normalize forward: Y, NORM (outputs), X. Pure function of the layout. */
-export function l2NormalizeForwardSource(variant: RowVariant): string {
+/** WGSL of the l2-normalize forward: Y, NORM (outputs), X. Pure function of the row constants. */
+export function l2NormalizeForwardSource(kc: RowConsts): string {
   const decls = `struct U { rows: u32, D: u32, eps: f32, pad: u32, }
 @group(0) @binding(0) var<uniform> u: U;
-${storage(1, 'Y', true)}
+${storage(1, 'Y', true, 'T')}
 ${storage(2, 'NORM', true)}
-${storage(3, 'X')}`;
+${storage(3, 'X', false, 'T')}`;
   const body = `
-  let base = row * u.D;
+  let base = row * DV;
   ${rowSumsWgsl({ ss: 'X[base + j] * X[base + j]' })}
   let n = sqrt(ss);
   let inv = 1.0 / max(n, u.eps);
   ${rowForEachWgsl('Y[base + j] = X[base + j] * inv;')}
   if (lid == 0u) { NORM[row] = n; }`;
-  return rowKernelSource(variant, decls, body);
+  return rowKernelSource(kc, decls, body);
 }
 
-/** WGSL of the fused l2-normalize backward: DX (out) from Y, G, NORM. Pure function of the layout. */
-export function l2NormalizeBackwardSource(variant: RowVariant): string {
+/** WGSL of the fused l2-normalize backward: DX (out) from Y, G, NORM. Pure function of the row constants. */
+export function l2NormalizeBackwardSource(kc: RowConsts): string {
   const decls = `struct U { rows: u32, D: u32, eps: f32, pad: u32, }
 @group(0) @binding(0) var<uniform> u: U;
-${storage(1, 'DX', true)}
-${storage(2, 'Y')}
-${storage(3, 'G')}
+${storage(1, 'DX', true, 'T')}
+${storage(2, 'Y', false, 'T')}
+${storage(3, 'G', false, 'T')}
 ${storage(4, 'NORM')}`;
   const body = `
-  let base = row * u.D;
+  let base = row * DV;
   let n = NORM[row];
   let big = n > u.eps;
   let inv = 1.0 / max(n, u.eps);
   ${rowSumsWgsl({ yg: 'Y[base + j] * G[base + j]' })}
   ${rowForEachWgsl('DX[base + j] = select(G[base + j], G[base + j] - Y[base + j] * yg, big) * inv;')}`;
-  return rowKernelSource(variant, decls, body);
+  return rowKernelSource(kc, decls, body);
 }
 
 /** l2-normalize forward: y = x / max(‖x‖₂, eps) per row (new, contiguous) and the row norms n ([rows]). */
@@ -264,12 +265,13 @@ export function l2NormalizeForwardRaw(x: Tensor, eps: number): { y: Tensor; norm
   const y = e.empty(x.shape, { label: op });
   const norm = e.empty([rows], { label: `${op}_norm` });
   if (rows > 0) {
-    const variant = dev.variants;
-    const xd = dense(x);
-    dev.dispatch(dev.kernel(`${op}_${variant}`, l2NormalizeForwardSource(variant)), {
+    const k = rowConsts(dev, D);
+    // Weights (DINO's weight-normalised last layer) are aligned arena views: bound in place.
+    const xd = denseAligned(x);
+    dev.dispatch(dev.kernel(`${op}${rowSuffix(k)}`, l2NormalizeForwardSource(k)), {
       uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(),
-      buffers: [y.buffer, norm.buffer, xd.buffer],
-      workgroups: rowGrid(variant, rows),
+      buffers: [y.buffer, norm.buffer, bind(xd)],
+      workgroups: rowGrid(k, rows),
     });
     release(xd, x);
   }
@@ -284,12 +286,12 @@ export function l2NormalizeBackwardRaw(y: Tensor, norm: Tensor, g: Tensor, eps: 
   const dev = e.device;
   const dx = e.empty(y.shape, { label: `${op}_grad` });
   if (rows > 0) {
-    const variant = dev.variants;
-    const gd = dense(g);
-    dev.dispatch(dev.kernel(`${op}_bwd_${variant}`, l2NormalizeBackwardSource(variant)), {
+    const k = rowConsts(dev, D);
+    const gd = denseAligned(g);
+    dev.dispatch(dev.kernel(`${op}_bwd${rowSuffix(k)}`, l2NormalizeBackwardSource(k)), {
       uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(),
-      buffers: [dx.buffer, y.buffer, gd.buffer, norm.buffer],
-      workgroups: rowGrid(variant, rows),
+      buffers: [dx.buffer, y.buffer, bind(gd), norm.buffer],
+      workgroups: rowGrid(k, rows),
     });
     release(gd, g);
   }
