@@ -5,7 +5,10 @@
  *
  * Shapes and layouts
  * - q [..., Nq, d], k [..., Nk, d], v [..., Nk, d] with the same leading (batch) dims: usually
- *   [B, H, N, d] or [BH, N, d]; any number of batch dims is accepted. out has q's shape (contiguous).
+ *   [B, H, N, d] or [BH, N, d]; any number of batch dims is accepted. out has q's shape: row-major,
+ *   or token-major ([..., N, H, d] storage, `AttentionOutLayout`); the outputs (out, dq, dk, dv)
+ *   are written through offsets and strides like the inputs, so gradients can land directly in
+ *   the layout of the tensor they belong to (attentionPacked's qkv).
  * - Inputs (and the upstream gradient dO) are read IN PLACE through offsets and strides in the
  *   uniform block: the batch dims collapse into at most two levels (b, h), each with a stride
  *   (size-1 dims dropped, adjacent dims merged where every operand allows). So the views ViT makes,
@@ -33,8 +36,10 @@
  *   L_i. With returnProbs, a second pass over the keys (L_i now known) writes P_i.
  * - attention_bwd_dq: per query row: D_i, then one pass over the keys → dQ_i; writes D for dK/dV.
  * - attention_bwd_dkv: per key row, one pass over the query rows → dK_j and dV_j.
- * Workgroup id y (and z past 65 535) is the batch-head, x the block of rows, so all invocations of a
- * workgroup read the same K/V (or Q/dO) chunk at the same time, from a workgroup-uniform address.
+ * Launch (AttentionConsts.packed): either workgroup id y (and z past 65 535) is the batch-head and x
+ * the block of rows, so all invocations of a workgroup read the same K/V (or Q/dO) chunk at the same
+ * time, from a workgroup-uniform address; or, packed, the invocations number (batch-head, block)
+ * pairs in one flat range, so no lane idles when a batch-head has few rows (N = 5 or 17).
  * Keys (queries in dK/dV) go 4 at a time, the tail block clamped to the last row and masked.
  *
  * Variants (AttentionConsts)
@@ -69,9 +74,9 @@ export interface AttentionOptions {
   returnProbs?: boolean;
   /**
    * The launch (AttentionConsts.packed): true packs several batch-heads per workgroup, false one
-   * per workgroup row; default: packed when a batch-head has fewer row blocks than half a
-   * workgroup (short sequences: N = 5 and 17 in the CPU default config). Both give the same
-   * results; tests force each.
+   * per workgroup row; default: always packed on the 'cpu' variant, and on 'gpu' when a
+   * batch-head has fewer rows than half a workgroup (short sequences: N = 5 and 17 in the CPU
+   * default config). Both give the same results; tests force each.
    */
   packed?: boolean;
 }
@@ -586,8 +591,10 @@ const CPU_ROWS = { fwd: 4, dq: 2, dkv: 2 } as const;
  */
 function consts(e: Engine, d: number, kernel: keyof typeof CPU_ROWS, n: number, packed?: boolean): AttentionConsts {
   const variant = e.device.variants;
-  const base = variant === 'cpu' ? { d, wg: 16, variant, rows: CPU_ROWS[kernel] } : { d, wg: 64, variant, rows: 1 };
-  return { ...base, packed: packed ?? Math.ceil(n / base.rows) < base.wg / 2 };
+  // 'cpu': packed at every length (lavapipe measured it faster even at N = 197, bench/lab/kernel-notes.md);
+  // 'gpu': packed only for short sequences, where a per-batch-head workgroup would be mostly idle.
+  if (variant === 'cpu') return { d, wg: 16, variant, rows: CPU_ROWS[kernel], packed: packed ?? true };
+  return { d, wg: 64, variant, rows: 1, packed: packed ?? Math.ceil(n / 1) < 32 };
 }
 
 /**

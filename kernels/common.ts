@@ -211,3 +211,39 @@ export function rowForEachWgsl(body: string): string {
   return /* wgsl */ `
   for (var j = lid; j < DV; j += ROW_STEP) { ${body} }`;
 }
+
+/**
+ * WGSL: one pass over the row giving its maximum `m` of the T-valued `expr(j)` and the sum
+ * `s` = Σ exp((expr(j) − m)·`scale`) (f32, in every lane), by the online recurrence: 4 T elements
+ * per step, one rescale exp((m_old − m_new)·scale) per step (so ~1.25 exp per element instead of
+ * the 1 of a sum against a known maximum, but one read of the row instead of two). Sums are
+ * blocked (ROW_BLOCK T elements per partial, each rescaled along) for accuracy on long rows.
+ * Elements past a block's end enter as −3.4e38, whose exp is 0. `scale` ≥ 0 (1/τ).
+ */
+export function rowMaxSumExpWgsl(m: string, s: string, expr: (j: string) => string, scale: string): string {
+  const NEG = 'T(-3.402823e38)';
+  const at = (t: number) =>
+    t === 0 ? expr('j') : `select(${NEG}, ${expr(`min(j + ${t}u * ROW_STEP, DV - 1u)`)}, j + ${t}u * ROW_STEP < j1)`;
+  return /* wgsl */ `
+  var ${m}_t = ${NEG};
+  var ${s}_t = T(0.0);
+  for (var j0 = lid; j0 < DV; j0 += ROW_STEP * ${ROW_BLOCK}u) {
+    let j1 = min(j0 + ROW_STEP * ${ROW_BLOCK}u, DV);
+    var ${s}_blk = T(0.0);
+    for (var j = j0; j < j1; j += 4u * ROW_STEP) {
+      let z0 = ${at(0)};
+      let z1 = ${at(1)};
+      let z2 = ${at(2)};
+      let z3 = ${at(3)};
+      let mn = max(${m}_t, max(max(z0, z1), max(z2, z3)));
+      let c = exp((${m}_t - mn) * ${scale});
+      let e = (exp((z0 - mn) * ${scale}) + exp((z1 - mn) * ${scale})) + (exp((z2 - mn) * ${scale}) + exp((z3 - mn) * ${scale}));
+      ${s}_blk = ${s}_blk * c + e;
+      ${s}_t = ${s}_t * c;
+      ${m}_t = mn;
+    }
+    ${s}_t += ${s}_blk;
+  }
+  let ${m} = row_max(hmax(${m}_t), lid);
+  let ${s} = row_sum(hsum(${s}_t * exp((${m}_t - T(${m})) * ${scale})), lid);`;
+}

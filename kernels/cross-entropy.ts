@@ -11,8 +11,9 @@
  *   engine/ops/cross-entropy.ts, records only `logits` as its input).
  *
  * Kernels
- * - forward: one row kernel (the row layouts of kernels/common.ts): pass 1 the row max of the
- *   logits, pass 2 the blocked sum of exp((l − M)/τ), pass 3 Σ target·(l − M)/τ and Σ target.
+ * - forward: one row kernel (the row layouts of kernels/common.ts): pass 1 the row max M of the
+ *   logits and the sum of exp((l − M)/τ) (online, `rowMaxSumExpWgsl`), pass 2 Σ target·(l − M)/τ
+ *   and Σ target.
  *   It writes the loss [rows] and saves per row (M, log S, T) for the backward.
  * - backward: elementwise (one invocation per logit, no reduction left to do thanks to the saved
  *   row statistics), the same kernel for both layouts.
@@ -21,7 +22,7 @@
 import { Uniforms } from '../engine/device.js';
 import { fmt, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { grid1d, linearIndexWgsl, type RowConsts, rowConsts, rowGrid, rowKernelSource, rowMaxWgsl, rowSuffix, rowSumsWgsl } from './common.js';
+import { grid1d, linearIndexWgsl, type RowConsts, rowConsts, rowGrid, rowKernelSource, rowMaxSumExpWgsl, rowSuffix, rowSumsWgsl } from './common.js';
 import { dense, release } from './elementwise.js';
 
 /** Options of the cross-entropy op (engine/ops/cross-entropy.ts). */
@@ -47,8 +48,7 @@ export function crossEntropyForwardSource(k: RowConsts): string {
 @group(0) @binding(4) var<storage, read> Z: array<T>;`;
   const body = `
   let base = row * DV;
-  ${rowMaxWgsl('m', 'Z[base + j]')}
-  ${rowSumsWgsl({ s: 'exp((Z[base + j] - m) * u.inv_tau)' })}
+  ${rowMaxSumExpWgsl('m', 's', (j) => `Z[base + ${j}]`, 'u.inv_tau')}
   let log_s = log(s);
   ${rowSumsWgsl({ tz: 'TG[base + j] * ((Z[base + j] - m) * u.inv_tau)', tt: 'TG[base + j]' })}
   if (lid == 0u) {

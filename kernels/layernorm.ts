@@ -96,20 +96,19 @@ ${hasWeight ? storage(6, 'W', false, 'T') : ''}`;
 }
 
 /**
- * WGSL of the LayerNorm parameter-gradient kernel: for chunk c and column j,
- * PW[c, j] = Σ_{r in chunk c} g[r, j]·x̂[r, j] and PB[c, j] = Σ g[r, j]. One invocation per (c, j):
- * neighbouring invocations read neighbouring columns.
+ * WGSL of the LayerNorm parameter-gradient kernel: for chunk c and column j (i = c·D + j < n),
+ * P[i] = Σ_{r in chunk c} g[r, j]·x̂[r, j] and P[n + i] = Σ g[r, j] (P is [2, chunks, D]). One
+ * invocation per (c, j): neighbouring invocations read neighbouring columns.
  */
 export function layerNormParamGradSource(): string {
   return /* wgsl */ `
 struct U { n: u32, D: u32, rows: u32, chunk: u32, }
 @group(0) @binding(0) var<uniform> u: U;
-${storage(1, 'PW', true)}
-${storage(2, 'PB', true)}
-${storage(3, 'X')}
-${storage(4, 'G')}
-${storage(5, 'MEAN')}
-${storage(6, 'RSTD')}
+${storage(1, 'P', true)}
+${storage(2, 'X')}
+${storage(3, 'G')}
+${storage(4, 'MEAN')}
+${storage(5, 'RSTD')}
 ${linearIndexWgsl(WG)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -126,8 +125,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     dw += g * (X[r * u.D + j] - MEAN[r]) * RSTD[r];
     db += g;
   }
-  PW[i] = dw;
-  PB[i] = db;
+  P[i] = dw;
+  P[u.n + i] = db;
 }`;
 }
 
@@ -191,31 +190,34 @@ export function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Ten
   return dx;
 }
 
-/** [dw, db] = [Σ_rows g ⊙ x̂, Σ_rows g], each of shape [D]. */
+/**
+ * [dw, db] = [Σ_rows g ⊙ x̂, Σ_rows g], each of shape [D]: the chunk partials of both go into one
+ * [2, chunks, D] buffer and one reduction over the chunks finishes both (two dispatches in all;
+ * one when the rows fit in one chunk).
+ */
 export function layerNormParamGradRaw(x: Tensor, mean: Tensor, rstd: Tensor, g: Tensor): [Tensor, Tensor] {
   const { rows, D } = rowsOf(x);
   const e = x.engine;
   const dev = e.device;
   if (rows === 0) return [e.zeros([D]), e.zeros([D])];
   const chunks = Math.ceil(rows / PARAM_CHUNK);
-  const pw = e.empty([chunks, D], { label: 'layerNorm_dw_partial' });
-  const pb = e.empty([chunks, D], { label: 'layerNorm_db_partial' });
+  const partial = e.empty([2, chunks, D], { label: 'layerNorm_dwdb_partial' });
   const xd = denseAligned(x);
   const gd = denseAligned(g);
   const n = chunks * D;
   dev.dispatch(dev.kernel('layerNorm_param_grad', layerNormParamGradSource()), {
     uniforms: new Uniforms(4).u32(n, D, rows, PARAM_CHUNK).bytes(),
-    buffers: [pw.buffer, pb.buffer, bind(xd), bind(gd), mean.buffer, rstd.buffer],
+    buffers: [partial.buffer, bind(xd), bind(gd), mean.buffer, rstd.buffer],
     workgroups: grid1d(n, WG),
   });
   release(xd, x);
   release(gd, g);
-  const finish = (p: Tensor): Tensor => {
-    const s = chunks === 1 ? p.view([D], [1], 0) : reduceAxisRaw('sum', p, 0, false);
-    p.dispose();
-    return s;
-  };
-  return [finish(pw), finish(pb)];
+  const both = chunks === 1 ? partial.view([2, D], [D, 1], 0) : reduceAxisRaw('sum', partial, 1, false); // [2, D]
+  partial.dispose();
+  const dw = both.view([D], [1], 0);
+  const db = both.view([D], [1], D);
+  both.dispose();
+  return [dw, db];
 }
 
 // -------------------------------------------------------------------------------------------------

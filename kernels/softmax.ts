@@ -16,21 +16,22 @@
  *   exp never sees a positive argument (no Inf, no NaN) even at τ = 0.04 with |x| = 1000, and the
  *   element at the maximum is exact. The remaining f32 error of y_j is ≈ |z_j − m|·2⁻²³, small
  *   wherever y_j is not negligible.
- * - Three passes over the row (max, blocked sum of exp, write) rather than an online max/sum: the
- *   sum runs against a fixed maximum in blocks (see kernels/common.ts), which keeps K = 65 536-long
- *   rows accurate to ~1e-7 relative.
+ * - Two passes over the row: an online max and sum (kernels/common.ts `rowMaxSumExpWgsl`: 4
+ *   elements per step, one rescale of the running sum per step, sums blocked so K = 65 536-long
+ *   rows stay accurate to ~1e-7 relative), then the write. The exps are the cost on a CPU driver
+ *   (~2.25 per element here; bench/lab/row-kernels.md has the three-pass variants that lost).
  * - Rows are independent; the input is read through `dense()` (views are copied first); the output
  *   is a new contiguous tensor. The backward saves only the output y (and τ).
  *
  * Layouts: the row layouts of kernels/common.ts (`rowKernelSource`: one invocation, one subgroup or
  * one 256-lane workgroup per row), chosen by the device's `rowLayout`; rows are read as vec4 when
- * D % 4 == 0. The forward reads the row three times (max, sum, write): a row of 256 KiB stays in
- * the core's cache between the passes in the one-workgroup-per-row layouts.
+ * D % 4 == 0. The forward reads the row twice: a row of 256 KiB stays in the core's cache between
+ * the passes in the one-workgroup-per-row layouts.
  */
 import { Uniforms } from '../engine/device.js';
 import { contiguousStrides, type Shape } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { type RowConsts, rowConsts, rowForEachWgsl, rowGrid, rowKernelSource, rowMaxWgsl, rowSuffix, rowSumsWgsl } from './common.js';
+import { type RowConsts, rowConsts, rowForEachWgsl, rowGrid, rowKernelSource, rowMaxSumExpWgsl, rowSuffix, rowSumsWgsl } from './common.js';
 import { dense, release, unaryRaw } from './elementwise.js';
 import { reduceAxisRaw } from './reduce.js';
 
@@ -60,8 +61,7 @@ fn shifted(base: u32, j: u32) -> T { return X[base + j]${center ? ' - C[j]' : ''
     : `let inv_s = 1.0 / s;${rowForEachWgsl('Y[base + j] = exp((shifted(base, j) - m) * u.inv_tau) * inv_s;')}`;
   const body = `
   let base = row * DV;
-  ${rowMaxWgsl('m', 'shifted(base, j)')}
-  ${rowSumsWgsl({ s: 'exp((shifted(base, j) - m) * u.inv_tau)' })}
+  ${rowMaxSumExpWgsl('m', 's', (j) => `shifted(base, ${j})`, 'u.inv_tau')}
   ${write}`;
   return rowKernelSource(k, decls, body);
 }

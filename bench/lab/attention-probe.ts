@@ -27,12 +27,20 @@ const res = new Map<string, number[]>();
 for (let r = 0; r < rounds; r++) {
   for (const s of shapes) {
     for (const packed of [false, true]) {
-      for (const pass of ['fwd', 'fwd+bwd']) {
+      for (const pass of ['fwd', 'fwd+bwd', 'vit fwd+bwd']) {
         const ms = await wd.scope(async () => {
           const qkv = [1, 2, 3].map((seed) => wd.randn([s.B, s.H, s.N, s.d], { seed, requiresGrad: pass !== 'fwd' }));
+          // ViT's layout: one [B, N, 3·H·d] projection viewed as (3, B, H, N, d), one packed gradient.
+          const proj = wd.randn([s.B, s.N, 3 * s.H * s.d], { seed: 5, requiresGrad: true });
           const g = wd.randn([s.B, s.H, s.N, s.d], { seed: 4 });
           const run = () =>
             wd.scope(() => {
+              if (pass === 'vit fwd+bwd') {
+                const packedQkv = proj.reshape(s.B, s.N, 3, s.H, s.d).permute(2, 0, 3, 1, 4);
+                ops.attentionPacked(packedQkv, { packed }).out.backward(g);
+                proj.zeroGrad();
+                return;
+              }
               const { out } = ops.attention(qkv[0], qkv[1], qkv[2], { packed });
               if (pass !== 'fwd') {
                 out.backward(g);
@@ -51,7 +59,7 @@ for (let r = 0; r < rounds; r++) {
           }
           return median(t);
         });
-        const key = `B${s.B} H${s.H} N${s.N} d${s.d} ${pass.padEnd(7)} ${packed ? 'packed' : 'rows  '}`;
+        const key = `B${s.B} H${s.H} N${s.N} d${s.d} ${pass.padEnd(11)} ${packed ? 'packed' : 'rows  '}`;
         res.set(key, [...(res.get(key) ?? []), ms]);
       }
     }
