@@ -42,10 +42,12 @@ export interface DeviceOptions {
    */
   variants?: VariantPreference;
   /**
-   * Layout of the row kernels. 'auto' (default) picks per adapter: CPU drivers 'subgroup' when
-   * the adapter has subgroups of at least 8 lanes (else 'serial': barriers cost more than they
-   * save there), GPUs 'workgroup-subgroup' with subgroups (else 'workgroup'). Measurements:
-   * bench/lab/row-kernels.md. Forcing a layout the adapter cannot run throws.
+   * Layout of the row kernels. 'auto' (default) picks per variant family and row shape
+   * (kernels/common.ts `rowConsts`): on CPU drivers 'serial' for rows of up to 4096 elements when
+   * there are at least 64 of them, else 'subgroup' when the adapter has subgroups of at least 8
+   * lanes (barriers cost more than they save there); on GPUs 'workgroup-subgroup' with subgroups,
+   * else 'workgroup'. Measurements: bench/lab/row-kernels.md. Forcing a layout the adapter cannot
+   * run throws.
    */
   rowLayout?: RowLayout | 'auto';
   /** Submit automatically after this many recorded dispatches (default 512). */
@@ -192,8 +194,8 @@ export class Device {
   readonly limits: GPUSupportedLimits;
   /** 'cpu' selects barrier-free kernel variants, 'gpu' workgroup-memory tiled ones. */
   variants: 'cpu' | 'gpu';
-  /** Layout of the row kernels (see RowLayout); set it only to one `rowLayoutSupported` accepts. */
-  rowLayout: RowLayout;
+  /** Layout of the row kernels (see RowLayout), or 'auto'; set it only to one `rowLayoutSupported` accepts. */
+  rowLayout: RowLayout | 'auto';
   readonly maxDispatchesPerSubmit: number;
 
   private encoder: GPUCommandEncoder | null = null;
@@ -230,7 +232,7 @@ export class Device {
     if (row !== 'auto' && !this.rowLayoutSupported(row)) {
       throw new DeviceError(`webdino: row layout '${row}' needs subgroups of at least ${ROW_SUBGROUP_LANES} lanes, which ${this.adapterName()} does not offer`);
     }
-    this.rowLayout = row !== 'auto' ? row : this.autoRowLayout();
+    this.rowLayout = row;
     this.maxDispatchesPerSubmit = opts.maxDispatchesPerSubmit ?? 512;
     this.uniformBuffer = this.makeUniformBuffer(this.uniformStaging.byteLength);
     gpu.lost.then((info) => {
@@ -290,9 +292,17 @@ export class Device {
     return true;
   }
 
-  /** The row layout 'auto' picks (see DeviceOptions.rowLayout). */
-  private autoRowLayout(): RowLayout {
-    if (this.adapter.isCpu) return this.rowLayoutSupported('subgroup') ? 'subgroup' : 'serial';
+  /**
+   * The row layout for rows×D rows (DeviceOptions.rowLayout): the forced one, or the 'auto' rule.
+   * The CPU rule is measured (bench/lab/row-kernels.md); the GPU one is the usual practice
+   * (subgroup reductions, then workgroup memory), not measured here.
+   */
+  rowLayoutFor(rows: number, D: number): RowLayout {
+    if (this.rowLayout !== 'auto') return this.rowLayout;
+    if (this.variants === 'cpu') {
+      if ((D <= 4096 && rows >= 64) || !this.rowLayoutSupported('subgroup')) return 'serial';
+      return 'subgroup';
+    }
     return this.rowLayoutSupported('workgroup-subgroup') ? 'workgroup-subgroup' : 'workgroup';
   }
 

@@ -49,8 +49,9 @@ export function f32Lit(x: number): string {
 //   lane writes the partial to workgroup memory, one barrier, and every lane combines the partials.
 //   Assumes subgroups are consecutive ranges of local_invocation_index (lane / subgroup_size is
 //   the subgroup's index), as every Vulkan, Metal and D3D12 driver lays them out.
-// Which one runs is the device's `rowLayout` (engine/device.ts chooses per adapter; tests force
-// each in turn). Why these four and what each costs: bench/lab/row-kernels.md.
+// Which one runs is the device's choice for the row shape (Device.rowLayoutFor: per variant family
+// and row length; tests force each layout in turn). Why these four and what each costs:
+// bench/lab/row-kernels.md.
 //
 // Vector width: when D % 4 == 0 the row data are bound as array<vec4<f32>> and a row is D/4 vec4
 // elements (VEC = 4); otherwise f32 (VEC = 1). The body is written over the alias `T` (f32 or
@@ -74,21 +75,46 @@ export const ROW_WG_WIDE = 256;
 /** T elements per partial sum of a lane before it is added into the lane's total. */
 const ROW_BLOCK = 64;
 
-/** Compile-time constants of a row kernel: the layout and the vector width. */
+/** Compile-time constants of a row kernel: the layout, the vector width and the register cache. */
 export interface RowConsts {
   layout: RowLayout;
   /** 4: row data as vec4 (D % 4 == 0); 1: f32. */
   vec: 1 | 4;
+  /**
+   * 0, or the T elements per lane a short row is held in (a power of two ≤ ROW_CACHE_MAX): the
+   * kernel then reads the row from memory once into a private array and its later passes read the
+   * array (see `rowLoopWgsl`).
+   */
+  cache: number;
 }
 
-/** The constants of a row kernel over rows of D elements on `dev`. */
-export function rowConsts(dev: Pick<Device, 'rowLayout'>, D: number): RowConsts {
-  return { layout: dev.rowLayout, vec: D % 4 === 0 ? 4 : 1 };
+/** Largest register cache per lane, in T elements (16 vec4 = 64 floats). */
+export const ROW_CACHE_MAX = 16;
+
+/**
+ * The constants of a row kernel over `rows` rows of D elements on `dev` (layout from
+ * Device.rowLayoutFor). With `cacheable` (kernels whose bodies use `rowLoopWgsl`), rows of at
+ * most ROW_CACHE_MAX T elements in the 'serial' layout get a register cache of the next power of
+ * two of their length, so at most log₂ ROW_CACHE_MAX + 1 pipelines per kernel, whatever D. (The
+ * cache made the serial LayerNorm ~1.5× faster at D = 64 and the subgroup one slower at
+ * D = 384: bench/lab/row-kernels.md.)
+ */
+export function rowConsts(dev: Pick<Device, 'rowLayoutFor'>, rows: number, D: number, cacheable = false): RowConsts {
+  const layout = dev.rowLayoutFor(rows, D);
+  const vec = D % 4 === 0 ? 4 : 1;
+  const perLane = Math.ceil(D / vec / rowStep(layout));
+  const cache = cacheable && layout === 'serial' && perLane <= ROW_CACHE_MAX ? 2 ** Math.ceil(Math.log2(Math.max(perLane, 1))) : 0;
+  return { layout, vec, cache };
 }
 
-/** Pipeline-name suffix of the constants, e.g. `_subgroup_v4`. */
+/** Pipeline-name suffix of the constants, e.g. `_subgroup_v4_c2`. */
 export function rowSuffix(k: RowConsts): string {
-  return `_${k.layout}_v${k.vec}`;
+  return `_${k.layout}_v${k.vec}${k.cache ? `_c${k.cache}` : ''}`;
+}
+
+/** Lanes that share a row in a layout (ROW_STEP). */
+function rowStep(layout: RowLayout): number {
+  return layout === 'serial' ? 1 : rowWorkgroup(layout);
 }
 
 /** Lanes per workgroup of a layout. */
@@ -158,7 +184,7 @@ fn hmax(v: T) -> f32 { return v; }`;
   return /* wgsl */ `${subgroups ? 'enable subgroups;\n' : ''}alias T = ${k.vec === 4 ? 'vec4<f32>' : 'f32'};
 const VEC: u32 = ${k.vec}u;
 ${decls}
-const ROW_STEP: u32 = ${k.layout === 'serial' ? 1 : wg}u;
+const ROW_STEP: u32 = ${rowStep(k.layout)}u;
 ${fold}
 ${reductionsWgsl(k.layout)}
 @compute @workgroup_size(${wg})
@@ -246,4 +272,36 @@ export function rowMaxSumExpWgsl(m: string, s: string, expr: (j: string) => stri
   }
   let ${m} = row_max(hmax(${m}_t), lid);
   let ${s} = row_sum(hsum(${s}_t * exp((${m}_t - T(${m})) * ${scale})), lid);`;
+}
+
+/**
+ * WGSL: runs `body` for every element j (in T units) of the lane's share of the row. Without a
+ * cache a strided loop; with one (k.cache > 0) a loop of constant trip count over the cache slots
+ * t, `j = lid + t·ROW_STEP`, skipping slots past the row's end: the body then reads cached values
+ * as `<array>[t]` (arrays declared with `rowCacheWgsl`). Each lane has at most ROW_CACHE_MAX
+ * elements then, so sums over it need no blocking.
+ */
+export function rowLoopWgsl(k: RowConsts, body: string): string {
+  if (!k.cache) return rowForEachWgsl(body);
+  return /* wgsl */ `
+  for (var t = 0u; t < ${k.cache}u; t++) {
+    let j = lid + t * ROW_STEP;
+    if (j < DV) { ${body} }
+  }`;
+}
+
+/** WGSL: declares the private array `name` of the register cache (nothing without a cache). */
+export function rowCacheWgsl(k: RowConsts, name: string): string {
+  return k.cache ? `var ${name}: array<T, ${k.cache}>;` : '';
+}
+
+/** WGSL: sums over the lane's share through `rowLoopWgsl`, combined across lanes (`rowSumsWgsl`'s contract). */
+export function rowLoopSumsWgsl(k: RowConsts, sums: Record<string, string>, perElement = ''): string {
+  if (!k.cache) return rowSumsWgsl(sums, perElement);
+  const names = Object.keys(sums);
+  const each = (f: (n: string) => string) => names.map(f).join(' ');
+  return /* wgsl */ `
+  ${each((n) => `var ${n}_t = T(0.0);`)}
+  ${rowLoopWgsl(k, `${perElement} ${each((n) => `${n}_t += ${sums[n]};`)}`)}
+  ${each((n) => `let ${n} = row_sum(hsum(${n}_t), lid);`)}`;
 }

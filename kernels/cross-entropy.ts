@@ -101,7 +101,7 @@ export function softCrossEntropyForwardRaw(target: Tensor, logits: Tensor, tau: 
     if (D === 0) throw new ShapeError(`${op}: logits ${fmt(logits.shape)} have rows of length 0`);
     const td = dense(target);
     const ld = dense(logits);
-    const k = rowConsts(dev, D);
+    const k = rowConsts(dev, rows, D);
     dev.dispatch(dev.kernel(`${op}${rowSuffix(k)}`, crossEntropyForwardSource(k)), {
       uniforms: new Uniforms(4).u32(rows, D).f32(1 / tau).u32(0).bytes(),
       buffers: [loss.buffer, stats.buffer, td.buffer, ld.buffer],

@@ -27,7 +27,7 @@
  */
 import { type BufferBinding, Uniforms } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
-import { bind, grid1d, linearIndexWgsl, type RowConsts, rowConsts, rowForEachWgsl, rowGrid, rowKernelSource, rowSuffix, rowSumsWgsl } from './common.js';
+import { bind, grid1d, linearIndexWgsl, type RowConsts, rowCacheWgsl, rowConsts, rowGrid, rowKernelSource, rowLoopSumsWgsl, rowLoopWgsl, rowSuffix } from './common.js';
 import { denseAligned, release } from './elementwise.js';
 import { reduceAxisRaw } from './reduce.js';
 
@@ -55,14 +55,17 @@ ${storage(4, 'X', false, 'T')}
 ${hasWeight ? storage(b++, 'W', false, 'T') : ''}
 ${hasBias ? storage(b++, 'B', false, 'T') : ''}`;
   const affine = `${hasWeight ? ' * W[j]' : ''}${hasBias ? ' + B[j]' : ''}`;
+  // x − K, from the register cache after the first pass when the row is short.
+  const xk = kc.cache ? 'xs[t]' : '(X[base + j] - k)';
   const body = `
   let base = row * DV;
   let k = ${kc.vec === 4 ? 'X[base].x' : 'X[base]'};
-  ${rowSumsWgsl({ s1: 'X[base + j] - k' })}
+  ${rowCacheWgsl(kc, 'xs')}
+  ${rowLoopSumsWgsl(kc, { s1: xk }, kc.cache ? 'xs[t] = X[base + j] - k;' : '')}
   let m1 = s1 / f32(u.D);
-  ${rowSumsWgsl({ s2: 'd * d' }, 'let d = (X[base + j] - k) - m1;')}
+  ${rowLoopSumsWgsl(kc, { s2: 'd * d' }, `let d = ${xk} - m1;`)}
   let rstd = inverseSqrt(s2 / f32(u.D) + u.eps);
-  ${rowForEachWgsl(`Y[base + j] = ((X[base + j] - k) - m1) * rstd${affine};`)}
+  ${rowLoopWgsl(kc, `Y[base + j] = (${xk} - m1) * rstd${affine};`)}
   if (lid == 0u) {
     MEAN[row] = k + m1;
     RSTD[row] = rstd;
@@ -83,15 +86,19 @@ ${storage(3, 'G', false, 'T')}
 ${storage(4, 'MEAN')}
 ${storage(5, 'RSTD')}
 ${hasWeight ? storage(6, 'W', false, 'T') : ''}`;
-  const perElement = `let xh = (X[base + j] - mean) * rstd; let gh = G[base + j]${hasWeight ? ' * W[j]' : ''};`;
+  const load = `let xh = (X[base + j] - mean) * rstd; let gh = G[base + j]${hasWeight ? ' * W[j]' : ''};`;
+  // x̂ and ĝ, from the register cache in the second pass when the row is short.
+  const again = kc.cache ? 'let xh = xhs[t]; let gh = ghs[t];' : load;
   const body = `
   let base = row * DV;
   let mean = MEAN[row];
   let rstd = RSTD[row];
-  ${rowSumsWgsl({ sg: 'gh', sgx: 'gh * xh' }, perElement)}
+  ${rowCacheWgsl(kc, 'xhs')}
+  ${rowCacheWgsl(kc, 'ghs')}
+  ${rowLoopSumsWgsl(kc, { sg: 'gh', sgx: 'gh * xh' }, kc.cache ? `${load} xhs[t] = xh; ghs[t] = gh;` : load)}
   let mg = sg / f32(u.D);
   let mgx = sgx / f32(u.D);
-  ${rowForEachWgsl(`${perElement} DX[base + j] = rstd * (gh - mg - xh * mgx);`)}`;
+  ${rowLoopWgsl(kc, `${again} DX[base + j] = rstd * (gh - mg - xh * mgx);`)}`;
   return rowKernelSource(kc, decls, body);
 }
 
@@ -153,7 +160,7 @@ export function layerNormForwardRaw(x: Tensor, weight: Tensor | null, bias: Tens
     const xd = denseAligned(x);
     const wd = weight ? denseAligned(weight) : null;
     const bd = bias ? denseAligned(bias) : null;
-    const k = rowConsts(dev, D);
+    const k = rowConsts(dev, rows, D, true);
     const kernel = dev.kernel(`${op}${rowSuffix(k)}${wd ? '_w' : ''}${bd ? '_b' : ''}`, layerNormForwardSource(k, !!wd, !!bd));
     const buffers: (GPUBuffer | BufferBinding)[] = [y.buffer, mean.buffer, rstd.buffer, bind(xd)];
     if (wd) buffers.push(bind(wd));
@@ -176,7 +183,7 @@ export function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Ten
   const xd = denseAligned(x);
   const gd = denseAligned(g);
   const wd = weight ? denseAligned(weight) : null;
-  const k = rowConsts(dev, D);
+  const k = rowConsts(dev, rows, D, true);
   const buffers: (GPUBuffer | BufferBinding)[] = [dx.buffer, bind(xd), bind(gd), mean.buffer, rstd.buffer];
   if (wd) buffers.push(bind(wd));
   dev.dispatch(dev.kernel(`layerNorm_bwd${rowSuffix(k)}${wd ? '_w' : ''}`, layerNormBackwardSource(k, !!wd)), {
@@ -230,12 +237,14 @@ export function l2NormalizeForwardSource(kc: RowConsts): string {
 ${storage(1, 'Y', true, 'T')}
 ${storage(2, 'NORM', true)}
 ${storage(3, 'X', false, 'T')}`;
+  const x = kc.cache ? 'xs[t]' : 'X[base + j]';
   const body = `
   let base = row * DV;
-  ${rowSumsWgsl({ ss: 'X[base + j] * X[base + j]' })}
+  ${rowCacheWgsl(kc, 'xs')}
+  ${rowLoopSumsWgsl(kc, { ss: `${x} * ${x}` }, kc.cache ? 'xs[t] = X[base + j];' : '')}
   let n = sqrt(ss);
   let inv = 1.0 / max(n, u.eps);
-  ${rowForEachWgsl('Y[base + j] = X[base + j] * inv;')}
+  ${rowLoopWgsl(kc, `Y[base + j] = ${x} * inv;`)}
   if (lid == 0u) { NORM[row] = n; }`;
   return rowKernelSource(kc, decls, body);
 }
@@ -248,13 +257,16 @@ ${storage(1, 'DX', true, 'T')}
 ${storage(2, 'Y', false, 'T')}
 ${storage(3, 'G', false, 'T')}
 ${storage(4, 'NORM')}`;
+  const [y, g] = kc.cache ? ['ys[t]', 'gs[t]'] : ['Y[base + j]', 'G[base + j]'];
   const body = `
   let base = row * DV;
   let n = NORM[row];
   let big = n > u.eps;
   let inv = 1.0 / max(n, u.eps);
-  ${rowSumsWgsl({ yg: 'Y[base + j] * G[base + j]' })}
-  ${rowForEachWgsl('DX[base + j] = select(G[base + j], G[base + j] - Y[base + j] * yg, big) * inv;')}`;
+  ${rowCacheWgsl(kc, 'ys')}
+  ${rowCacheWgsl(kc, 'gs')}
+  ${rowLoopSumsWgsl(kc, { yg: `${y} * ${g}` }, kc.cache ? 'ys[t] = Y[base + j]; gs[t] = G[base + j];' : '')}
+  ${rowLoopWgsl(kc, `DX[base + j] = select(${g}, ${g} - ${y} * yg, big) * inv;`)}`;
   return rowKernelSource(kc, decls, body);
 }
 
@@ -267,7 +279,7 @@ export function l2NormalizeForwardRaw(x: Tensor, eps: number): { y: Tensor; norm
   const y = e.empty(x.shape, { label: op });
   const norm = e.empty([rows], { label: `${op}_norm` });
   if (rows > 0) {
-    const k = rowConsts(dev, D);
+    const k = rowConsts(dev, rows, D, true);
     // Weights (DINO's weight-normalised last layer) are aligned arena views: bound in place.
     const xd = denseAligned(x);
     dev.dispatch(dev.kernel(`${op}${rowSuffix(k)}`, l2NormalizeForwardSource(k)), {
@@ -288,7 +300,7 @@ export function l2NormalizeBackwardRaw(y: Tensor, norm: Tensor, g: Tensor, eps: 
   const dev = e.device;
   const dx = e.empty(y.shape, { label: `${op}_grad` });
   if (rows > 0) {
-    const k = rowConsts(dev, D);
+    const k = rowConsts(dev, rows, D, true);
     const gd = denseAligned(g);
     dev.dispatch(dev.kernel(`${op}_bwd${rowSuffix(k)}`, l2NormalizeBackwardSource(k)), {
       uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(),

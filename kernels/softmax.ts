@@ -101,7 +101,7 @@ export function softmaxForwardRaw(x: Tensor, center: Tensor | null, tau: number,
   if (rows > 0) {
     const xd = dense(x);
     const cd = center ? dense(center) : null;
-    const k = rowConsts(dev, D);
+    const k = rowConsts(dev, rows, D);
     const kernel = dev.kernel(`${op}${rowSuffix(k)}${center ? '_center' : ''}`, softmaxForwardSource(k, log, !!center));
     dev.dispatch(kernel, {
       uniforms: new Uniforms(4).u32(rows, D).f32(1 / tau).u32(0).bytes(),
@@ -123,7 +123,7 @@ export function softmaxBackwardRaw(y: Tensor, g: Tensor, tau: number, log: boole
   const dx = e.empty(y.shape, { label: `${log ? 'logSoftmax' : 'softmax'}_grad` });
   if (rows === 0) return dx;
   const gd = dense(g);
-  const k = rowConsts(dev, D);
+  const k = rowConsts(dev, rows, D);
   const kernel = dev.kernel(`${log ? 'logSoftmax' : 'softmax'}_bwd${rowSuffix(k)}`, softmaxBackwardSource(k, log));
   dev.dispatch(kernel, {
     uniforms: new Uniforms(4).u32(rows, D).f32(1 / tau).u32(0).bytes(),

@@ -25,7 +25,10 @@ const MEMORY = new Set(['softmax', 'layernorm', 'l2norm', 'elementwise', 'adamw'
 
 const wd = await init();
 const dev = wd.device;
-const layouts = (args.layouts ? (String(args.layouts).split(',') as RowLayout[]) : ROW_LAYOUTS).filter((l) => dev.rowLayoutSupported(l));
+// Every supported layout, then 'auto' (the device's per-shape choice).
+const layouts: (RowLayout | 'auto')[] = [
+  ...(args.layouts ? (String(args.layouts).split(',') as (RowLayout | 'auto')[]) : [...ROW_LAYOUTS, 'auto' as const]),
+].filter((l) => l === 'auto' || dev.rowLayoutSupported(l));
 const cases = benchCases(args.quick === 'true').filter((c) => MEMORY.has(c.kernel) && (!only || only.has(c.kernel) || c.kernel === 'add'));
 const auto = dev.rowLayout;
 
