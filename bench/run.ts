@@ -65,7 +65,7 @@ export type BenchRow =
 
 /** Table columns: header and width (the last one is free-width). */
 const COLUMNS: [string, number][] = [
-  ['kernel', 10],
+  ['kernel', 12],
   ['pass', 8],
   ['shape', 38],
   ['variant', 8],

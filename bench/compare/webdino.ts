@@ -145,7 +145,7 @@ function table(path: string): string {
     a && b && !a.error && !b.error ? `${(a.ms / b.ms).toPrecision(3)}×` : '–';
   const head = ['workload', 'shape', ...impls, 'webdino / torch fp32', 'webdino / torch amp'];
   const lines = [head];
-  for (const w of WORKLOADS) {
+  for (const w of WORKLOADS.filter((x) => rows.some((r) => r.workload === x))) {
     const wdRow = by(w, 'webdino');
     const shape = wdRow?.shape ?? rows.find((r) => r.workload === w)?.shape ?? '';
     lines.push([w, shape, ...impls.map((i) => fmt(by(w, i))), ratio(wdRow, by(w, 'torch-fp32')), ratio(wdRow, by(w, 'torch-amp'))]);
