@@ -318,8 +318,8 @@ export class ParamArena {
       const grads = this.gradBuffer(e.chunk);
       const g = e.tensor.grad;
       if (g && e.size > 0) {
-        if (g.offset === 0 && isContiguous(g.shape, g.strides) && g.buffer !== grads.buffer) {
-          dev.copy(g.buffer, 0, grads.buffer, e.start * 4, e.size * 4);
+        if (isContiguous(g.shape, g.strides) && g.buffer !== grads.buffer) {
+          dev.copy(g.buffer, g.offset * 4, grads.buffer, e.start * 4, e.size * 4);
         } else {
           const dst = grads.view(e.tensor.shape, contiguousStrides(e.tensor.shape), e.start);
           stridedCopy(dst, g);

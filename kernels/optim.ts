@@ -71,9 +71,15 @@ fn seg_of(key: u32, nseg: u32) -> u32 {
 }`;
 }
 
+/** vec4 elements per AdamW invocation: one segment lookup serves them all when they share a segment. */
+export const ADAMW_VEC4S = 4;
+
 /**
- * WGSL of fused AdamW over a flat buffer, 4 elements per invocation. H[k] = (active, decay,
- * 1−β₁ᵗ, 1−β₂ᵗ) of segment k. Bindings: P, M, V (read_write), G, T, H (read).
+ * WGSL of fused AdamW over a flat buffer, ADAMW_VEC4S consecutive vec4 per invocation (16
+ * elements). H[k] = (active, decay, 1−β₁ᵗ, 1−β₂ᵗ) of segment k. Bindings: P, M, V (read_write), G,
+ * T, H (read). The segment search (a binary search over ~150 segments: 8 dependent table loads)
+ * cost as much as the update itself per vec4 on lavapipe; the 4 vec4 of an invocation share the
+ * segment of their first element unless the last one lies in another (then each looks its own up).
  */
 export function adamwSource(): string {
   return /* wgsl */ `
@@ -87,11 +93,7 @@ struct U { n4: u32, nseg: u32, lr: f32, wd: f32, beta1: f32, beta2: f32, omb1: f
 @group(0) @binding(6) var<storage, read> H: array<vec4<f32>>;
 ${segSearchWgsl('x')}
 ${linearIndexWgsl(WG)}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = linear_index(gid, nwg);
-  if (i >= u.n4) { return; }
-  let h = H[seg_of(4u * i, u.nseg)];
+fn update(i: u32, h: vec4<f32>) {
   if (h.x == 0.0) { return; }              // no gradient this step: p, m, v untouched
   let g = G[i];
   var p = P[i];
@@ -103,16 +105,33 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   P[i] = p - u.lr * mhat / (sqrt(vhat) + u.eps);
   M[i] = m;
   V[i] = v;
+}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i0 = linear_index(gid, nwg) * ${ADAMW_VEC4S}u;
+  if (i0 >= u.n4) { return; }
+  let i1 = min(i0 + ${ADAMW_VEC4S - 1}u, u.n4 - 1u);
+  let k0 = seg_of(4u * i0, u.nseg);
+  let k1 = seg_of(4u * i1, u.nseg);
+  if (k0 == k1) {
+    let h = H[k0];
+    for (var i = i0; i <= i1; i++) { update(i, h); }
+  } else {
+    for (var i = i0; i <= i1; i++) { update(i, H[seg_of(4u * i, u.nseg)]); }
+  }
 }`;
 }
 
-/** WGSL of D[offD + i] ← m·D[offD + i] + (1−m)·S[offS + i] for i < n. */
-export function lerpSource(): string {
+/**
+ * WGSL of D[offD + i] ← m·D[offD + i] + (1−m)·S[offS + i] for i < n, in units of `ty` (vec4 when
+ * n and both offsets are multiples of 4: a parameter arena always is).
+ */
+export function lerpSource(ty: 'f32' | 'vec4<f32>' = 'f32'): string {
   return /* wgsl */ `
 struct U { n: u32, offD: u32, offS: u32, m: f32, omm: f32, }
 @group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read_write> D: array<f32>;
-@group(0) @binding(2) var<storage, read> S: array<f32>;
+@group(0) @binding(1) var<storage, read_write> D: array<${ty}>;
+@group(0) @binding(2) var<storage, read> S: array<${ty}>;
 ${linearIndexWgsl(WG)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -311,7 +330,7 @@ export function adamwRaw(
   e.device.dispatch(kernelOf(e, 'adamw', adamwSource), {
     uniforms: u.bytes(),
     buffers: [p.buffer, m.buffer, v.buffer, g.buffer, layout.table.buffer, hyper.buffer],
-    workgroups: grid1d(n4, WG, opts.maxGroupsPerDim),
+    workgroups: grid1d(Math.ceil(n4 / ADAMW_VEC4S), WG, opts.maxGroupsPerDim),
   });
 }
 
@@ -328,11 +347,12 @@ export function lerpRaw(
 ): void {
   if (n === 0) return;
   if (dst === src) throw new Error('lerp: source and destination share a buffer');
-  const u = new Uniforms(8).u32(n, offD, offS).f32(momentum, 1 - momentum);
-  engine.device.dispatch(kernelOf(engine, 'lerp', lerpSource), {
+  const w = n % 4 === 0 && offD % 4 === 0 && offS % 4 === 0 ? 4 : 1;
+  const u = new Uniforms(8).u32(n / w, offD / w, offS / w).f32(momentum, 1 - momentum);
+  engine.device.dispatch(engine.device.kernel(w === 4 ? 'lerp_v4' : 'lerp', lerpSource(w === 4 ? 'vec4<f32>' : 'f32')), {
     uniforms: u.bytes(),
     buffers: [dst, src],
-    workgroups: grid1d(n, WG, opts.maxGroupsPerDim),
+    workgroups: grid1d(n / w, WG, opts.maxGroupsPerDim),
   });
 }
 
