@@ -35,7 +35,6 @@ import { MultiCropAugmenter, type MultiCropOptions } from './augment.js';
 import { NonFiniteLossError } from './trainer.js';
 import { DinoV2ViT, maskTensor } from './dinov2/backbone.js';
 import { clipGradNorm } from './dinov2/clip.js';
-import { gatherRows } from './dinov2/gather.js';
 import { dinov2Loss, loggedLosses, type DinoV2LossWeights } from './dinov2/loss.js';
 import { collateMasks, type MaskBatch, MaskingGenerator, officialMaxMaskPatches } from './dinov2/masking.js';
 import { GroupedAdamW } from './dinov2/optimizer.js';
@@ -335,7 +334,7 @@ export class DinoV2Trainer {
       // Teacher: unmasked global crops; the head sees the CLS tokens and the masked patch tokens.
       const teacher = e.noGrad(() => {
         const f = this.teacher.backbone.features(globals);
-        const patches = M > 0 ? gatherRows(f.patches.reshape(twoB * hw, D), masks.maskIndices) : null;
+        const patches = M > 0 ? ops.indexSelect(f.patches.reshape(twoB * hw, D), 0, masks.maskIndices) : null;
         const { cls, masked } = this.heads(this.teacher, null, f.cls, patches);
         const clsT = this.dinoTargets.targets(cls, teacherTemp);
         const patchT = masked ? this.ibotTargets.targets(masked, teacherTemp) : null;
@@ -346,7 +345,7 @@ export class DinoV2Trainer {
       const maskT = maskTensor(globals, masks.masks, twoB, hw);
       const sg = this.student.backbone.features(globals, maskT);
       const sl = locals ? this.student.backbone.features(locals) : null;
-      const patches = M > 0 ? gatherRows(sg.patches.reshape(twoB * hw, D), masks.maskIndices) : null;
+      const patches = M > 0 ? ops.indexSelect(sg.patches.reshape(twoB * hw, D), 0, masks.maskIndices) : null;
       const out = this.heads(this.student, sl?.cls ?? null, sg.cls, patches);
       const terms = dinov2Loss(
         { globalCls: out.cls, localCls: out.local, maskedPatches: out.masked, globalClsFeatures: sg.cls },

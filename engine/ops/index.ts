@@ -13,6 +13,7 @@
  *   layernorm.ts      layerNorm l2Normalize
  *   attention.ts      attention attentionPacked
  *   cross-entropy.ts  softCrossEntropy
+ *   gather.ts         indexSelect
  *   conv2d.ts         conv2d maxPool2d
  *
  * Two tiers (as tinygrad and llm.c do): primitives carry gradient rules composed of other kernels
@@ -28,4 +29,5 @@ export { softmax, logSoftmax, type SoftmaxOptions } from './softmax.js';
 export { layerNorm, l2Normalize } from './layernorm.js';
 export { attention, attentionPacked, type AttentionOptions } from './attention.js';
 export { softCrossEntropy, type CrossEntropyOptions } from './cross-entropy.js';
+export { indexSelect } from './gather.js';
 export { conv2d, maxPool2d, type Conv2dOptions, type MaxPool2dOptions } from './conv2d.js';
