@@ -6,7 +6,13 @@ import type { Engine } from '../engine/engine.js';
 import { alignClasses, type Dataset, evenlySpaced } from './data/dataset.js';
 import { datasetFeatures } from '../eval/features.js';
 import { knnClassify } from '../eval/knn.js';
-import type { DinoTrainer } from './trainer.js';
+import type { VisionTransformer } from '../models/vit.js';
+
+/** What an evaluation hook reads of a trainer of either recipe: the teacher backbone and the crop size. */
+export interface EvalTarget {
+  teacherBackbone: VisionTransformer;
+  config: { globalSize: number };
+}
 
 export interface KnnEvaluatorOptions {
   train: Dataset;
@@ -20,7 +26,7 @@ export interface KnnEvaluatorOptions {
 export { firstN } from './data/dataset.js';
 
 /** Returns an evaluation hook for runTraining: { knn_top1, knn_top5 } of the teacher. */
-export function knnEvaluator(engine: Engine, opts: KnnEvaluatorOptions): (trainer: DinoTrainer) => Promise<Record<string, number>> {
+export function knnEvaluator(engine: Engine, opts: KnnEvaluatorOptions): (trainer: EvalTarget) => Promise<Record<string, number>> {
   const k = opts.k ?? 20;
   return async (trainer) => {
     const backbone = trainer.teacherBackbone;
