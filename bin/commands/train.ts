@@ -134,7 +134,7 @@ export function checkResumeOptions(v: ConfigValues, recorded: TrainConfig, iters
 }
 
 const options = {
-  data: str({ value: '<data>', default: 'synthetic', help: "Training images: 'synthetic' (embedded), 'synthetic-scene' (the harder style), an ImageFolder directory, or a CIFAR folder" }),
+  data: str({ value: '<data>', default: 'synthetic', help: "Training images: 'synthetic' (embedded), 'synthetic-scene' (the harder style), an ImageFolder directory, a CIFAR folder, or a file listing images (one path per line, optionally <TAB>label; curate's selected.txt)" }),
   out: path({ role: 'output', value: '<dir>', default: 'runs/dino', help: 'Output folder' }),
   resume: flag({ help: 'Continue the run in OUT from its checkpoint (a new run when there is none)' }),
   force: flag({ help: 'Start a new run in OUT even if it holds one (its checkpoint and metrics are overwritten)' }),
