@@ -163,13 +163,15 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
   const rest = argv.slice(i + (two ? 2 : 1));
   const ctx: Context = { io: fullIo, cwd: io.cwd ?? process.cwd(), verbose, resources: new Resources(), outputs: new Outputs() };
 
+  // Help comes before validation: `webdino embed --help` must not ask for the required --weights.
+  // (No option takes a value that starts with '-', so these tokens are always the flag.)
+  if (rest.includes('--help') || rest.includes('-h')) {
+    io.out(commandUsage(cmd));
+    return 0;
+  }
   let values: Record<string, unknown>;
   try {
     values = parseOptions({ ...(cmd.options as OptionSpecs), ...GLOBAL_OPTIONS }, rest, ctx.cwd);
-    if (values.help) {
-      io.out(commandUsage(cmd));
-      return 0;
-    }
     protectInputs(cmd, values, ctx.outputs);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;

@@ -29,7 +29,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Engine } from '../engine/engine.js';
-import { removeStaleTempFiles, writeFileAtomic } from '../models/io/node-files.js';
+import { makeDir, removeStaleTempFiles, writeFileAtomic } from '../models/io/node-files.js';
 import { writeNpy } from '../models/io/npy.js';
 import type { VisionTransformer } from '../models/vit.js';
 import { embedAll } from './embed-node.js';
@@ -214,6 +214,7 @@ export interface EmbedShardsResult {
  */
 export async function embedShards(engine: Engine, model: VisionTransformer, plan: EmbedShardPlan, opts: EmbedShardsOptions): Promise<EmbedShardsResult> {
   const dir = dirname(plan.manifest);
+  makeDir(dir);
   const range = plan.shards.length ? { first: plan.shards[0].index, end: plan.shards[plan.shards.length - 1].index + 1 } : jobShards(plan.totalShards, plan.fingerprint.job);
   let manifest: EmbedManifest = { format: EMBED_MANIFEST_FORMAT, fingerprint: plan.fingerprint, totalShards: plan.totalShards, shards: range, dim: null, done: [], complete: false };
   if (existsSync(plan.manifest)) {

@@ -13,8 +13,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { build } from 'esbuild';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../index.js';
 import { encodePng } from '../../models/io/image.js';
@@ -24,6 +23,7 @@ import { ChunkedRows } from '../../eval/curate/chunks.js';
 import { assignPass } from '../../eval/curate/kmeans.js';
 import { assignShard, mergeShards } from '../../eval/curate/shard-node.js';
 import { NpyShards } from '../../eval/curate/shards-node.js';
+import { bundleChild } from '../child-bundle.js';
 import { getEngine } from '../helpers.js';
 import { blobs, cosine, nearCopy, saveNpy } from './curate-data.js';
 
@@ -202,25 +202,7 @@ describe('resume after a kill', () => {
   let childScript = '';
   beforeAll(async () => {
     childScript = join(tempDir(), 'curate-kill-child.mjs');
-    await build({
-      entryPoints: [fileURLToPath(new URL('./curate-kill-child.ts', import.meta.url))],
-      outfile: childScript,
-      bundle: true,
-      format: 'esm',
-      platform: 'node',
-      target: 'node20',
-      // Dawn's native module cannot be bundled: import it by absolute path, since the bundle
-      // lives in a temporary folder outside this package.
-      plugins: [
-        {
-          name: 'webgpu-absolute',
-          setup(b) {
-            b.onResolve({ filter: /^webgpu$/ }, () => ({ path: pathToFileURL(fileURLToPath(new URL('../../node_modules/webgpu/index.js', import.meta.url))).href, external: true }));
-          },
-        },
-      ],
-      logLevel: 'warning',
-    });
+    await bundleChild(new URL('./curate-kill-child.ts', import.meta.url), childScript);
   });
 
   it('a run killed mid-level and re-run writes the same outputs as an uninterrupted run', async () => {
