@@ -73,7 +73,7 @@ async function runSharded(v: EmbedValues, ctx: Context, files: string[], plan: E
     return await withBackbone(backboneRequest(v), async (b) => {
       describeModel(io, b, v.weights);
       const job = v.shard ? `job ${v.shard.i}/${v.shard.n}: ` : '';
-      io.out(`input: ${plural(files.length, 'image file')}, ${v['image-size']}x${v['image-size']} crops, batch ${v['batch-size']}; ${job}shards ${plan.shards[0]?.index ?? 0}…${(plan.shards.at(-1)?.index ?? -1) + 1} of ${plan.totalShards} (${v['shard-size']} images each)`);
+      io.out(`input: ${plural(files.length, 'image file')}, ${v['image-size']}x${v['image-size']} crops, batch ${v['batch-size']}; ${job}${plan.shards.length ? `shards ${plan.shards[0].index}–${plan.shards[plan.shards.length - 1].index}` : 'no shard'} of ${plan.totalShards} (${v['shard-size']} images each)`);
       const r = await embedShards(b.wd, b.model, plan, {
         batchSize: v['batch-size'],
         crop: v['image-size'],
