@@ -215,7 +215,7 @@ export interface EmbedShardsResult {
 export async function embedShards(engine: Engine, model: VisionTransformer, plan: EmbedShardPlan, opts: EmbedShardsOptions): Promise<EmbedShardsResult> {
   const dir = dirname(plan.manifest);
   makeDir(dir);
-  const range = plan.shards.length ? { first: plan.shards[0].index, end: plan.shards[plan.shards.length - 1].index + 1 } : jobShards(plan.totalShards, plan.fingerprint.job);
+  const range = jobShards(plan.totalShards, plan.fingerprint.job);
   let manifest: EmbedManifest = { format: EMBED_MANIFEST_FORMAT, fingerprint: plan.fingerprint, totalShards: plan.totalShards, shards: range, dim: null, done: [], complete: false };
   if (existsSync(plan.manifest)) {
     const old = parseManifest(plan.manifest);
