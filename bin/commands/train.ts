@@ -271,7 +271,7 @@ const options = {
   data: str({
     value: '<data>',
     default: 'synthetic',
-    help: "Training images: 'synthetic' (embedded), 'synthetic-scene' (the harder style), an ImageFolder directory, a CIFAR folder, or a folder of MNIST-style IDX files",
+    help: "Training images: 'synthetic' (embedded), 'synthetic-scene' (the harder style), an ImageFolder directory, a CIFAR folder, a folder of MNIST-style IDX files, or a file listing images (one path per line, optionally <TAB>label; curate's selected.txt)",
   }),
   out: path({ role: 'output', value: '<dir>', default: 'runs/dino', help: 'Output folder' }),
   resume: flag({ help: 'Continue the run in OUT from its checkpoint (a new run when there is none)' }),
