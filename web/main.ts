@@ -19,6 +19,9 @@
  *   out, hidden, bottleneck           DINO head: prototypes K, hidden and bottleneck widths
  *   batch, global, local, locals      batch size, crop sides, number of local crops
  *   lr, momentum, warmup, epochs, seed
+ *   epochlength                       iterations per schedule epoch (0: one pass over the images)
+ *   centering=center|sinkhorn_knopp   teacher targets (the CPU default: sinkhorn_knopp)
+ *   bnhead=0|1                        BatchNorm in the DINO head's MLP (the CPU default: 1)
  *   n, size                           synthetic images (count and side)
  *   attn, snap                        attention redraw / in-memory snapshot every N steps
  *   pause                             pause by itself at this iteration
@@ -123,13 +126,20 @@ function settingsFromUrl(): { settings: DemoSettings; autostart: boolean } {
     ['dim', 'embedDim'], ['depth', 'depth'], ['heads', 'numHeads'], ['patch', 'patchSize'],
     ['out', 'outDim'], ['hidden', 'headHidden'], ['bottleneck', 'headBottleneck'],
     ['batch', 'batchSize'], ['global', 'globalSize'], ['local', 'localSize'], ['locals', 'localCrops'],
-    ['lr', 'lr'], ['momentum', 'momentumTeacher'], ['warmup', 'warmupEpochs'], ['epochs', 'epochs'], ['seed', 'seed'],
+    ['lr', 'lr'], ['momentum', 'momentumTeacher'], ['warmup', 'warmupEpochs'], ['epochs', 'epochs'], ['epochlength', 'epochLength'], ['seed', 'seed'],
   ];
   const config: Partial<TrainConfig> = { ...CPU_DEFAULT_CONFIG };
   for (const [k, field] of map) {
     const v = num(k);
     if (v !== undefined) (config as Record<string, unknown>)[field] = v;
   }
+  const centering = q.get('centering');
+  if (centering !== null) {
+    if (centering !== 'center' && centering !== 'sinkhorn_knopp') throw new Error(`URL parameter centering=${centering} is not 'center' or 'sinkhorn_knopp'`);
+    config.centering = centering;
+  }
+  const bnHead = num('bnhead');
+  if (bnHead !== undefined) config.useBnInHead = bnHead !== 0;
   if (config.embedDim !== undefined || config.depth !== undefined) config.arch = 'custom';
   return {
     settings: {

@@ -75,7 +75,8 @@ describe('training report (file)', () => {
       .split('\n')
       .filter((l) => l.includes('"type":"eval"'))
       .map((l) => JSON.parse(l) as { iteration: number; knn_top1: number; seg_jaccard_best_head: number });
-    expect(evals.map((e) => e.iteration)).toEqual([2, 3]);
+    // The evaluation at initialisation (iteration 0, the baseline of the final k-NN line), then every 2 and at the end.
+    expect(evals.map((e) => e.iteration)).toEqual([0, 2, 3]);
     for (const e of evals) {
       expect(e.seg_jaccard_best_head).toBeGreaterThan(0);
       expect(e.seg_jaccard_best_head).toBeLessThanOrEqual(100);
