@@ -25,8 +25,20 @@ import { startStaticServer, type StaticServer } from '../../scripts/static-serve
 import { chromiumPath, launchChromium } from './chromium.js';
 import { bundleTestFiles, ROOT, runTestPage, type TestBundles } from './harness.js';
 
+/**
+ * Kernel test files not run in the page, with the reason. Chromium here runs WebGPU on SwiftShader,
+ * whose shader compiler takes from 16 s (the 'gpu' assign kernel) to minutes (the 'cpu' register
+ * tiles of 8 rows or more: measured, a 1-point assign never returned) on the k-means kernels; in
+ * CI, Chromium's GPU watchdog then dropped the device ("A valid external Instance reference no
+ * longer exists"). k-means serves `webdino curate`, a Node command; its kernels are tested under
+ * Node on lavapipe with both variants.
+ */
+const NODE_ONLY: Record<string, string> = {
+  'kmeans.test.ts': "SwiftShader's shader compiler takes minutes on the k-means tiles (Node-only curation kernels)",
+};
+
 const KERNEL_FILES = readdirSync(join(ROOT, 'test/kernels'))
-  .filter((f) => f.endsWith('.test.ts'))
+  .filter((f) => f.endsWith('.test.ts') && !(f in NODE_ONLY))
   .sort()
   .map((f) => `test/kernels/${f}`);
 
