@@ -34,12 +34,16 @@ import { ALIGN, AdamW, emaUpdate, ParamArena } from '../engine/optim.js';
 import { binaryRaw } from '../kernels/elementwise.js';
 import { l2NormalizeBackwardRaw, l2NormalizeForwardRaw, layerNormBackwardRaw, layerNormForwardRaw, layerNormParamGradRaw } from '../kernels/layernorm.js';
 import { softmaxBackwardRaw } from '../kernels/softmax.js';
+import { inferenceCase, inferenceConfigs } from './inference.js';
 import { stepConfigs, trainStepCase } from './train-step.js';
 
 /** Kernel families, the names `--only` accepts, in the order the suite runs them. */
-export const BENCH_KERNELS = ['matmul', 'attention', 'softmax', 'layernorm', 'l2norm', 'elementwise', 'adamw', 'ema', 'add', 'train'] as const;
+export const BENCH_KERNELS = ['matmul', 'attention', 'softmax', 'layernorm', 'l2norm', 'elementwise', 'adamw', 'ema', 'add', 'inference', 'train'] as const;
 export type BenchKernel = (typeof BENCH_KERNELS)[number];
-/** What runs without `--only`: everything but the training step (minutes per step on a CPU driver). */
+/**
+ * What runs without `--only`: everything but the training step (minutes per step on a CPU driver).
+ * The inference rows (bench/inference.ts) are in: seconds per run on a CPU driver.
+ */
 export const DEFAULT_KERNELS: readonly BenchKernel[] = BENCH_KERNELS.filter((k) => k !== 'train');
 
 /** What a run computes: a forward kernel, forward then backward, an in-place update, a training step. */
@@ -387,6 +391,7 @@ export function benchCases(quick = false): BenchCase[] {
     ...s.params.map(adamwCase),
     ...s.params.map(emaCase),
     addCase(s.add),
+    ...inferenceConfigs(quick).map(inferenceCase),
     ...stepConfigs(quick).map(trainStepCase),
   ];
 }

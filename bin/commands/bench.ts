@@ -8,11 +8,12 @@ import { withEngine } from '../resources.js';
 
 export const bench = defineCommand({
   name: 'bench',
-  summary: 'Time the kernels (matmul, attention, softmax, layernorm, AdamW, EMA) on this adapter',
+  summary: 'Time the kernels (matmul, attention, softmax, layernorm, AdamW, EMA) and backbone inference on this adapter',
   description:
     'Times each kernel on the WebGPU adapter and prints ms per run (median of GPU timestamps when the\n' +
     'adapter has timestamp-query, and wall clock) with GFLOP/s or GB/s. The matmul 1024³ row comes first.\n' +
-    'Kernels that are not implemented yet are reported as skipped.',
+    'Kernels that are not implemented yet are reported as skipped. The inference rows time one forward of\n' +
+    'DINO ViT-S/16, DINOv2 ViT-S/14 and DINOv3 ViT-S/16 (random weights, 224 px, batch 8) in images/s.',
   options: {
     only: list({ choices: BENCH_KERNELS, value: '<kernels>', derived: 'all', help: `Comma-separated kernels to run: ${BENCH_KERNELS.join(', ')}` }),
     reps: int({ min: 1, max: MAX_REPS, value: '<n>', derived: 'automatic, 3 to 50 runs filling about 1 s; fewer for very slow rows', help: 'Timed runs per row' }),

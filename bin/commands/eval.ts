@@ -76,7 +76,7 @@ export const evalKnn = defineCommand({
     if (!usable.length) throw new UsageError(`every k exceeds the ${trainSet.length} training images`);
     return withBackbone(request, async ({ wd, model, spec }) => {
       const crop = orDerived(v['image-size'], spec.imgSize, knnOptions['image-size']);
-      io.out(`backbone: ${v.weights} (${spec.arch ?? 'custom'}, dim ${spec.embedDim}, patch ${spec.patchSize}); crop ${crop} px`);
+      io.out(`backbone: ${v.weights} (${describeArch(spec)}); crop ${crop} px`);
       const t0 = io.now();
       const tr = await datasetFeatures(wd, model, trainSet, { crop, batchSize: v['batch-size'] });
       try {
