@@ -2,16 +2,17 @@
  * The pool of the curation demonstration (bench/curate/demo.sh), and what the demo measures on it.
  *
  *   node demo-pool.mjs make --out POOL [--seed 1] [--dominant disc] [--per-class 100] [--share 0.8]
- *                           [--exact 750] [--near 750] [--size 64]
+ *                           [--exact 750] [--near 750] [--near-noise 4] [--near-shift 0] [--size 64]
  *     An uncurated, imbalanced pool with duplicates, drawn from the embedded dataset
  *     (SyntheticShapes, 'confetti' style, train split, dataset seed --seed: other images than the
  *     seed-0 images the embedder and the k-NN memory use), written as an image folder
  *     POOL/<class>/<name>.png:
  *       - unique images: --per-class of each of the 9 minority classes, and as many of the
  *         --dominant class as make it --share of the unique images (0.8: 3600 vs 9 × 100);
- *       - --exact byte-identical copies (x…) and --near near-duplicates (n…: the source shifted
- *         by one pixel in x and/or y, edges replicated, plus Gaussian pixel noise σ = 6 levels) of
- *         unique images drawn uniformly, so the copies are as imbalanced as the pool.
+ *       - --exact byte-identical copies (x…) and --near near-duplicates (n…: the source plus
+ *         Gaussian pixel noise of σ = --near-noise levels, after a shift of up to --near-shift
+ *         pixels in x and/or y with edges replicated, none by default) of unique images drawn
+ *         uniformly, so the copies are as imbalanced as the pool.
  *     POOL/truth.json records, for every file: class, kind (unique, exact, near) and source.
  *   node demo-pool.mjs random --paths PATHS --n S --seed K --out LIST
  *     S distinct random lines of PATHS (the baseline arm: a uniform sample of the raw pool).

@@ -4,7 +4,8 @@
 # balanced sampling) by `webdino curate` on the embeddings of a CPU teacher, trains a better model
 # than a random sample of the same size with the same budget.
 #
-#   nice -n 5 bench/curate/demo.sh [EPOCHS]          (default 8 epochs of each 1000-image selection)
+#   nice -n 5 bench/curate/demo.sh [EPOCHS]          (default 8 epochs of the config's 156 iterations:
+#                                                    1248 iterations on each 1000-image selection)
 #
 # Environment: WORK (default /tmp/webdino-curate-demo) for every file; TEACHER, the embedder's
 # weights (default /work/runs/base-default/teacher_backbone.safetensors when it exists, else a

@@ -20,7 +20,7 @@ import { parseNpy, readNpyHeader, writeNpy } from '../../models/io/npy.js';
 import { ChunkedRows } from './chunks.js';
 import { assignPass } from './kmeans.js';
 import { expandEmbeddings, NpyShards } from './shards-node.js';
-import { CurateInputError, RangeSource } from './source.js';
+import { checkFinite, CurateInputError, RangeSource } from './source.js';
 
 /** Rows [start, end) of job i of n over `rows` rows. */
 export function shardRange(rows: number, i: number, n: number): [number, number] {
@@ -48,6 +48,8 @@ export async function assignShard(engine: Engine, o: AssignShardOptions): Promis
     if (c.shape.length !== 2 || c.shape[1] !== pool.dim) {
       throw new CurateInputError(`${o.centroids} holds [${c.shape.join(', ')}]; centroids must be [k, ${pool.dim}] like the pool`);
     }
+    // A NaN centroid would silently lose every argmin comparison; refuse it like a NaN pool row.
+    checkFinite(c.data, pool.dim, 0, (i) => `${o.centroids} row ${i}`);
     const k = c.shape[0];
     const [start, end] = shardRange(pool.rows, o.shard.i, o.shard.n);
     const chunks = new ChunkedRows(engine, new RangeSource(pool, start, end), { chunkRows: o.chunkRows, residentBytes: o.gpuBytes });

@@ -7,7 +7,8 @@
  * - outputs are byte-identical for two chunk sizes;
  * - a run SIGKILLed in the middle of a resampling step's Lloyd iterations, then re-run, resumes
  *   from its checkpoints and writes byte-identical outputs to an uninterrupted run;
- * - bad inputs and options fail with messages that say what and where.
+ * - bad inputs and options fail with messages that say what and where: the pool, and as strictly
+ *   the side inputs (--dedup-against, --queries, --paths, a fan-out job's centroids).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -271,6 +272,33 @@ describe('bad inputs', () => {
     writeFileSync(paths, 'a\nb\n');
     await expect(run({ embeddings: [good], paths })).rejects.toThrow(/paths\.txt has 2 lines but the embeddings have 40 rows/);
     await expect(run({ embeddings: [join(dir, 'missing.npy')] })).rejects.toThrow(/cannot open .*missing\.npy/);
+  });
+
+  it('checks --dedup-against, --queries, --paths and --shard centroids as strictly as the pool', async () => {
+    const e = await getEngine();
+    const dir = tempDir();
+    const good = saveNpy(dir, 'good.npy', new Float32Array(40 * 8).fill(1), 8);
+    const run = (v: Partial<CurateOptions>) => curate(e, opts({ embeddings: [good], out: join(dir, 'o'), ...v }), () => undefined);
+    const empty = join(dir, 'empty.npy');
+    writeFileSync(empty, '');
+    await expect(run({ dedup: 0.9, dedupAgainst: [empty] })).rejects.toThrow(/empty\.npy is empty \(0 bytes\)/);
+    await expect(run({ queries: [empty], retrieve: 2 })).rejects.toThrow(/empty\.npy is empty \(0 bytes\)/);
+    const wide = saveNpy(dir, 'wide.npy', new Float32Array(10 * 9), 9);
+    await expect(run({ dedup: 0.9, dedupAgainst: [wide] })).rejects.toThrow(/--dedup-against rows have width 9 but the pool's have 8/);
+    const inf = new Float32Array(12 * 8).fill(0.25);
+    inf[5 * 8 + 6] = -Infinity;
+    const infPath = saveNpy(dir, 'inf.npy', inf, 8);
+    await expect(run({ dedup: 0.9, dedupAgainst: [infPath] })).rejects.toThrow(/inf\.npy row 5 has a non-finite value \(-Infinity\) in column 6/);
+    await expect(run({ queries: [infPath], retrieve: 2 })).rejects.toThrow(/inf\.npy row 5 has a non-finite value \(-Infinity\) in column 6/);
+    const noPaths = join(dir, 'no-paths.txt');
+    writeFileSync(noPaths, '');
+    await expect(run({ paths: noPaths })).rejects.toThrow(/no-paths\.txt has 0 lines but the embeddings have 40 rows/);
+    // A fan-out job checks its centroids' shape against the pool.
+    await expect(assignShard(e, { embeddings: [good], centroids: wide, shard: { i: 0, n: 2 }, out: join(dir, 's') })).rejects.toThrow(/wide\.npy holds \[10, 9\]; centroids must be \[k, 8\] like the pool/);
+    const nanC = new Float32Array(3 * 8).fill(0.5);
+    nanC[2 * 8] = NaN;
+    const nanCentroids = saveNpy(dir, 'nan-centroids.npy', nanC, 8);
+    await expect(assignShard(e, { embeddings: [good], centroids: nanCentroids, shard: { i: 0, n: 2 }, out: join(dir, 's') })).rejects.toThrow(/nan-centroids\.npy row 2 has a non-finite value \(NaN\) in column 0/);
   });
 
   it('refuses combinations of options that cannot run', () => {
