@@ -65,7 +65,7 @@ import { contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.
 import type { Tensor } from '../engine/tensor.js';
 import { grid1d } from './common.js';
 import { dense, release, stridedCopy } from './elementwise.js';
-import { elementBytes, halfNames, halfStorage, halfSuffix } from './f16.js';
+import { elementBytes, halfNames, halfStorage, halfSuffix, requireF32 } from './f16.js';
 
 /** Options of the attention ops (engine/ops/attention.ts). */
 export interface AttentionOptions {
@@ -723,6 +723,7 @@ export function attentionBackwardRaw(
   need: readonly [boolean, boolean, boolean],
   into?: readonly [Tensor, Tensor, Tensor],
 ): [Tensor | null, Tensor | null, Tensor | null] {
+  requireF32('attentionBackwardRaw', q, k, v, g);
   const { out, lOff } = fwd;
   const e = q.engine;
   const dev = e.device;

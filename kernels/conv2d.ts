@@ -49,7 +49,7 @@
 import { Uniforms } from '../engine/device.js';
 import { fmt, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { halfNames, halfStorage, halfSuffix } from './f16.js';
+import { halfNames, halfStorage, halfSuffix, requireF32 } from './f16.js';
 import { bind, grid1d, linearIndexWgsl } from './common.js';
 import { dense, denseAligned, release } from './elementwise.js';
 import { reduceAxisRaw } from './reduce.js';
@@ -455,6 +455,7 @@ export function conv2dBackwardRaw(
   g: ConvGeometry,
   need: readonly [boolean, boolean, boolean],
 ): [Tensor | null, Tensor | null, Tensor | null] {
+  requireF32('conv2dBackwardRaw', x, weight, gy);
   const gd = dense(gy);
   let xs: Tensor | null = null;
   let ws: Tensor | null = null;
@@ -576,6 +577,7 @@ export function maxPool2dGeometry(xShape: Shape, opts: MaxPool2dOptions): ConvGe
  * `withIndices` the plane-relative index of every window's maximum (what the backward reads).
  */
 export function maxPool2dForwardRaw(x: Tensor, g: ConvGeometry, withIndices: boolean): { y: Tensor; idx: Tensor | null } {
+  requireF32('maxPool2dForwardRaw', x);
   const e = x.engine;
   const xd = dense(x);
   const y = e.empty([g.B, g.Cin, g.Ho, g.Wo], { label: 'maxPool2d' });

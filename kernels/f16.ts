@@ -36,6 +36,16 @@ export function halfNames(named: Record<string, Tensor | null | undefined>): str
     .map(([n]) => n);
 }
 
+/**
+ * Throws when any of `ts` is f16: for the kernels that have no f16 form yet (reductions, the
+ * backward kernels, cross-entropy, gathers), which would otherwise read f16 bits as f32.
+ */
+export function requireF32(op: string, ...ts: (Tensor | null | undefined)[]): void {
+  if (ts.some((t) => t?.dtype === 'f16')) {
+    throw new TypeError(`${op}: no f16 kernel yet (f16 covers inference: the forward ops of the ViT); cast to f32 first`);
+  }
+}
+
 /** Kernel-name suffix for a set of f16 bindings ('' when none). */
 export function halfSuffix(halves: readonly string[]): string {
   return halves.length ? `_h${halves.join('')}` : '';

@@ -29,7 +29,7 @@ import { type BufferBinding, Uniforms } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
 import { bind, grid1d, linearIndexWgsl, type RowConsts, rowCacheWgsl, rowConsts, rowGrid, rowKernelSource, rowLoopSumsWgsl, rowLoopWgsl, rowSuffix } from './common.js';
 import { denseAligned, release } from './elementwise.js';
-import { halfNames, halfStorage, halfSuffix } from './f16.js';
+import { halfNames, halfStorage, halfSuffix, requireF32 } from './f16.js';
 import { reduceAxisRaw } from './reduce.js';
 
 /** Rows summed by one invocation of the parameter-gradient kernel before the cross-chunk sum. */
@@ -177,6 +177,7 @@ export function layerNormForwardRaw(x: Tensor, weight: Tensor | null, bias: Tens
 
 /** ∂L/∂x of LayerNorm from x, the weight, the saved row statistics and the upstream gradient g. */
 export function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Tensor, rstd: Tensor, g: Tensor): Tensor {
+  requireF32('layerNormBackwardRaw', x, g);
   const { rows, D } = rowsOf(x);
   const e = x.engine;
   const dev = e.device;
@@ -205,6 +206,7 @@ export function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Ten
  * one when the rows fit in one chunk).
  */
 export function layerNormParamGradRaw(x: Tensor, mean: Tensor, rstd: Tensor, g: Tensor): [Tensor, Tensor] {
+  requireF32('layerNormParamGradRaw', x, g);
   const { rows, D } = rowsOf(x);
   const e = x.engine;
   const dev = e.device;
@@ -297,6 +299,7 @@ export function l2NormalizeForwardRaw(x: Tensor, eps: number): { y: Tensor; norm
 
 /** ∂L/∂x of l2-normalize from the saved output y and row norms and the upstream gradient g. */
 export function l2NormalizeBackwardRaw(y: Tensor, norm: Tensor, g: Tensor, eps: number): Tensor {
+  requireF32('l2NormalizeBackwardRaw', y, g);
   const op = 'l2Normalize';
   const { rows, D } = rowsOf(y);
   const e = y.engine;

@@ -33,7 +33,7 @@ import { contiguousStrides, type Shape } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
 import { type RowConsts, rowConsts, rowForEachWgsl, rowGrid, rowKernelSource, rowMaxSumExpWgsl, rowSuffix, rowSumsWgsl } from './common.js';
 import { dense, release, unaryRaw } from './elementwise.js';
-import { halfNames, halfStorage, halfSuffix } from './f16.js';
+import { halfNames, halfStorage, halfSuffix, requireF32 } from './f16.js';
 import { reduceAxisRaw } from './reduce.js';
 
 /** Options of softmax and log-softmax (engine/ops/softmax.ts). */
@@ -118,6 +118,7 @@ export function softmaxForwardRaw(x: Tensor, center: Tensor | null, tau: number,
 
 /** dx of softmax / log-softmax from the saved output y and the upstream gradient g. */
 export function softmaxBackwardRaw(y: Tensor, g: Tensor, tau: number, log: boolean): Tensor {
+  requireF32('softmaxBackwardRaw', y, g);
   const D = y.shape[y.rank - 1];
   const rows = D === 0 ? 0 : y.size / D;
   const e = y.engine;

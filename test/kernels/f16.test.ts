@@ -79,6 +79,19 @@ fn main() { let a = X[X2(1u)] + Z[0]; Y[0] = T(a); Y[1] += T(X[2]); if (X[3] == 
   });
 });
 
+describe('ops without an f16 kernel', () => {
+  it('refuse f16 tensors instead of reading f16 bits as f32', async () => {
+    const wd = await getEngine();
+    const x = wd.tensor(randh(12, 30), [3, 4], { dtype: 'f16' });
+    expect(() => x.sum()).toThrow(/no f16 kernel yet/);
+    expect(() => x.max(1)).toThrow(/no f16 kernel yet/);
+    const w = wd.tensor(randh(4, 31), [4], { dtype: 'f16', requiresGrad: true });
+    const y = x.layerNorm(w, null);
+    expect(() => y.backward(wd.ones([3, 4], { dtype: 'f16' }))).toThrow(/no f16 kernel yet/);
+    x.dispose();
+  });
+});
+
 for (const variants of ['cpu', 'gpu'] as const) {
   describe(`f16 kernels (${variants} variants)`, () => {
     const engine = () => getEngine(variants);
