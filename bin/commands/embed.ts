@@ -148,7 +148,7 @@ export const embed = defineCommand({
     const stop = stopRequests(ctx);
     try {
       if (v['shard-size'] !== undefined && input.kind === 'images') {
-        const plan = planEmbedShards({ files: input.files, out: v.out, shardSize: v['shard-size'], job: v.shard ?? { i: 0, n: 1 }, weights: v.weights, crop, normalize: v.normalize });
+        const plan = planEmbedShards({ files: input.files, out: v.out, shardSize: v['shard-size'], job: v.shard ?? { i: 0, n: 1 }, weights: v.weights, crop, normalize: v.normalize, dtype: v.dtype });
         for (const s of plan.shards) for (const f of [s.npy, s.paths]) outputs.check(f);
         outputs.check(plan.manifest);
         return await runSharded(v, ctx, input.files, plan, stop.signal);

@@ -2,7 +2,8 @@
  * `webdino embed --dtype f16` through bin/cli.ts's `main` (./harness.ts), on a tiny random-weight
  * ViT saved as our own export: the features, patch tokens and CLS attention of the f16 run are
  * float32 .npy files within 1e-2 relative error (per row) of the f32 run's; the model line names
- * the dtype; a dtype the command does not know is a usage error. The refusal on an adapter
+ * the dtype; a sharded run records f16 in its manifest and refuses to be resumed in the other dtype;
+ * a dtype the command does not know is a usage error. The refusal on an adapter
  * without shader-f16 is tested at the library level (test/models/vit-f16.test.ts), where the
  * engine can be one without the feature.
  */
@@ -81,6 +82,26 @@ describe('webdino embed --dtype f16', () => {
     for (const [k, e] of Object.entries(errors)) expect(e, k).toBeLessThanOrEqual(1e-2);
     // Not the same numbers: the f16 run really ran in f16.
     expect(errors.features).toBeGreaterThan(0);
+  });
+
+  it('in shards: the manifest records f16, and a resume in f32 is refused (and the other way round)', async () => {
+    const stem = join(dir, 'pool');
+    const args = ['--weights', weights, '--input', imgDir, '--out', stem, '--image-size', '32', '--shard-size', '2'];
+    const r = await webdino('embed', ...args, '--dtype', 'f16');
+    expect(r.code, r.err).toBe(0);
+    const manifest = JSON.parse(readFileSync(`${stem}-manifest.json`, 'utf8'));
+    expect(manifest.fingerprint.dtype).toBe('f16');
+    const again = await webdino('embed', ...args, '--dtype', 'f16');
+    expect(again.code, again.err).toBe(0);
+    expect(again.out).toMatch(/resumed: 2 shards already done/);
+    const f32 = await webdino('embed', ...args);
+    expect(f32.code).toBe(1);
+    expect(f32.err).toMatch(/records another embedding run \(dtype: "f16" → undefined\)/);
+    const stem32 = join(dir, 'pool32');
+    expect((await webdino('embed', ...args.slice(0, 4), '--out', stem32, '--image-size', '32', '--shard-size', '2')).code).toBe(0);
+    const f16 = await webdino('embed', ...args.slice(0, 4), '--out', stem32, '--image-size', '32', '--shard-size', '2', '--dtype', 'f16');
+    expect(f16.code).toBe(1);
+    expect(f16.err).toMatch(/\(dtype: undefined → "f16"\)/);
   });
 
   it('refuses a dtype it does not know', async () => {
