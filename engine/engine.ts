@@ -8,7 +8,8 @@ import { BufferPool, type PoolStats } from './pool.js';
 import { Rng } from './random.js';
 import { keep as keepTensor, scope as runScope } from './scope.js';
 import { checkShape, fmt, numel, type Shape, ShapeError } from './shape.js';
-import { Storage, Tensor } from './tensor.js';
+import { type DType, dtypeBytes, Storage, Tensor } from './tensor.js';
+import { encodeF16 } from './half.js';
 import * as ops from './ops/index.js';
 
 export interface TensorOptions {
@@ -16,6 +17,8 @@ export interface TensorOptions {
   requiresGrad?: boolean;
   /** A label for error messages and checkpoints. */
   label?: string;
+  /** Storage type: 'f32' (default) or 'f16' (needs the adapter's shader-f16; see tensor.ts). */
+  dtype?: DType;
 }
 
 export interface RandomOptions extends TensorOptions {
@@ -60,9 +63,12 @@ export class Engine {
   /** An uninitialised tensor (contents undefined until written). */
   empty(shape: Shape, opts: TensorOptions = {}): Tensor {
     checkShape(shape);
-    const bytes = Math.max(numel(shape), 1) * 4;
+    const dtype = opts.dtype ?? 'f32';
+    if (dtype === 'f16') this.device.require('shaderF16');
+    // Whole 4-byte words: storage bindings are sized in multiples of 4 bytes.
+    const bytes = Math.ceil((Math.max(numel(shape), 1) * dtypeBytes(dtype)) / 4) * 4;
     const buf = this.pool.acquire(bytes, opts.label);
-    const t = new Tensor(this, new Storage(this, buf, bytes), shape, undefined, 0, opts.label ?? 'tensor');
+    const t = new Tensor(this, new Storage(this, buf, bytes), shape, undefined, 0, opts.label ?? 'tensor', dtype);
     if (opts.requiresGrad) t.requiresGrad = true;
     return t;
   }
@@ -92,7 +98,12 @@ export class Engine {
       throw new ShapeError(`tensor(): ${flat.length} values do not fill shape ${fmt(sh)} (${numel(sh)} elements)`);
     }
     const t = this.empty(sh, opts);
-    if (flat.length) this.device.write(t.buffer, 0, flat);
+    if (flat.length && t.dtype === 'f16') {
+      // Padded to whole 4-byte words (writeBuffer sizes are multiples of 4).
+      const bits = new Uint16Array(Math.ceil(flat.length / 2) * 2);
+      bits.set(encodeF16(flat));
+      this.device.write(t.buffer, 0, bits);
+    } else if (flat.length) this.device.write(t.buffer, 0, flat);
     return t;
   }
 

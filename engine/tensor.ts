@@ -5,7 +5,9 @@
  *   `permute` and `slice` share it; the buffer returns to the pool when the last view is disposed.
  * - Every tensor belongs to the scope active when it was made (see scope.ts) unless kept.
  * - Use after `dispose()` is an error that names the tensor's shape and the op that made it.
- * - Only f32 today. The dtype field exists so that f16 storage can come without an API change.
+ * - dtype 'f32' (default) or 'f16' (IEEE half, needs the adapter's `shader-f16`): f16 is a storage
+ *   format; kernels load it into f32, compute in f32 and round to f16 at the store (kernels/f16.ts).
+ *   Views keep their storage's dtype; `toArray()` always returns f32 values; `cast` converts.
  *
  * The op methods (add, matmul, softmax...) are thin: each calls the op of the same name in the
  * engine's ops table (engine/ops/, `this.engine.ops`), which launches the kernel of its family
@@ -18,8 +20,14 @@ import type { Engine } from './engine.js';
 import type { SoftmaxOptions } from './ops/index.js';
 import { contiguousStrides, fmt, inferReshape, isContiguous, normAxis, numel, type Shape, ShapeError } from './shape.js';
 import { track } from './scope.js';
+import { decodeF16 } from './half.js';
 
-export type DType = 'f32';
+export type DType = 'f32' | 'f16';
+
+/** Bytes per element of a dtype. */
+export function dtypeBytes(d: DType): number {
+  return d === 'f16' ? 2 : 4;
+}
 
 /** A GPU buffer shared by a tensor and its views. */
 export class Storage {
@@ -47,7 +55,7 @@ export class Tensor {
   readonly strides: readonly number[];
   /** Offset of element [0, 0, ...] in the storage, in elements. */
   readonly offset: number;
-  readonly dtype: DType = 'f32';
+  readonly dtype: DType;
   readonly engine: Engine;
   /** When true, `backward()` fills `.grad` for this tensor (if a leaf) or propagates through it. */
   requiresGrad = false;
@@ -60,8 +68,9 @@ export class Tensor {
   private _storage: Storage | null;
 
   /** @internal Use the engine's factories (`wd.tensor`, `wd.zeros`, ...) instead. */
-  constructor(engine: Engine, storage: Storage, shape: Shape, strides?: Shape, offset = 0, label = 'tensor') {
+  constructor(engine: Engine, storage: Storage, shape: Shape, strides?: Shape, offset = 0, label = 'tensor', dtype: DType = 'f32') {
     this.engine = engine;
+    this.dtype = dtype;
     this._storage = storage;
     this.shape = Object.freeze([...shape]);
     this.strides = Object.freeze(strides ? [...strides] : contiguousStrides(shape));
@@ -118,7 +127,7 @@ export class Tensor {
   view(shape: Shape, strides: Shape, offset: number, label = this.label): Tensor {
     const s = this.storage;
     s.refs++;
-    return new Tensor(this.engine, s, shape, strides, offset, label);
+    return new Tensor(this.engine, s, shape, strides, offset, label, this.dtype);
   }
 
   toString(): string {
@@ -132,6 +141,7 @@ export class Tensor {
   async toArray(): Promise<Float32Array> {
     const t = this.isContiguous ? this : this.contiguous();
     try {
+      if (t.dtype === 'f16') return decodeF16(new Uint16Array(await this.engine.device.read(t.buffer, 0, t.size * 2)));
       const bytes = await this.engine.device.read(t.buffer, 0, t.size * 4);
       return new Float32Array(bytes);
     } finally {
@@ -203,6 +213,11 @@ export class Tensor {
   /** A contiguous copy when the layout is not row-major from offset 0; otherwise a view. */
   contiguous(): Tensor {
     return this.engine.ops.contiguous(this);
+  }
+
+  /** The elements converted to `dtype` (a new contiguous tensor; this tensor's handle when it already has it). */
+  cast(dtype: DType): Tensor {
+    return this.engine.ops.cast(this, dtype);
   }
 
   /** A contiguous copy (always new storage). */

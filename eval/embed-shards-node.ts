@@ -51,6 +51,8 @@ export interface EmbedFingerprint {
   normalize: boolean;
   shardSize: number;
   job: EmbedJob;
+  /** 'f16' for an f16 run; absent for f32 (so manifests written before f16 existed resume as before). */
+  dtype?: 'f16';
 }
 
 /** A finished shard, as the manifest records it (file names relative to the manifest's folder). */
@@ -129,7 +131,7 @@ function listingFingerprint(files: readonly string[]): EmbedFingerprint['input']
 }
 
 /** Plans job `job` of embedding `files` into shards of `shardSize` images next to `out`. */
-export function planEmbedShards(o: { files: readonly string[]; out: string; shardSize: number; job: EmbedJob; weights: string; crop: number; normalize: boolean }): EmbedShardPlan {
+export function planEmbedShards(o: { files: readonly string[]; out: string; shardSize: number; job: EmbedJob; weights: string; crop: number; normalize: boolean; dtype?: 'f32' | 'f16' }): EmbedShardPlan {
   if (!Number.isInteger(o.shardSize) || o.shardSize < 1) throw new RangeError(`shard size must be a positive integer, got ${o.shardSize}`);
   const totalShards = Math.ceil(o.files.length / o.shardSize);
   const { first, end } = jobShards(totalShards, o.job);
@@ -147,6 +149,7 @@ export function planEmbedShards(o: { files: readonly string[]; out: string; shar
     normalize: o.normalize,
     shardSize: o.shardSize,
     job: o.job,
+    ...(o.dtype === 'f16' ? { dtype: 'f16' as const } : {}),
   };
   return { manifest: manifestPath(resolve(o.out), o.job), shards, totalShards, fingerprint, files: o.files };
 }
@@ -156,7 +159,8 @@ function fingerprintChanges(recorded: EmbedFingerprint, now: EmbedFingerprint): 
   const changes: string[] = [];
   const a = recorded as unknown as Record<string, unknown>;
   const b = now as unknown as Record<string, unknown>;
-  for (const k of Object.keys(b)) if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) changes.push(`${k}: ${JSON.stringify(a[k])} → ${JSON.stringify(b[k])}`);
+  // Keys of either side: an optional field (dtype) present in only one of them is a change too.
+  for (const k of new Set([...Object.keys(b), ...Object.keys(a)])) if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) changes.push(`${k}: ${JSON.stringify(a[k])} → ${JSON.stringify(b[k])}`);
   return changes;
 }
 

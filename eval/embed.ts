@@ -27,7 +27,7 @@ export interface EmbedForwardOptions {
   attention?: boolean;
 }
 
-/** What {@link embedForward} returns (contiguous tensors). */
+/** What {@link embedForward} returns (contiguous f32 tensors, whatever the model's dtype). */
 export interface EmbedOutputs {
   /** x_norm_clstoken: (B, D). */
   features: Tensor;
@@ -44,11 +44,13 @@ export interface EmbedOutputs {
 export function embedForward(model: VisionTransformer, x: Tensor, opts: EmbedForwardOptions | boolean = {}): EmbedOutputs {
   const o = typeof opts === 'boolean' ? { attention: opts } : opts;
   const f = model.forwardFeatures(x, { attention: o.attention ? 'cls' : false });
-  const out: EmbedOutputs = { features: f.xNormClsToken, h: f.h, w: f.w };
-  if (o.patchTokens) out.patchTokens = f.xNormPatchTokens.contiguous();
+  // f16 models (castParameters('f16')): the outputs are converted back to f32 here, once.
+  const f32 = (t: Tensor) => (t.dtype === 'f32' ? t.contiguous() : t.cast('f32'));
+  const out: EmbedOutputs = { features: f.xNormClsToken.dtype === 'f32' ? f.xNormClsToken : f32(f.xNormClsToken), h: f.h, w: f.w };
+  if (o.patchTokens) out.patchTokens = f32(f.xNormPatchTokens);
   if (o.attention) {
     const [B, H, , N] = f.attention!.shape; // (B, H, 1, N)
-    out.attention = f.attention!.slice(3, model.numPrefixTokens, N).contiguous().reshape(B, H, N - model.numPrefixTokens);
+    out.attention = f32(f.attention!.slice(3, model.numPrefixTokens, N)).reshape(B, H, N - model.numPrefixTokens);
   }
   return out;
 }

@@ -65,6 +65,7 @@ import { contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.
 import type { Tensor } from '../engine/tensor.js';
 import { grid1d } from './common.js';
 import { dense, release, stridedCopy } from './elementwise.js';
+import { elementBytes, halfNames, halfStorage, halfSuffix, requireF32 } from './f16.js';
 
 /** Options of the attention ops (engine/ops/attention.ts). */
 export interface AttentionOptions {
@@ -601,8 +602,8 @@ function consts(e: Engine, d: number, kernel: keyof typeof CPU_ROWS, n: number, 
  * Where L sits behind the O rows in out's storage: the first element offset at or after BH·Nq·d
  * that is aligned for a storage binding (so O and L bind as two non-overlapping ranges).
  */
-function tailOffset(e: Engine, n: number): number {
-  const align = e.device.limits.minStorageBufferOffsetAlignment / 4;
+function tailOffset(e: Engine, n: number, bytes = 4): number {
+  const align = e.device.limits.minStorageBufferOffsetAlignment / bytes;
   return Math.ceil(n / align) * align;
 }
 
@@ -624,16 +625,22 @@ function outStrides(shape: Shape, layout: AttentionOutLayout): number[] {
 }
 
 /** A tensor of `shape` with `strides` (a permutation of a dense block) whose storage holds `total` ≥ numel(shape) elements. */
-function withTail(e: Engine, shape: Shape, strides: Shape, total: number, label: string): Tensor {
-  const big = e.empty([total], { label });
+function withTail(e: Engine, shape: Shape, strides: Shape, total: number, label: string, dtype: Tensor['dtype'] = 'f32'): Tensor {
+  const big = e.empty([total], { label, dtype });
   const t = big.view(shape, strides, 0, label);
   big.dispose();
   return t;
 }
 
-/** Binding of `n` f32 elements of `t`'s storage from element `start`. */
+/** Binding of `n` elements (of t's dtype) of `t`'s storage from element `start`, in whole 4-byte words. */
 function range(t: Tensor, start: number, n: number): BufferBinding {
-  return { buffer: t.buffer, offset: start * 4, size: Math.max(n, 1) * 4 };
+  const b = elementBytes(t);
+  return { buffer: t.buffer, offset: start * b, size: Math.ceil((Math.max(n, 1) * b) / 4) * 4 };
+}
+
+/** Binding of the `n` f32 values of L at element `lOff` (of out's dtype) of out's storage. */
+function lRange(out: Tensor, lOff: number, n: number): BufferBinding {
+  return { buffer: out.buffer, offset: lOff * elementBytes(out), size: Math.max(n, 1) * 4 };
 }
 
 /** What the forward returns: out (L in its storage, at `lOff`), probs when asked, and the problem size. */
@@ -666,13 +673,17 @@ export function attentionForwardRaw(q: Tensor, k: Tensor, v: Tensor, opts: Atten
         'ask only for the rows you need (the ViT gives the CLS row with `forwardFeatures(x, { attention: "cls" })`) or use a smaller input',
     );
   }
-  const lOff = tailOffset(e, n);
-  let out = withTail(e, q.shape, outStrides(q.shape, outLayout), lOff + n / d, 'attention');
+  // f16 q, k, v: out is f16 (rows accumulated in f32); L stays f32 behind it (2 f16 slots per value).
+  const dtype = q.dtype;
+  const eb = dtype === 'f16' ? 2 : 4;
+  const lOff = tailOffset(e, n, eb);
+  const total = lOff + (n / d) * (4 / eb);
+  let out = withTail(e, q.shape, outStrides(q.shape, outLayout), total, 'attention', dtype);
   let lay = layoutWith([q, k, v], [out], d);
   if (!lay) {
     // The token layout does not collapse with these inputs: write row-major instead.
     out.dispose();
-    out = withTail(e, q.shape, contiguousStrides(q.shape), lOff + n / d, 'attention');
+    out = withTail(e, q.shape, contiguousStrides(q.shape), total, 'attention', dtype);
     lay = layoutWith([q, k, v], [out], d)!;
   }
   const { c, used } = lay;
@@ -682,9 +693,10 @@ export function attentionForwardRaw(q: Tensor, k: Tensor, v: Tensor, opts: Atten
   if (nrows > 0) {
     const kc = consts(e, d, 'fwd', nq, opts.packed);
     const dev = e.device;
-    dev.dispatch(dev.kernel(`attention_fwd_d${d}${kc.packed ? '_packed' : ''}`, forwardSource(kc, !!probs)), {
+    const halves = halfNames({ O: out, Q: used[0], K: used[1], V: used[2] });
+    dev.dispatch(dev.kernel(`attention_fwd_d${d}${kc.packed ? '_packed' : ''}${halfSuffix(halves)}`, halfStorage(forwardSource(kc, !!probs), halves)), {
       uniforms: uniforms(dm, kc, nq, named(c, ['q', 'k', 'v', 'o'])),
-      buffers: [range(out, 0, nrows * d), range(out, lOff, nrows), ...(probs ? [probs.buffer] : []), ...used.map((t) => t.buffer)],
+      buffers: [range(out, 0, nrows * d), lRange(out, lOff, nrows), ...(probs ? [probs.buffer] : []), ...used.map((t) => t.buffer)],
       workgroups: grid(kc, nq, dm.BH),
     });
   }
@@ -711,6 +723,7 @@ export function attentionBackwardRaw(
   need: readonly [boolean, boolean, boolean],
   into?: readonly [Tensor, Tensor, Tensor],
 ): [Tensor | null, Tensor | null, Tensor | null] {
+  requireF32('attentionBackwardRaw', q, k, v, g);
   const { out, lOff } = fwd;
   const e = q.engine;
   const dev = e.device;
@@ -738,7 +751,7 @@ export function attentionBackwardRaw(
   const views = named(c, ['q', 'k', 'v', 'g', 'o', 'dq', ...(kv ? (['dk', 'dv'] as const) : [])]);
   const [qb, kb, vb, gb] = used.map((t) => t.buffer);
   const O = used[4] === out ? range(out, 0, nrows * dm.d) : used[4].buffer;
-  const L = range(out, lOff, nrows);
+  const L = lRange(out, lOff, nrows);
   const D = e.empty([Math.max(nrows, 1)], { label: 'attention_D' });
   if (nrows > 0) {
     dev.dispatch(dev.kernel(`attention_bwd_dq_d${dm.d}${cq.packed ? '_packed' : ''}`, backwardDqSource(cq)), {

@@ -36,7 +36,9 @@ export function fixedSubgroupSize(device: Device): number {
 
 /** The buffer range holding a dense tensor's elements (from `denseAligned` or `dense` in elementwise.ts). */
 export function bind(t: Tensor): BufferBinding {
-  return { buffer: t.buffer, offset: t.offset * 4, size: Math.max(t.size, 1) * 4 };
+  const bytes = t.dtype === 'f16' ? 2 : 4;
+  // Whole 4-byte words (an odd number of f16 elements binds 2 bytes more, inside the storage).
+  return { buffer: t.buffer, offset: t.offset * bytes, size: Math.ceil((Math.max(t.size, 1) * bytes) / 4) * 4 };
 }
 
 /** Formats a float for WGSL source (always with a decimal point or exponent). */

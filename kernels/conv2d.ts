@@ -49,6 +49,7 @@
 import { Uniforms } from '../engine/device.js';
 import { fmt, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
+import { halfNames, halfStorage, halfSuffix, requireF32 } from './f16.js';
 import { bind, grid1d, linearIndexWgsl } from './common.js';
 import { dense, denseAligned, release } from './elementwise.js';
 import { reduceAxisRaw } from './reduce.js';
@@ -454,6 +455,7 @@ export function conv2dBackwardRaw(
   g: ConvGeometry,
   need: readonly [boolean, boolean, boolean],
 ): [Tensor | null, Tensor | null, Tensor | null] {
+  requireF32('conv2dBackwardRaw', x, weight, gy);
   const gd = dense(gy);
   let xs: Tensor | null = null;
   let ws: Tensor | null = null;
@@ -469,12 +471,14 @@ export function conv2dBackwardRaw(
 /** Forward convolution of row-major operands (x, w, bias at binding-aligned offsets; see `denseAligned`). */
 function forwardDense(x: Tensor, w: Tensor, bias: Tensor | null, g: ConvGeometry): Tensor {
   const e = x.engine;
-  const y = e.empty([g.B, g.Cout, g.Ho, g.Wo], { label: 'conv2d' });
+  // f16 operands are read into f32 accumulators; y is f16 when x and w are.
+  const y = e.empty([g.B, g.Cout, g.Ho, g.Wo], { label: 'conv2d', dtype: x.dtype === 'f16' && w.dtype === 'f16' ? 'f16' : 'f32' });
   const pixBlocks = Math.ceil((g.Ho * g.Wo) / 4);
   const coBlocks = Math.ceil(g.Cout / FWD_TC);
   const n = pixBlocks * coBlocks * g.B;
   if (n === 0) return y;
-  const kernel = e.device.kernel('conv2d_forward', conv2dForwardSource(FWD_TC, padded(g), bias !== null));
+  const halves = halfNames({ Y: y, X: x, Wt: w, Bias: bias });
+  const kernel = e.device.kernel(`conv2d_forward${halfSuffix(halves)}`, halfStorage(conv2dForwardSource(FWD_TC, padded(g), bias !== null), halves));
   e.device.dispatch(kernel, {
     uniforms: geometryUniforms(g).u32(pixBlocks, coBlocks, n).bytes(),
     buffers: bias ? [y.buffer, bind(x), bind(w), bind(bias)] : [y.buffer, bind(x), bind(w)],
@@ -573,6 +577,7 @@ export function maxPool2dGeometry(xShape: Shape, opts: MaxPool2dOptions): ConvGe
  * `withIndices` the plane-relative index of every window's maximum (what the backward reads).
  */
 export function maxPool2dForwardRaw(x: Tensor, g: ConvGeometry, withIndices: boolean): { y: Tensor; idx: Tensor | null } {
+  requireF32('maxPool2dForwardRaw', x);
   const e = x.engine;
   const xd = dense(x);
   const y = e.empty([g.B, g.Cin, g.Ho, g.Wo], { label: 'maxPool2d' });

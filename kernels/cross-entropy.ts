@@ -22,6 +22,7 @@
 import { Uniforms } from '../engine/device.js';
 import { fmt, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
+import { requireF32 } from './f16.js';
 import { grid1d, linearIndexWgsl, type RowConsts, rowConsts, rowGrid, rowKernelSource, rowMaxSumExpWgsl, rowSuffix, rowSumsWgsl } from './common.js';
 import { dense, release } from './elementwise.js';
 
@@ -89,6 +90,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
  * and the row statistics the backward reads ([rows, 3]). target and logits have the same shape.
  */
 export function softCrossEntropyForwardRaw(target: Tensor, logits: Tensor, tau: number): { loss: Tensor; stats: Tensor } {
+  requireF32('softCrossEntropyForwardRaw', target, logits);
   const op = 'softCrossEntropy';
   const D = logits.shape[logits.rank - 1];
   const outShape = logits.shape.slice(0, -1);
@@ -115,6 +117,7 @@ export function softCrossEntropyForwardRaw(target: Tensor, logits: Tensor, tau: 
 
 /** ∂L/∂logits from the saved row statistics and the upstream gradient g ([rows]). */
 export function softCrossEntropyBackwardRaw(target: Tensor, logits: Tensor, stats: Tensor, g: Tensor, tau: number): Tensor {
+  requireF32('softCrossEntropyBackwardRaw', target, logits, g);
   const D = logits.shape[logits.rank - 1];
   const rows = logits.shape.slice(0, -1).reduce((a, b) => a * b, 1);
   const e = logits.engine;

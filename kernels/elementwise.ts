@@ -34,6 +34,7 @@ import { Uniforms } from '../engine/device.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, isContiguous, sameShape, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
 import { grid1d, linearIndexWgsl } from './common.js';
+import { elementBytes, halfNames, halfStorage, halfSuffix } from './f16.js';
 
 const WG = 256;
 export const MAX_RANK = 6;
@@ -294,9 +295,13 @@ function launch(op: string, expr: string, out: Tensor, a: Tensor, b: Tensor | nu
   // or broadcast along leading or trailing dims (Vec4Mode) at offsets that are multiples of 4.
   const ma = arity >= 1 ? vec4Mode(a, out.shape) : { mode: 'flat' as const, off: 0, inner: 1 };
   const mb = b ? vec4Mode(b, out.shape) : { mode: 'flat' as const, off: 0, inner: 1 };
+  // f16 operands: the same kernel with those bindings in f16 (kernels/f16.ts); math stays f32.
+  const halves = halfNames({ Y: out, A: arity >= 1 ? a : null, B: b });
+  const half = (src: string) => halfStorage(src, halves);
+  const hs = halfSuffix(halves);
   if (n % 4 === 0 && out.offset === 0 && ma && mb) {
     const modes = `_${ma.mode}_${mb.mode}`;
-    dev.dispatch(dev.kernel(`${op}_v4${modes === '_flat_flat' ? '' : modes}`, elementwiseVec4Source(expr, arity, ma.mode, mb.mode)), {
+    dev.dispatch(dev.kernel(`${op}_v4${modes === '_flat_flat' ? '' : modes}${hs}`, half(elementwiseVec4Source(expr, arity, ma.mode, mb.mode))), {
       uniforms: new Uniforms(8).u32(n / 4, ma.off, mb.off).f32(p).u32(ma.inner, mb.inner).bytes(),
       buffers: arity === 2 ? [out.buffer, a.buffer, b!.buffer] : arity === 1 ? [out.buffer, a.buffer] : [out.buffer],
       workgroups: grid1d(n / 4, WG),
@@ -304,7 +309,7 @@ function launch(op: string, expr: string, out: Tensor, a: Tensor, b: Tensor | nu
     return;
   }
   const rank = flat ? MAX_RANK : out.rank;
-  const kernel = dev.kernel(`${op}${flat ? '' : '_strided'}`, elementwiseSource(expr, arity, flat, rank));
+  const kernel = dev.kernel(`${op}${flat ? '' : '_strided'}${hs}`, half(elementwiseSource(expr, arity, flat, rank)));
   const u = new Uniforms(4 + 3 * MAX_RANK).u32(n).i32(a.offset, b ? b.offset : 0).f32(p);
   const dims = padTo(out.shape, 1);
   const sa = padTo(broadcastStrides(a.shape, a.strides, out.shape), 0);
@@ -319,7 +324,7 @@ function launch(op: string, expr: string, out: Tensor, a: Tensor, b: Tensor | nu
 
 /** A new contiguous tensor: the unary op applied to every element of `x` (any view). */
 export function unaryRaw(op: UnaryOp, x: Tensor, p = 0): Tensor {
-  const out = x.engine.empty(x.shape, { label: op });
+  const out = x.engine.empty(x.shape, { label: op, dtype: x.dtype });
   launch(op, UNARY[op].wgsl, out, x, null, p);
   return out;
 }
@@ -328,8 +333,20 @@ export function unaryRaw(op: UnaryOp, x: Tensor, p = 0): Tensor {
 export function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor, p = 0): Tensor {
   if (a.engine !== b.engine) throw new Error(`${op}: tensors belong to different engines`);
   const shape = broadcastShapes(a.shape, b.shape, op);
-  const out = a.engine.empty(shape, { label: op });
+  const out = a.engine.empty(shape, { label: op, dtype: resultDtype(a, b) });
   launch(op, BINARY[op].wgsl, out, a, b, p);
+  return out;
+}
+
+/** The dtype of a binary op's result: f16 when both operands are f16, else f32 (as PyTorch promotes). */
+export function resultDtype(a: Tensor, b: Tensor): Tensor['dtype'] {
+  return a.dtype === 'f16' && b.dtype === 'f16' ? 'f16' : 'f32';
+}
+
+/** `x` converted to `dtype`: a new contiguous tensor (the copy kernel with an f16 input or output). */
+export function castRaw(x: Tensor, dtype: Tensor['dtype']): Tensor {
+  const out = x.engine.empty(x.shape, { label: `cast_${dtype}`, dtype });
+  launch('copy', UNARY.copy.wgsl, out, x, null, 0);
   return out;
 }
 
@@ -379,7 +396,8 @@ export function stridedCopy(dst: Tensor, src: Tensor): void {
   const dev = dst.engine.device;
   const u = new Uniforms(4 + 3 * MAX_RANK).u32(n).i32(dst.offset, s.offset).u32(0);
   u.i32(...padTo(dst.shape, 1), ...padTo(dst.strides, 0), ...padTo(s.strides, 0));
-  dev.dispatch(dev.kernel('strided_copy', scatterSource(dst.rank)), {
+  const halves = halfNames({ Y: dst, X: s });
+  dev.dispatch(dev.kernel(`strided_copy${halfSuffix(halves)}`, halfStorage(scatterSource(dst.rank), halves)), {
     uniforms: u.bytes(),
     buffers: [dst.buffer, s.buffer],
     workgroups: grid1d(n, WG),
@@ -402,7 +420,7 @@ export function dense(t: Tensor): Tensor {
  */
 export function denseAligned(t: Tensor): Tensor {
   const align = t.engine.device.limits.minStorageBufferOffsetAlignment;
-  if (isContiguous(t.shape, t.strides) && (t.offset * 4) % align === 0) return t;
+  if (isContiguous(t.shape, t.strides) && (t.offset * elementBytes(t)) % align === 0) return t;
   return copyRaw(t);
 }
 

@@ -21,6 +21,7 @@ import { Uniforms } from '../engine/device.js';
 import type { Engine } from '../engine/engine.js';
 import { fmt, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
+import { requireF32 } from './f16.js';
 import { grid1d, linearIndexWgsl } from './common.js';
 import { dense, release } from './elementwise.js';
 
@@ -126,6 +127,7 @@ export function aroundDim(shape: readonly number[], dim: number): { O: number; R
 
 /** y = x with dimension `dim` replaced by the rows plan.idx selects (x read densely). */
 export function indexSelectRaw(x: Tensor, dim: number, plan: IndexPlan): Tensor {
+  requireF32('indexSelectRaw', x);
   const { O, R, I } = aroundDim(x.shape, dim);
   if (R !== plan.R) throw new ShapeError(`indexSelect: the plan indexes ${plan.R} rows, x ${fmt(x.shape)} has ${R} along dim ${dim}`);
   const shape = [...x.shape];
@@ -147,6 +149,7 @@ export function indexSelectRaw(x: Tensor, dim: number, plan: IndexPlan): Tensor 
 
 /** dx (x's shape, `xShape`) from dy: the scatter-add of the selected rows (see the header). */
 export function indexAddRaw(dy: Tensor, xShape: readonly number[], dim: number, plan: IndexPlan): Tensor {
+  requireF32('indexAddRaw', dy);
   const { O, R, I } = aroundDim(xShape, dim);
   const e = dy.engine;
   const dx = e.empty(xShape, { label: 'indexSelect_grad' });

@@ -29,6 +29,7 @@ import { type BufferBinding, Uniforms } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
 import { bind, grid1d, linearIndexWgsl, type RowConsts, rowCacheWgsl, rowConsts, rowGrid, rowKernelSource, rowLoopSumsWgsl, rowLoopWgsl, rowSuffix } from './common.js';
 import { denseAligned, release } from './elementwise.js';
+import { halfNames, halfStorage, halfSuffix, requireF32 } from './f16.js';
 import { reduceAxisRaw } from './reduce.js';
 
 /** Rows summed by one invocation of the parameter-gradient kernel before the cross-chunk sum. */
@@ -152,7 +153,7 @@ export function layerNormForwardRaw(x: Tensor, weight: Tensor | null, bias: Tens
   const { rows, D } = rowsOf(x);
   const e = x.engine;
   const dev = e.device;
-  const y = e.empty(x.shape, { label: op });
+  const y = e.empty(x.shape, { label: op, dtype: x.dtype }); // f16 in, f16 out; statistics in f32
   const mean = e.empty([rows], { label: `${op}_mean` });
   const rstd = e.empty([rows], { label: `${op}_rstd` });
   if (rows > 0) {
@@ -161,7 +162,8 @@ export function layerNormForwardRaw(x: Tensor, weight: Tensor | null, bias: Tens
     const wd = weight ? denseAligned(weight) : null;
     const bd = bias ? denseAligned(bias) : null;
     const k = rowConsts(dev, rows, D, true);
-    const kernel = dev.kernel(`${op}${rowSuffix(k)}${wd ? '_w' : ''}${bd ? '_b' : ''}`, layerNormForwardSource(k, !!wd, !!bd));
+    const halves = halfNames({ Y: y, X: xd, W: wd, B: bd });
+    const kernel = dev.kernel(`${op}${rowSuffix(k)}${wd ? '_w' : ''}${bd ? '_b' : ''}${halfSuffix(halves)}`, halfStorage(layerNormForwardSource(k, !!wd, !!bd), halves));
     const buffers: (GPUBuffer | BufferBinding)[] = [y.buffer, mean.buffer, rstd.buffer, bind(xd)];
     if (wd) buffers.push(bind(wd));
     if (bd) buffers.push(bind(bd));
@@ -175,6 +177,7 @@ export function layerNormForwardRaw(x: Tensor, weight: Tensor | null, bias: Tens
 
 /** ∂L/∂x of LayerNorm from x, the weight, the saved row statistics and the upstream gradient g. */
 export function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Tensor, rstd: Tensor, g: Tensor): Tensor {
+  requireF32('layerNormBackwardRaw', x, g);
   const { rows, D } = rowsOf(x);
   const e = x.engine;
   const dev = e.device;
@@ -203,6 +206,7 @@ export function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Ten
  * one when the rows fit in one chunk).
  */
 export function layerNormParamGradRaw(x: Tensor, mean: Tensor, rstd: Tensor, g: Tensor): [Tensor, Tensor] {
+  requireF32('layerNormParamGradRaw', x, g);
   const { rows, D } = rowsOf(x);
   const e = x.engine;
   const dev = e.device;
@@ -276,13 +280,14 @@ export function l2NormalizeForwardRaw(x: Tensor, eps: number): { y: Tensor; norm
   const { rows, D } = rowsOf(x);
   const e = x.engine;
   const dev = e.device;
-  const y = e.empty(x.shape, { label: op });
+  const y = e.empty(x.shape, { label: op, dtype: x.dtype });
   const norm = e.empty([rows], { label: `${op}_norm` });
   if (rows > 0) {
     const k = rowConsts(dev, rows, D, true);
     // Weights (DINO's weight-normalised last layer) are aligned arena views: bound in place.
     const xd = denseAligned(x);
-    dev.dispatch(dev.kernel(`${op}${rowSuffix(k)}`, l2NormalizeForwardSource(k)), {
+    const halves = halfNames({ Y: y, X: xd });
+    dev.dispatch(dev.kernel(`${op}${rowSuffix(k)}${halfSuffix(halves)}`, halfStorage(l2NormalizeForwardSource(k), halves)), {
       uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(),
       buffers: [y.buffer, norm.buffer, bind(xd)],
       workgroups: rowGrid(k, rows),
@@ -294,6 +299,7 @@ export function l2NormalizeForwardRaw(x: Tensor, eps: number): { y: Tensor; norm
 
 /** ∂L/∂x of l2-normalize from the saved output y and row norms and the upstream gradient g. */
 export function l2NormalizeBackwardRaw(y: Tensor, norm: Tensor, g: Tensor, eps: number): Tensor {
+  requireF32('l2NormalizeBackwardRaw', y, g);
   const op = 'l2Normalize';
   const { rows, D } = rowsOf(y);
   const e = y.engine;

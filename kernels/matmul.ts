@@ -46,6 +46,7 @@ import { Uniforms } from '../engine/device.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
 import { bind, fixedSubgroupSize } from './common.js';
+import { halfNames, halfStorage, halfSuffix } from './f16.js';
 import { binaryRaw, dense, denseAligned, MATH_WGSL, release, UNARY } from './elementwise.js';
 import { sumTo } from './reduce.js';
 
@@ -461,9 +462,11 @@ export function matmulRaw(a: Tensor, b: Tensor, epi: MatmulEpilogue = {}, tuning
   }
   const e = a.engine;
   const outShape = [...batch, M, N];
-  const y = e.empty(outShape, { label: 'matmul' });
+  // f16 operands are read as f16 and accumulated in f32; Y (and Z) are f16 when both operands are.
+  const dtype = a.dtype === 'f16' && b.dtype === 'f16' ? 'f16' : 'f32';
+  const y = e.empty(outShape, { label: 'matmul', dtype });
   const saveZ = !!epi.saveZ && act !== 'none';
-  const z = saveZ ? e.empty(outShape, { label: 'matmul_z' }) : null;
+  const z = saveZ ? e.empty(outShape, { label: 'matmul_z', dtype }) : null;
   if (y.size === 0) return { y, z };
 
   // Operands in N or T layout, read in place; anything else densified.
@@ -513,7 +516,9 @@ export function matmulRaw(a: Tensor, b: Tensor, epi: MatmulEpilogue = {}, tuning
   const name = `matmul_${variant}${key.transA ? 'T' : 'N'}${key.transB ? 'T' : 'N'}`;
   const sgSize = cpu && tuning.subgroups !== false ? fixedSubgroupSize(e.device) : 0;
   const sg = sgSize && tile.TM % sgSize === 0 && tile.W % sgSize === 0 ? sgSize : 0;
-  const kernel = e.device.kernel(name, cpu ? cpuKernelSource(key, tile, sg) : gpuKernelSource(key));
+  const halves = halfNames({ Y: y, Z: z, A: da, B: db, BIAS: biasD });
+  const source = cpu ? cpuKernelSource(key, tile, sg) : gpuKernelSource(key);
+  const kernel = e.device.kernel(`${name}${halfSuffix(halves)}`, halfStorage(source, halves));
   const pad = (v: number[], fill: number) => [...Array(MAX_BATCH - v.length).fill(fill), ...v];
   const groupsX = cpu ? Math.ceil(N / (tile.W * tile.TN)) : Math.ceil(N / G.BN);
   const groupsY = Math.ceil(rowsM / rowsPerGroup);

@@ -16,6 +16,7 @@
 import { Uniforms } from '../engine/device.js';
 import { broadcastStrides, contiguousStrides, fmt, normAxis, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
+import { requireF32 } from './f16.js';
 import { grid1d, linearIndexWgsl } from './common.js';
 import { copyRaw, dense, fillInPlace, release } from './elementwise.js';
 
@@ -77,6 +78,7 @@ function launchReduce(op: ReduceOp, x: Tensor, outer: number, R: number, inner: 
 
 /** Reduces along `axis`; keepDim keeps a size-1 axis. */
 export function reduceAxisRaw(op: ReduceOp, x: Tensor, axis: number, keepDim: boolean): Tensor {
+  requireF32('reduceAxisRaw', x);
   const a = normAxis(axis, x.rank, `${op} dim`);
   const d = dense(x);
   const shape = x.shape;
@@ -91,6 +93,7 @@ export function reduceAxisRaw(op: ReduceOp, x: Tensor, axis: number, keepDim: bo
 
 /** Reduces every element to one; keepDim gives shape [1, 1, ...]. */
 export function reduceAllRaw(op: 'sum' | 'max', x: Tensor, keepDim: boolean): Tensor {
+  requireF32('reduceAllRaw', x);
   const outShape = keepDim ? x.shape.map(() => 1) : [];
   let cur = dense(x);
   let n = x.size;
@@ -117,6 +120,7 @@ export function reduceAllRaw(op: 'sum' | 'max', x: Tensor, keepDim: boolean): Te
 
 /** argmax along `dim` (indices as f32) or over all elements. */
 export function argmaxRaw(x: Tensor, dim?: number, keepDim = false): Tensor {
+  requireF32('argmaxRaw', x);
   if (dim === undefined) {
     const flat = dense(x);
     const v = flat.view([1, x.size], [x.size, 1], 0);

@@ -26,6 +26,7 @@ import { fmt, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
 import { grid1d, linearIndexWgsl } from './common.js';
 import { dense, MAX_RANK, release } from './elementwise.js';
+import { halfNames, halfStorage, halfSuffix } from './f16.js';
 
 const WG = 256;
 
@@ -99,7 +100,7 @@ export function checkRope(x: Tensor, t: RopeTables, op: string): { N: number; d:
 function launch(backward: boolean, x: Tensor, t: RopeTables, rotated: number, label: string): Tensor {
   const { N, d } = checkRope(x, t, label);
   const e = x.engine;
-  const out = e.empty(x.shape, { label });
+  const out = e.empty(x.shape, { label, dtype: x.dtype });
   const n = x.size;
   if (n === 0) return out;
   const sin = dense(t.sin);
@@ -110,7 +111,9 @@ function launch(backward: boolean, x: Tensor, t: RopeTables, rotated: number, la
     .u32(N, d, sin.offset, cos.offset, 0)
     .i32(...padTo(x.shape, 1), ...padTo(x.strides, 0));
   const dev = e.device;
-  dev.dispatch(dev.kernel(backward ? 'rope_bwd' : 'rope_fwd', ropeSource(backward, x.rank)), {
+  // f16 x (and y); the tables may be either dtype: all read into f32.
+  const halves = halfNames({ Y: out, X: x, S: sin, C: cos });
+  dev.dispatch(dev.kernel(`${backward ? 'rope_bwd' : 'rope_fwd'}${halfSuffix(halves)}`, halfStorage(ropeSource(backward, x.rank), halves)), {
     uniforms: u.bytes(),
     buffers: [out.buffer, x.buffer, sin.buffer, cos.buffer],
     workgroups: grid1d(n, WG),

@@ -33,6 +33,7 @@ import { contiguousStrides, type Shape } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
 import { type RowConsts, rowConsts, rowForEachWgsl, rowGrid, rowKernelSource, rowMaxSumExpWgsl, rowSuffix, rowSumsWgsl } from './common.js';
 import { dense, release, unaryRaw } from './elementwise.js';
+import { halfNames, halfStorage, halfSuffix, requireF32 } from './f16.js';
 import { reduceAxisRaw } from './reduce.js';
 
 /** Options of softmax and log-softmax (engine/ops/softmax.ts). */
@@ -97,12 +98,13 @@ export function softmaxForwardRaw(x: Tensor, center: Tensor | null, tau: number,
   const rows = D === 0 ? 0 : x.size / D;
   const e = x.engine;
   const dev = e.device;
-  const y = e.empty(x.shape, { label: op });
+  const y = e.empty(x.shape, { label: op, dtype: x.dtype }); // f16 in, f16 out; max and sum in f32
   if (rows > 0) {
     const xd = dense(x);
     const cd = center ? dense(center) : null;
     const k = rowConsts(dev, rows, D);
-    const kernel = dev.kernel(`${op}${rowSuffix(k)}${center ? '_center' : ''}`, softmaxForwardSource(k, log, !!center));
+    const halves = halfNames({ Y: y, X: xd, C: cd });
+    const kernel = dev.kernel(`${op}${rowSuffix(k)}${center ? '_center' : ''}${halfSuffix(halves)}`, halfStorage(softmaxForwardSource(k, log, !!center), halves));
     dev.dispatch(kernel, {
       uniforms: new Uniforms(4).u32(rows, D).f32(1 / tau).u32(0).bytes(),
       buffers: cd ? [y.buffer, xd.buffer, cd.buffer] : [y.buffer, xd.buffer],
@@ -116,6 +118,7 @@ export function softmaxForwardRaw(x: Tensor, center: Tensor | null, tau: number,
 
 /** dx of softmax / log-softmax from the saved output y and the upstream gradient g. */
 export function softmaxBackwardRaw(y: Tensor, g: Tensor, tau: number, log: boolean): Tensor {
+  requireF32('softmaxBackwardRaw', y, g);
   const D = y.shape[y.rank - 1];
   const rows = D === 0 ? 0 : y.size / D;
   const e = y.engine;

@@ -62,6 +62,11 @@ export interface ArchSpec {
 
 /** What the command line asks for (every field optional). */
 export interface ArchRequest {
+  /**
+   * Storage type of the weights and activations: 'f32' (default) or 'f16' (the weights are loaded
+   * in f32, then converted; needs the adapter's shader-f16). RoPE's periods stay f32.
+   */
+  dtype?: 'f32' | 'f16';
   /** A DINO v1 preset, 'custom', or a DINOv2 / DINOv3 preset name (`dinov2_vits14_reg`, `dinov3_vitl16`, ...). */
   arch?: ViTArch | 'custom' | DinoPresetName;
   patchSize?: number;
@@ -500,6 +505,16 @@ export function buildDinoBackbone(engine: Engine, weights: BackboneWeights, req:
  * unexpected and mismatched key.
  */
 export function buildBackbone(engine: Engine, weights: BackboneWeights, req: ArchRequest = {}, name = 'weights'): LoadedBackbone {
+  if (req.dtype === 'f16' && !engine.device.features.shaderF16) {
+    throw new Error(`${name}: f16 inference needs the adapter feature 'shader-f16', which ${engine.device.adapterName()} does not offer; use f32`);
+  }
+  const loaded = buildBackboneF32(engine, weights, req, name);
+  if (req.dtype === 'f16') loaded.model.castParameters('f16', (n) => n.startsWith('rope_embed.'));
+  return loaded;
+}
+
+/** {@link buildBackbone} before any dtype conversion. */
+function buildBackboneF32(engine: Engine, weights: BackboneWeights, req: ArchRequest, name: string): LoadedBackbone {
   if (isDinoPresetName(req.arch) || isDinoV2V3Weights(weights)) return buildDinoBackbone(engine, weights, req, name);
   let spec: ArchSpec;
   try {

@@ -10,7 +10,7 @@
 import type { Engine } from '../engine/engine.js';
 import { Rng } from '../engine/random.js';
 import { fmt, type Shape } from '../engine/shape.js';
-import type { Tensor } from '../engine/tensor.js';
+import type { DType, Tensor } from '../engine/tensor.js';
 import * as ops from '../engine/ops/index.js';
 import { checkStrict } from './io/state-dict.js';
 
@@ -141,8 +141,26 @@ export class Module {
       const src = tensors.get(name);
       if (!src) continue;
       if (src.data.length !== t.size) throw new Error(`${name}: ${src.data.length} values for ${fmt(t.shape)}`);
+      if (t.dtype !== 'f32') throw new Error(`${name}: weights load into f32 parameters; load first, then castParameters('${t.dtype}')`);
       this.engine.device.write(t.buffer, t.offset * 4, src.data);
     }
+  }
+
+  /**
+   * Converts every parameter and buffer to `dtype` in place (new tensors replace the old, which
+   * are freed), except those for which `keep(name)` is true. For f16 inference: weights converted
+   * once at load, activations then follow them (every op gives f16 for f16 operands).
+   */
+  castParameters(dtype: DType, keep: (name: string) => boolean = () => false): void {
+    if (dtype === 'f16') this.engine.device.require('shaderF16');
+    this.engine.noGrad(() => {
+      for (const [name, t] of this.stateEntries()) {
+        if (t.dtype === dtype || keep(name)) continue;
+        const c = this.engine.keep(ops.cast(t, dtype));
+        this.replaceTensor(name, c);
+        t.dispose();
+      }
+    });
   }
 
   /** The state dict (parameters and buffers) read back to the CPU, with official names. */

@@ -475,6 +475,7 @@ export class VisionTransformer extends Module {
   }
 
   protected override onReplace(name: string, t: Tensor): void {
+    if (name === 'pos_embed') this.clearResizeCache(); // resize matrices follow pos_embed's dtype
     if (name === 'cls_token') this.clsToken = t;
     if (name === 'pos_embed') this.posEmbed = t;
     if (name === this.cfg.registerTokensName) this.registerTokens = t;
@@ -486,6 +487,11 @@ export class VisionTransformer extends Module {
     super.loadStateDict(tensors, opts);
     const periods = tensors.get('rope_embed.periods');
     if (this.ropeEmbed && periods) this.ropeEmbed.setPeriods(periods.data);
+  }
+
+  /** The storage type of the weights, and so of the activations: 'f32', or 'f16' after castParameters('f16'). */
+  get dtype(): Tensor['dtype'] {
+    return this.clsToken.dtype;
   }
 
   get embedDim(): number {
@@ -516,7 +522,7 @@ export class VisionTransformer extends Module {
     const N = pe.shape[1] - 1;
     if (h * w === N && h === w) return pe;
     const M = Math.round(Math.sqrt(N));
-    const key = `${h}x${w}`;
+    const key = `${h}x${w}_${pe.dtype}`;
     let R = this.resizeCache.get(key);
     if (!R) {
       // The official code passes (w0, h0) = (H/p, W/p) for the (rows, columns) of the grid: its
@@ -525,7 +531,7 @@ export class VisionTransformer extends Module {
       const to = (n: number): ResizeTo => (offset ? { scaleFactor: (n + offset) / M } : { size: n });
       const { matrix, outRows, outCols } = bicubicResizeMatrixTo(M, M, to(h), to(w), antialias);
       if (outRows !== h || outCols !== w) throw new Error(`position embedding resize gave ${outRows}×${outCols}, expected ${h}×${w}`);
-      R = this.engine.keep(this.engine.tensor(matrix, [h * w, N], { label: `pos_resize_${key}` }));
+      R = this.engine.keep(this.engine.tensor(matrix, [h * w, N], { label: `pos_resize_${key}`, dtype: pe.dtype }));
       this.resizeCache.set(key, R);
     }
     const D = this.cfg.embedDim;
@@ -557,10 +563,12 @@ export class VisionTransformer extends Module {
     const [h, w] = this.patchGrid(x);
     const B = x.shape[0];
     const D = this.cfg.embedDim;
+    // f16 weights (castParameters): the image is rounded to f16 too, and every activation stays f16.
+    if (x.dtype !== this.dtype) x = x.cast(this.dtype);
     let patches = this.patchEmbed.forward(x); // (B, hw, D)
     if (masks !== undefined) {
       if (!this.maskToken) throw new Error('masked forward: this model has no mask_token');
-      const m = this.maskTensor(masks, B, h * w); // (B, hw, 1)
+      const m = this.maskTensor(masks, B, h * w).cast(this.dtype); // (B, hw, 1)
       patches = patches.mul(ops.rsub(m, 1)).add(m.mul(this.maskToken)); // (B, hw, D)
     }
     const cls = ops.expand(this.clsToken, [B, 1, D]);
@@ -645,10 +653,14 @@ export class VisionTransformer extends Module {
     return out;
   }
 
-  override dispose(): void {
-    super.dispose();
+  private clearResizeCache(): void {
     for (const m of this.resizeCache.values()) m.dispose();
     this.resizeCache.clear();
+  }
+
+  override dispose(): void {
+    super.dispose();
+    this.clearResizeCache();
     this.ropeEmbed?.releaseTables();
   }
 }

@@ -20,7 +20,7 @@ import { describeArch } from '../../models/backbone.js';
 import { embedAll, EmbedStoppedError, openEmbedInput } from '../../eval/embed-node.js';
 import { embedShards, type EmbedShardPlan, manifestPaths, planEmbedShards } from '../../eval/embed-shards-node.js';
 import { type Context, defineCommand, SIGNAL_NUMBERS, type StopSignal, UsageError } from '../command.js';
-import { flag, int, part, path, type Values } from '../options.js';
+import { choice, flag, int, part, path, type Values } from '../options.js';
 import { BatchProgress } from '../progress.js';
 import { type Backbone, withBackbone } from '../resources.js';
 import { BACKBONE_OPTIONS, backboneRequest } from './backbone-options.js';
@@ -39,6 +39,7 @@ const options = {
   'batch-size': int({ min: 1, max: 4096, default: 16, value: '<n>', help: 'Images per forward pass' }),
   'image-size': int({ min: 1, max: 4096, default: 224, value: '<px>', help: 'Centre-crop side for image inputs' }),
   'skip-bad': flag({ help: 'Skip (and count) images that fail to decode instead of stopping; they get no row' }),
+  dtype: choice({ choices: ['f32', 'f16'] as const, default: 'f32', value: '<f32|f16>', help: "Weights and activations in f16 (f32 accumulation; needs the adapter's shader-f16); outputs are float32 either way" }),
 };
 
 type EmbedValues = Values<typeof options>;
@@ -61,7 +62,7 @@ function stoppedCode(reason: unknown): number {
 
 function describeModel(io: Context['io'], b: Backbone, weights: string): void {
   io.out(`adapter: ${b.wd.device.adapterName()} (${b.wd.device.variants} kernels)`);
-  io.out(`model: ${describeArch(b.spec)} from ${weights} (${b.weights.format}${b.weights.droppedHead ? `, ${b.weights.droppedHead} head entries ignored` : ''})`);
+  io.out(`model: ${describeArch(b.spec)} from ${weights} (${b.weights.format}${b.weights.droppedHead ? `, ${b.weights.droppedHead} head entries ignored` : ''}), ${b.model.dtype}`);
 }
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
@@ -71,7 +72,7 @@ async function runSharded(v: EmbedValues, ctx: Context, files: string[], plan: E
   const { io, outputs } = ctx;
   const progress = new BatchProgress(io, 'embed');
   try {
-    return await withBackbone(backboneRequest(v), async (b) => {
+    return await withBackbone({ ...backboneRequest(v), dtype: v.dtype }, async (b) => {
       describeModel(io, b, v.weights);
       const job = v.shard ? `job ${v.shard.i}/${v.shard.n}: ` : '';
       io.out(`input: ${plural(files.length, 'image file')}, ${v['image-size']}x${v['image-size']} crops, batch ${v['batch-size']}; ${job}${plan.shards.length ? `shards ${plan.shards[0].index}–${plan.shards[plan.shards.length - 1].index}` : 'no shard'} of ${plan.totalShards} (${v['shard-size']} images each)`);
@@ -130,7 +131,7 @@ export const embed = defineCommand({
   options,
   async run(v, ctx) {
     const { io, outputs } = ctx;
-    const request = backboneRequest(v);
+    const request = { ...backboneRequest(v), dtype: v.dtype };
     const outs = [v.out, v.attn, v['patch-out'], v['paths-out']].filter((o): o is string => o !== undefined);
     if (new Set(outs).size !== outs.length) throw new UsageError('--out, --attn, --patch-out and --paths-out must be different files');
     if (v.shard && v['shard-size'] === undefined) throw new UsageError('--shard i/n needs --shard-size (each job writes its own shards)');
@@ -147,7 +148,7 @@ export const embed = defineCommand({
     const stop = stopRequests(ctx);
     try {
       if (v['shard-size'] !== undefined && input.kind === 'images') {
-        const plan = planEmbedShards({ files: input.files, out: v.out, shardSize: v['shard-size'], job: v.shard ?? { i: 0, n: 1 }, weights: v.weights, crop, normalize: v.normalize });
+        const plan = planEmbedShards({ files: input.files, out: v.out, shardSize: v['shard-size'], job: v.shard ?? { i: 0, n: 1 }, weights: v.weights, crop, normalize: v.normalize, dtype: v.dtype });
         for (const s of plan.shards) for (const f of [s.npy, s.paths]) outputs.check(f);
         outputs.check(plan.manifest);
         return await runSharded(v, ctx, input.files, plan, stop.signal);

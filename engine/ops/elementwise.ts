@@ -17,6 +17,7 @@ import { sameShape, type Shape } from '../shape.js';
 import { checkTensor, type Tensor } from '../tensor.js';
 import {
   binaryRaw,
+  castRaw,
   type DifferentiableBinaryOp,
   type DifferentiableUnaryOp,
   fillInPlace,
@@ -170,6 +171,24 @@ export const swiglu = (a: Tensor, b: Tensor): Tensor => binary('swiglu', a, b);
 
 /** A contiguous copy (new storage) that gradients flow through. */
 export const copy = (x: Tensor): Tensor => unary('copy', x);
+
+/**
+ * `x` converted to `dtype` ('f32' or 'f16'; f16 rounds to nearest even, overflowing to ±∞ past
+ * 65504). The tensor itself (a new handle) when it already has the dtype. The gradient is cast
+ * back to x's dtype.
+ */
+export function cast(x: Tensor, dtype: Tensor['dtype']): Tensor {
+  checkTensor(x, 'cast');
+  if (x.dtype === dtype) return copyOrView(x);
+  const y = castRaw(x, dtype);
+  return record(y, { name: `cast_${dtype}`, inputs: [x], backward: (g) => [castRaw(g, x.dtype)] });
+}
+
+/** A new handle on x that gradients flow through (no kernel). */
+function copyOrView(x: Tensor): Tensor {
+  const v = x.view(x.shape, x.strides, x.offset);
+  return record(v, { name: 'cast', inputs: [x], backward: (g) => [g] });
+}
 
 /** Writes `value` into every element of `t` in place (not differentiable). */
 export function fill(t: Tensor, value: number): Tensor {

@@ -4,7 +4,7 @@
  * through their engine (`x.add(y)` is `add(x, y)`).
  *
  * One file per family, as in kernels/:
- *   elementwise.ts    add sub mul div rsub pow neg exp log sqrt relu gelu tanh silu swiglu copy fill, and the
+ *   elementwise.ts    add sub mul div rsub pow neg exp log sqrt relu gelu tanh silu swiglu copy fill cast, and the
  *                     typed gradient tables UNARY_GRADS / BINARY_GRADS behind them
  *   reduce.ts         sum mean max argmax sumTo
  *   views.ts          contiguous reshape permute slice expand concat copyInto
@@ -22,7 +22,7 @@
  * temperature and center, layernorm, attention, RoPE, cross-entropy, conv2d) ship a forward/backward
  * kernel pair and say what they save.
  */
-export { add, sub, mul, div, neg, exp, log, sqrt, relu, gelu, tanh, silu, swiglu, pow, rsub, copy, fill } from './elementwise.js';
+export { add, sub, mul, div, neg, exp, log, sqrt, relu, gelu, tanh, silu, swiglu, pow, rsub, copy, fill, cast } from './elementwise.js';
 export { sum, mean, max, argmax, sumTo } from './reduce.js';
 export { contiguous, reshape, permute, slice, expand, concat, copyInto } from './views.js';
 export { matmul, linear, type MatmulOptions } from './matmul.js';

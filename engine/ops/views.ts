@@ -114,7 +114,9 @@ export function concat(xs: readonly Tensor[], dim = 0): Tensor {
   const total = xs.reduce((a, t) => a + t.shape[d], 0);
   const shape = xs[0].shape.map((v, i) => (i === d ? total : v));
   const e = xs[0].engine;
-  const out = e.empty(shape, { label: 'concat' });
+  const dtype = xs[0].dtype;
+  if (xs.some((t) => t.dtype !== dtype)) throw new TypeError(`concat: dtypes ${xs.map((t) => t.dtype).join(', ')} differ (cast them first)`);
+  const out = e.empty(shape, { label: 'concat', dtype });
   let off = 0;
   const starts: number[] = [];
   for (const t of xs) {
