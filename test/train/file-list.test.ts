@@ -113,7 +113,7 @@ describe('the CLI on file lists', () => {
     const out = join(dir, 'run');
     const r = await webdino(
       'train', '--data', sel, '--out', out, '--embed-dim', '16', '--depth', '1', '--heads', '2', '--patch-size', '4', '--out-dim', '64',
-      '--batch-size', '4', '--global-size', '16', '--local-size', '8', '--local-crops', '2', '--epochs', '1', '--checkpoint-every', '0',
+      '--batch-size', '4', '--global-size', '16', '--local-size', '8', '--local-crops', '2', '--epochs', '1', '--epoch-length', '0', '--checkpoint-every', '0',
     ); // prettier-ignore
     expect(r.code, r.err).toBe(0);
     expect(r.out).toContain(`data: ${sel} (6 images, 3 classes)`);
