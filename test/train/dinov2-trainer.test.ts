@@ -156,7 +156,7 @@ const TINY: Partial<DinoV2Config> = {
   seed: 3,
 };
 
-/** Two float64 reference steps: about a minute alone, three on two cores shared with other runs. */
+/** Two float64 reference steps per case: 166-186 s each measured on two cores shared with other runs. */
 const STEP_REFERENCE_TIMEOUT_MS = 600_000;
 
 describe.each([
