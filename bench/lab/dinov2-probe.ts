@@ -6,9 +6,11 @@
 // first valN = 2000 held-out images) and, on the embedded data, its attention-map segmentation
 // (64 px input, 200 held-out images) at initialisation and every evalEvery steps. recipe=dino runs DINO's CPU
 // default through the same harness instead (the keys are then TrainConfig's).
-// Build: npx esbuild --bundle --platform=node --format=esm bench/lab/dinov2-probe.ts --outfile=/tmp/dinov2.mjs --external:webgpu
-// Run:   node /tmp/dinov2.mjs steps=390 evalEvery=130                  (the DINOv2 CPU default)
-//        node /tmp/dinov2.mjs steps=390 dropPathRate=0 layerScale=0.1 ibot=0
+// Build: npx esbuild --bundle --platform=node --format=esm bench/lab/dinov2-probe.ts --outfile=dist/lab/dinov2.mjs --external:webgpu
+//        (inside the repository, so that the external webgpu package resolves from node_modules)
+// Run:   node dist/lab/dinov2.mjs steps=780 evalEvery=390              (the DINOv2 CPU default)
+//        node dist/lab/dinov2.mjs steps=390 evalEvery=390 ibot=0        (iBOT off)
+//        node dist/lab/dinov2.mjs data=/tmp/data/fmnist epochLength=156 steps=390 evalEvery=390
 import { init } from '../../index.js';
 import { DinoTrainer, CPU_DEFAULT_CONFIG } from '../../train/trainer.js';
 import { DinoV2Trainer, DINOV2_CPU_DEFAULT_CONFIG } from '../../train/dinov2-trainer.js';
