@@ -67,7 +67,8 @@ const CONFIG_OPTIONS = {
     min: 0,
     max: 1e9,
     value: '<n>',
-    derived: recipe('epochLength'),
+    // DINOv2's CPU default has no epochLength of its own (RESOLVED_V2_CPU's 156 is the embedded data's pass).
+    derived: `${recipe('epochLength').split('; --recipe dinov2')[0]}; --recipe dinov2: one pass over the data, with a named --arch ${DINOV2_DEFAULTS.epochLength}`,
     help: 'Iterations per epoch (0: one pass over the data; the CPU default fixes it, so the run length does not grow with the data)',
   }),
   'batch-size': int({ min: 2, max: 4096, value: '<n>', derived: recipe('batchSize'), help: 'Images per step' }),
@@ -177,6 +178,9 @@ function applyV2Options(base: Partial<DinoV2Config>, v: ConfigValues & V2Values)
     if (val !== undefined) (c as Record<string, unknown>)[key] = val;
   }
   for (const o of givenV2Options(v)) (DINOV2_FIELDS[o].set as (c: Partial<DinoV2Config>, x: unknown) => void)(c, v[o]);
+  // --epoch-length 0 is one pass over the data: a DinoV2Config without epochLength (the run fills
+  // it in from the data and records the number).
+  if (c.epochLength === 0) delete c.epochLength;
   return c;
 }
 
@@ -236,6 +240,8 @@ export function checkResumeOptions(v: ConfigValues & Partial<V2Values>, recorded
   if (recipe === 'dinov2') for (const o of givenV2Options(v as V2Values)) pairs.push([o, v[o], DINOV2_FIELDS[o].get(recorded as DinoV2Config)]);
   for (const [option, want, had] of pairs) {
     if (want === had) continue;
+    // A DINOv2 run records the epoch length it took from the data, not the 0 that asked for it.
+    if (recipe === 'dinov2' && option === 'epoch-length' && want === 0) continue;
     if (option === 'epochs' && (want as number) > (had as number)) {
       notes.push(`--epochs ${want}: the run is extended from ${had} to ${want} epochs; its cosine schedules now end at iteration ${(want as number) * itersPerEpoch} instead of ${(had as number) * itersPerEpoch}`);
       continue;

@@ -4,7 +4,8 @@
  * evaluation, and prints both on one line; metrics.jsonl and report.html carry both. The figure at
  * initialisation is checked against an independent evaluation of a fresh trainer built with the
  * same config and seed. A resumed run still prints the figure of its original start, from the
- * checkpoint.
+ * checkpoint. The same holds for `--recipe dinov2` (its checkpoint keeps the baseline too), whose
+ * step lines also carry the iBOT and KoLeo terms.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,12 +13,13 @@ import { join } from 'node:path';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { learnedLine, train, trainConfig } from '../../bin/commands/train.js';
+import { learnedLine, recipeConfig, train, trainConfig } from '../../bin/commands/train.js';
 import { parseOptions } from '../../bin/options.js';
 import { idxBytes, openIdx } from '../../train/data/idx-node.js';
 import { knnEvaluator } from '../../train/eval-hooks-node.js';
 import { compareToInit, parseMetrics } from '../../train/report.js';
 import { DinoTrainer } from '../../train/trainer.js';
+import { DinoV2Trainer } from '../../train/dinov2-trainer.js';
 import { webdino } from '../eval/cli.js';
 import { getEngine } from '../helpers.js';
 
@@ -106,6 +108,42 @@ describe('webdino train says whether it learned', () => {
     expect(r2.out).toContain(`vs ${init.toFixed(1)} % at initialisation`);
     const evals2 = parseMetrics(readFileSync(join(out, 'metrics.jsonl'), 'utf8')).evals.map((e) => e.iteration);
     expect(evals2).toEqual([0, 6, 9]);
+  });
+
+  it('--recipe dinov2: the same line, baseline and resume; the step lines carry the iBOT and KoLeo terms', async () => {
+    const data = tempDir();
+    writeIdxFolder(data);
+    const out = tempDir();
+    const V2 = ['--recipe', 'dinov2', '--arch', 'custom', '--embed-dim', '16', '--depth', '1', '--heads', '2', '--patch-size', '4', '--global-size', '16', '--local-size', '8', '--local-crops', '2', '--out-dim', '32', '--batch-size', '12', '--epochs', '2', '--epoch-length', '0', '--layerscale', '0.1', '--seed', '3'];
+    const r = await webdino('train', '--data', data, '--out', out, ...V2);
+    expect(r.err).not.toMatch(/Error/);
+    expect(r.code, r.err).toBe(0);
+    const m = /k-NN top-1 \(k = 20\) on the held-out split: ([\d.]+) % trained teacher vs ([\d.]+) % at initialisation/.exec(r.out);
+    expect(m, r.out).not.toBeNull();
+    const init = Number(m![2]);
+    const text = readFileSync(join(out, 'metrics.jsonl'), 'utf8');
+    const metrics = parseMetrics(text);
+    expect(metrics.evals.map((e) => e.iteration), '36 images / 12 = 3 steps per epoch').toEqual([0, 6]);
+    const steps = text.split('\n').filter((l) => l.includes('"type":"step"')).map((l) => JSON.parse(l) as Record<string, number>);
+    expect(steps.map((s) => s.iteration)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(steps.every((s) => Number.isFinite(s.ibot_loss) && Number.isFinite(s.koleo_loss) && s.masked_patches >= 0)).toBe(true);
+    expect(steps.some((s) => s.masked_patches > 0), 'half of the global crops are masked').toBe(true);
+
+    const wd = await getEngine();
+    const request = recipeConfig(parseOptions(train.options, V2, '/work'));
+    expect(request.recipe).toBe('dinov2');
+    const fresh = new DinoV2Trainer(wd, { ...(request.config as object), epochLength: 3 });
+    try {
+      const knn = knnEvaluator(wd, { train: openIdx(data, 'train'), val: openIdx(data, 'test') });
+      expect((await knn(fresh)).knn_top1).toBe(metrics.evals[0]!.knn_top1);
+    } finally {
+      fresh.dispose();
+    }
+
+    const r2 = await webdino('train', '--data', data, '--out', out, '--resume', '--epochs', '3', '--epoch-length', '0');
+    expect(r2.code, r2.err).toBe(0);
+    expect(r2.out).toContain(`vs ${init.toFixed(1)} % at initialisation`);
+    expect(parseMetrics(readFileSync(join(out, 'metrics.jsonl'), 'utf8')).evals.map((e) => e.iteration)).toEqual([0, 6, 9]);
   });
 
   it('has no line without both evaluations', () => {

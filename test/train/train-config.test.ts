@@ -48,6 +48,7 @@ describe('webdino train options', () => {
     const derived = Object.fromEntries(lines);
     // The recipe defaults shown are the resolved CPU recipe's, and DINO's where a named ViT differs.
     expect(derived['teacher-temp']).toBe("0.02; with a named --arch, DINO's 0.04; --recipe dinov2: 0.02, with a named --arch 0.07");
+    expect(derived['epoch-length']).toBe("156; with a named --arch, DINO's 0; --recipe dinov2: one pass over the data, with a named --arch 1250");
     expect(derived['batch-size']).toBe(`${CPU_DEFAULT_CONFIG.batchSize}; with a named --arch, DINO's ${DINO_DEFAULTS.batchSize}`);
     expect(parse()['checkpoint-every']).toBe(100);
     expect(parse().out).toBe('/work/runs/dino');
@@ -89,6 +90,10 @@ describe('webdino train options', () => {
     expect(recipeConfig(parse()).config).toEqual(CPU_DEFAULT_CONFIG);
     // Resume checks read the DINOv2 fields, nested ones included.
     expect(checkResumeOptions(parse('--koleo-weight', '0.1', '--lr', String(r.baseLr)), r, 156, 'dinov2')).toEqual([]);
+    // --epoch-length 0 is one pass over the data: no epochLength in the config (the run records the data's).
+    expect((recipeConfig(parse('--recipe', 'dinov2', '--epoch-length', '0')).config as { epochLength?: number }).epochLength).toBeUndefined();
+    expect(checkResumeOptions(parse('--epoch-length', '0'), r, 156, 'dinov2')).toEqual([]);
+    expect(() => checkResumeOptions(parse('--epoch-length', '100'), r, 156, 'dinov2')).toThrow(/--epoch-length 100 \(the run has 156\)/);
     expect(() => checkResumeOptions(parse('--ibot-weight', '2', '--ibot-head', 'separate'), r, 156, 'dinov2')).toThrow(/--ibot-weight 2 \(the run has 1\), --ibot-head separate \(the run has shared\)/);
   });
 });
