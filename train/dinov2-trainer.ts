@@ -176,7 +176,7 @@ export const DINOV2_DEFAULTS: DinoV2Config = {
  * 16 px local crops, 6 local crops, batch 32, K = 1024, head hidden 512, bottleneck 128, no
  * brightness / contrast jitter, 5 epochs of the embedded 5000 images) with DINOv2's recipe on top.
  * An epoch is a pass over the data (no epochLength: the run takes the data's iterations per
- * epoch, 156 here). Departures from ssl_default_config, measured in bench/lab/dinov2-recipe-probes.md:
+ * epoch, 156 here). Departures from ssl_default_config, measured in bench/lab/dinov2-learning.md (which also records that this size learns less than DINO v1):
  * see the values' comments.
  */
 export const DINOV2_CPU_DEFAULT_CONFIG: Partial<DinoV2Config> = {
