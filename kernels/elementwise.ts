@@ -33,7 +33,7 @@
 import { Uniforms } from '../engine/device.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, isContiguous, sameShape, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { grid1d, linearIndexWgsl } from './common.js';
+import { grid1d, linearIndexWgsl, memoSource } from './common.js';
 
 const WG = 256;
 export const MAX_RANK = 6;
@@ -277,6 +277,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`;
 }
 
+/** The builders as the launchers call them: each source built once (see `memoSource`). */
+const vec4SourceOnce = memoSource(elementwiseVec4Source);
+const stridedSourceOnce = memoSource(elementwiseSource);
+
 function padTo(v: readonly number[], fillWith: number): number[] {
   return [...Array(MAX_RANK - v.length).fill(fillWith), ...v];
 }
@@ -296,7 +300,7 @@ function launch(op: string, expr: string, out: Tensor, a: Tensor, b: Tensor | nu
   const mb = b ? vec4Mode(b, out.shape) : { mode: 'flat' as const, off: 0, inner: 1 };
   if (n % 4 === 0 && out.offset === 0 && ma && mb) {
     const modes = `_${ma.mode}_${mb.mode}`;
-    dev.dispatch(dev.kernel(`${op}_v4${modes === '_flat_flat' ? '' : modes}`, elementwiseVec4Source(expr, arity, ma.mode, mb.mode)), {
+    dev.dispatch(dev.kernel(`${op}_v4${modes === '_flat_flat' ? '' : modes}`, vec4SourceOnce(expr, arity, ma.mode, mb.mode)), {
       uniforms: new Uniforms(8).u32(n / 4, ma.off, mb.off).f32(p).u32(ma.inner, mb.inner).bytes(),
       buffers: arity === 2 ? [out.buffer, a.buffer, b!.buffer] : arity === 1 ? [out.buffer, a.buffer] : [out.buffer],
       workgroups: grid1d(n / 4, WG),
@@ -304,7 +308,7 @@ function launch(op: string, expr: string, out: Tensor, a: Tensor, b: Tensor | nu
     return;
   }
   const rank = flat ? MAX_RANK : out.rank;
-  const kernel = dev.kernel(`${op}${flat ? '' : '_strided'}`, elementwiseSource(expr, arity, flat, rank));
+  const kernel = dev.kernel(`${op}${flat ? '' : '_strided'}`, stridedSourceOnce(expr, arity, flat, rank));
   const u = new Uniforms(4 + 3 * MAX_RANK).u32(n).i32(a.offset, b ? b.offset : 0).f32(p);
   const dims = padTo(out.shape, 1);
   const sa = padTo(broadcastStrides(a.shape, a.strides, out.shape), 0);
@@ -368,6 +372,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`;
 }
 
+const scatterSourceOnce = memoSource(scatterSource);
+
 /** Copies `src` into the (possibly strided) view `dst`, in place. Shapes must match. */
 export function stridedCopy(dst: Tensor, src: Tensor): void {
   if (!sameShape(dst.shape, src.shape)) throw new ShapeError(`copyInto: shapes ${fmt(dst.shape)} and ${fmt(src.shape)} differ`);
@@ -379,7 +385,7 @@ export function stridedCopy(dst: Tensor, src: Tensor): void {
   const dev = dst.engine.device;
   const u = new Uniforms(4 + 3 * MAX_RANK).u32(n).i32(dst.offset, s.offset).u32(0);
   u.i32(...padTo(dst.shape, 1), ...padTo(dst.strides, 0), ...padTo(s.strides, 0));
-  dev.dispatch(dev.kernel('strided_copy', scatterSource(dst.rank)), {
+  dev.dispatch(dev.kernel('strided_copy', scatterSourceOnce(dst.rank)), {
     uniforms: u.bytes(),
     buffers: [dst.buffer, s.buffer],
     workgroups: grid1d(n, WG),

@@ -45,7 +45,7 @@
 import { Uniforms } from '../engine/device.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { bind, fixedSubgroupSize } from './common.js';
+import { bind, fixedSubgroupSize, memoSource } from './common.js';
 import { binaryRaw, dense, denseAligned, MATH_WGSL, release, UNARY } from './elementwise.js';
 import { sumTo } from './reduce.js';
 
@@ -429,6 +429,10 @@ export interface MatmulTuning {
   subgroups?: boolean;
 }
 
+/** The builders as the launcher calls them: each source built once (see `memoSource`). */
+const cpuSource = memoSource(cpuKernelSource);
+const gpuSource = memoSource(gpuKernelSource);
+
 /** Epilogue of `matmulRaw`. */
 export interface MatmulEpilogue {
   bias?: Tensor | null;
@@ -513,7 +517,7 @@ export function matmulRaw(a: Tensor, b: Tensor, epi: MatmulEpilogue = {}, tuning
   const name = `matmul_${variant}${key.transA ? 'T' : 'N'}${key.transB ? 'T' : 'N'}`;
   const sgSize = cpu && tuning.subgroups !== false ? fixedSubgroupSize(e.device) : 0;
   const sg = sgSize && tile.TM % sgSize === 0 && tile.W % sgSize === 0 ? sgSize : 0;
-  const kernel = e.device.kernel(name, cpu ? cpuKernelSource(key, tile, sg) : gpuKernelSource(key));
+  const kernel = e.device.kernel(name, cpu ? cpuSource(key, tile, sg) : gpuSource(key));
   const pad = (v: number[], fill: number) => [...Array(MAX_BATCH - v.length).fill(fill), ...v];
   const groupsX = cpu ? Math.ceil(N / (tile.W * tile.TN)) : Math.ceil(N / G.BN);
   const groupsY = Math.ceil(rowsM / rowsPerGroup);

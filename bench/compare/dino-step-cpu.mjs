@@ -1,10 +1,9 @@
 #!/usr/bin/env node
 /**
- * The webdino side of bench/compare/pairs.sh: times the DINO step at the CPU default config
- * (train/trainer.ts CPU_DEFAULT_CONFIG: ViT dim 64, depth 4, patch 8, batch 32, 2×32 + 6×16 px)
- * in one process and prints one JSON line.
+ * The webdino side of bench/compare/pairs.sh: times the DINO step at the CPU default config (as
+ * issue 16 measured it: ViT dim 64, depth 4, patch 8, batch 32, 2×32 + 6×16 px) in one process and prints one JSON line.
  *
- *   node bench/compare/dino-step-cpu.mjs [--root DIR] [--reps N] [--warmup N] [--profile]
+ *   node bench/compare/dino-step-cpu.mjs [--root DIR] [--reps N] [--warmup N] [--profile] [--current]
  *   node bench/compare/dino-step-cpu.mjs --summarize pairs.jsonl      (bench/compare/pairs.sh's table)
  *
  * --root is a built webdino checkout (its dist/index.js, from `npm run build`; default: this one),
@@ -12,6 +11,9 @@
  * TypeScript for that reason: it imports the checkout's bundle at run time and uses only the API
  * that every commit since the trainer landed has (init, DinoTrainer, resolveConfig,
  * CPU_DEFAULT_CONFIG, Engine.randn, device.stats.dispatches).
+ *
+ * Config: the CPU default as issue 16 measured it (see issueConfig), or with --current the
+ * checkout's own CPU_DEFAULT_CONFIG (not comparable across commits whose default differs).
  *
  * Timing: wall clock, median of `reps` steps after `warmup` untimed ones (the first compiles the
  * pipelines); a step ends with its one loss readback, so the device is idle between steps, as in
@@ -27,6 +29,20 @@ import { pathToFileURL, fileURLToPath } from 'node:url';
 function option(name, fallback) {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1] : fallback;
+}
+
+/**
+ * The CPU default config as issue 16 measured it (commit ae6ff10 and before): ViT dim 64, depth 4,
+ * 2 heads, patch 8, batch 32, 2×32 + 6×16 px, DINO head 512 → 128 → 1024 prototypes without
+ * BatchNorm, EMA centering. Later commits changed the default head (64 prototypes, BatchNorm,
+ * Sinkhorn-Knopp targets; --current times that); the keys they added are turned off here so that
+ * every commit runs the same step as torch_bench.py's dino-step-cpu.
+ */
+function issueConfig(cpuDefault) {
+  const c = { ...cpuDefault, outDim: 1024, headHidden: 512, headBottleneck: 128 };
+  if ('useBnInHead' in cpuDefault) c.useBnInHead = false;
+  if ('centering' in cpuDefault) c.centering = 'center';
+  return c;
 }
 
 /** The median of a non-empty list. */
@@ -83,9 +99,9 @@ function commitOf(dir) {
 
 const wd0 = await import(pathToFileURL(`${root}/dist/index.js`).href);
 const wd = await wd0.init();
-const c = wd0.resolveConfig({ ...wd0.CPU_DEFAULT_CONFIG });
+const c = wd0.resolveConfig(process.argv.includes('--current') ? { ...wd0.CPU_DEFAULT_CONFIG } : issueConfig(wd0.CPU_DEFAULT_CONFIG));
 const trainer = new wd0.DinoTrainer(wd, c);
-trainer.setItersPerEpoch(1_000_000);
+trainer.setItersPerEpoch(10_000); // schedules long enough for any run here, cheap to build
 const B = c.batchSize;
 const globals = wd.randn([2 * B, 3, c.globalSize, c.globalSize], { seed: 11 });
 const locals = wd.randn([c.localCrops * B, 3, c.localSize, c.localSize], { seed: 12 });
