@@ -70,7 +70,7 @@ export type BenchRow =
 const COLUMNS: [string, number][] = [
   ['kernel', 12],
   ['pass', 8],
-  ['shape', 38],
+  ['shape', 46],
   ['variant', 8],
   ['ms', 11],
   ['wall ms', 11],

@@ -7,7 +7,9 @@
  *   storage, invocations) instead of the spec defaults, and the optional features we use
  *   (`shader-f16`, `subgroups`, `timestamp-query`);
  * - record many dispatches into one command encoder / compute pass and submit them together
- *   (`flush`), so a training step is a handful of submits, not hundreds;
+ *   (`flush`), so a training step is a few submits, not hundreds; but not all of a step in one:
+ *   a submit every `maxDispatchesPerSubmit` (64) lets the GPU run while JavaScript records the
+ *   rest (see that option);
  * - pack every dispatch's uniforms into one staging arena that is written once per submit;
  * - cache compute pipelines by (kernel name, WGSL source) — shapes never enter a pipeline key;
  * - watch `device.lost` and uncaptured errors and turn them into exceptions on the next call.
@@ -50,7 +52,16 @@ export interface DeviceOptions {
    * run throws.
    */
   rowLayout?: RowLayout | 'auto';
-  /** Submit automatically after this many recorded dispatches (default 512). */
+  /**
+   * Submit automatically after this many recorded dispatches (default 64). The GPU starts on a
+   * submit only, so with one submit per step (512 and more: the DINO step at the CPU default
+   * config has ~520 dispatches between its two readbacks) JavaScript's recording and the GPU's
+   * work run one after the other; at 64 the GPU works while the rest is recorded. DINO step at the
+   * CPU default, lavapipe on 2 cores shared with other jobs (load average 21; median of 5 steps
+   * per run, runs alternated): 512: 2.29, 3.93, 2.31, 2.47 s; 128: 1.49; 64: 1.45; 48: 1.12,
+   * 1.41, 2.12; 32: 2.73. The noise does not tell 32–128 apart; 512 was the slowest of every
+   * round. A submit costs one uniform upload and one queue submit.
+   */
   maxDispatchesPerSubmit?: number;
   /** 'high-performance' (default) or 'low-power'. */
   powerPreference?: GPUPowerPreference;
@@ -233,7 +244,7 @@ export class Device {
       throw new DeviceError(`webdino: row layout '${row}' needs subgroups of at least ${ROW_SUBGROUP_LANES} lanes, which ${this.adapterName()} does not offer`);
     }
     this.rowLayout = row;
-    this.maxDispatchesPerSubmit = opts.maxDispatchesPerSubmit ?? 512;
+    this.maxDispatchesPerSubmit = opts.maxDispatchesPerSubmit ?? 64;
     this.uniformBuffer = this.makeUniformBuffer(this.uniformStaging.byteLength);
     gpu.lost.then((info) => {
       if (!this.destroyed) this.fatal = new DeviceError(`webdino: the GPU device was lost (${info.reason}): ${info.message}`);

@@ -63,7 +63,7 @@ import { type BufferBinding, Uniforms } from '../engine/device.js';
 import type { Engine } from '../engine/engine.js';
 import { contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { grid1d } from './common.js';
+import { grid1d, memoSource } from './common.js';
 import { dense, release, stridedCopy } from './elementwise.js';
 import { elementBytes, halfNames, halfStorage, halfSuffix, requireF32 } from './f16.js';
 
@@ -552,6 +552,11 @@ ${perRow(c, (r) => `dv${r}[c] += (p${r}.x * g0 + p${r}.y * g1) + (p${r}.z * g2 +
 // -------------------------------------------------------------------------------------------------
 // Launch
 
+/** The builders as the launchers call them: each source built once (see `memoSource`). */
+const forwardSourceOnce = memoSource(forwardSource);
+const backwardDqSourceOnce = memoSource(backwardDqSource);
+const backwardDkvSourceOnce = memoSource(backwardDkvSource);
+
 /**
  * Workgroups for `n` rows per batch-head × BH batch-heads in blocks of c.rows: blocks along x and
  * BH along y (folded into y·z past 65 535), or, packed, BH·blocks invocations in one flat range.
@@ -694,7 +699,7 @@ export function attentionForwardRaw(q: Tensor, k: Tensor, v: Tensor, opts: Atten
     const kc = consts(e, d, 'fwd', nq, opts.packed);
     const dev = e.device;
     const halves = halfNames({ O: out, Q: used[0], K: used[1], V: used[2] });
-    dev.dispatch(dev.kernel(`attention_fwd_d${d}${kc.packed ? '_packed' : ''}${halfSuffix(halves)}`, halfStorage(forwardSource(kc, !!probs), halves)), {
+    dev.dispatch(dev.kernel(`attention_fwd_d${d}${kc.packed ? '_packed' : ''}${halfSuffix(halves)}`, halfStorage(forwardSourceOnce(kc, !!probs), halves)), {
       uniforms: uniforms(dm, kc, nq, named(c, ['q', 'k', 'v', 'o'])),
       buffers: [range(out, 0, nrows * d), lRange(out, lOff, nrows), ...(probs ? [probs.buffer] : []), ...used.map((t) => t.buffer)],
       workgroups: grid(kc, nq, dm.BH),
@@ -754,7 +759,7 @@ export function attentionBackwardRaw(
   const L = lRange(out, lOff, nrows);
   const D = e.empty([Math.max(nrows, 1)], { label: 'attention_D' });
   if (nrows > 0) {
-    dev.dispatch(dev.kernel(`attention_bwd_dq_d${dm.d}${cq.packed ? '_packed' : ''}`, backwardDqSource(cq)), {
+    dev.dispatch(dev.kernel(`attention_bwd_dq_d${dm.d}${cq.packed ? '_packed' : ''}`, backwardDqSourceOnce(cq)), {
       uniforms: uniforms(dm, cq, dm.nq, views),
       buffers: [dq.buffer, D.buffer, qb, kb, vb, gb, O, L],
       workgroups: grid(cq, dm.nq, dm.BH),
@@ -763,7 +768,7 @@ export function attentionBackwardRaw(
   // With nq = 0 the loop over queries is empty and dK = dV = 0 are written all the same.
   if (dk && dv && dm.BH * dm.nk > 0) {
     const shared = dk.buffer === dv.buffer;
-    dev.dispatch(dev.kernel(`attention_bwd_dkv_d${dm.d}${shared ? '_shared' : ''}${ckv.packed ? '_packed' : ''}`, backwardDkvSource(ckv, shared)), {
+    dev.dispatch(dev.kernel(`attention_bwd_dkv_d${dm.d}${shared ? '_shared' : ''}${ckv.packed ? '_packed' : ''}`, backwardDkvSourceOnce(ckv, shared)), {
       uniforms: uniforms(dm, ckv, dm.nk, views),
       buffers: [...(shared ? [dk.buffer] : [dk.buffer, dv.buffer]), qb, kb, vb, gb, L, D.buffer],
       workgroups: grid(ckv, dm.nk, dm.BH),

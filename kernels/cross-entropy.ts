@@ -23,7 +23,7 @@ import { Uniforms } from '../engine/device.js';
 import { fmt, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
 import { requireF32 } from './f16.js';
-import { grid1d, linearIndexWgsl, type RowConsts, rowConsts, rowGrid, rowKernelSource, rowMaxSumExpWgsl, rowSuffix, rowSumsWgsl } from './common.js';
+import { grid1d, linearIndexWgsl, type RowConsts, rowConsts, rowGrid, rowKernelSource, rowMaxSumExpWgsl, rowSuffix, rowSumsWgsl, memoSource } from './common.js';
 import { dense, release } from './elementwise.js';
 
 /** Options of the cross-entropy op (engine/ops/cross-entropy.ts). */
@@ -85,6 +85,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`;
 }
 
+/** The builders as the launchers call them: each source built once (see `memoSource`). */
+const crossEntropyForwardSourceOnce = memoSource(crossEntropyForwardSource);
+
 /**
  * Per-row −Σ target · log_softmax(logits / τ) over the last axis: the loss (shape logits.shape[:-1])
  * and the row statistics the backward reads ([rows, 3]). target and logits have the same shape.
@@ -104,7 +107,7 @@ export function softCrossEntropyForwardRaw(target: Tensor, logits: Tensor, tau: 
     const td = dense(target);
     const ld = dense(logits);
     const k = rowConsts(dev, rows, D);
-    dev.dispatch(dev.kernel(`${op}${rowSuffix(k)}`, crossEntropyForwardSource(k)), {
+    dev.dispatch(dev.kernel(`${op}${rowSuffix(k)}`, crossEntropyForwardSourceOnce(k)), {
       uniforms: new Uniforms(4).u32(rows, D).f32(1 / tau).u32(0).bytes(),
       buffers: [loss.buffer, stats.buffer, td.buffer, ld.buffer],
       workgroups: rowGrid(k, rows),

@@ -33,7 +33,7 @@
 import { Uniforms } from '../engine/device.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, isContiguous, sameShape, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { grid1d, linearIndexWgsl } from './common.js';
+import { grid1d, linearIndexWgsl, memoSource } from './common.js';
 import { elementBytes, halfNames, halfStorage, halfSuffix } from './f16.js';
 
 const WG = 256;
@@ -278,6 +278,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`;
 }
 
+/** The builders as the launchers call them: each source built once (see `memoSource`). */
+const vec4SourceOnce = memoSource(elementwiseVec4Source);
+const stridedSourceOnce = memoSource(elementwiseSource);
+
 function padTo(v: readonly number[], fillWith: number): number[] {
   return [...Array(MAX_RANK - v.length).fill(fillWith), ...v];
 }
@@ -301,7 +305,7 @@ function launch(op: string, expr: string, out: Tensor, a: Tensor, b: Tensor | nu
   const hs = halfSuffix(halves);
   if (n % 4 === 0 && out.offset === 0 && ma && mb) {
     const modes = `_${ma.mode}_${mb.mode}`;
-    dev.dispatch(dev.kernel(`${op}_v4${modes === '_flat_flat' ? '' : modes}${hs}`, half(elementwiseVec4Source(expr, arity, ma.mode, mb.mode))), {
+    dev.dispatch(dev.kernel(`${op}_v4${modes === '_flat_flat' ? '' : modes}${hs}`, half(vec4SourceOnce(expr, arity, ma.mode, mb.mode))), {
       uniforms: new Uniforms(8).u32(n / 4, ma.off, mb.off).f32(p).u32(ma.inner, mb.inner).bytes(),
       buffers: arity === 2 ? [out.buffer, a.buffer, b!.buffer] : arity === 1 ? [out.buffer, a.buffer] : [out.buffer],
       workgroups: grid1d(n / 4, WG),
@@ -309,7 +313,7 @@ function launch(op: string, expr: string, out: Tensor, a: Tensor, b: Tensor | nu
     return;
   }
   const rank = flat ? MAX_RANK : out.rank;
-  const kernel = dev.kernel(`${op}${flat ? '' : '_strided'}${hs}`, half(elementwiseSource(expr, arity, flat, rank)));
+  const kernel = dev.kernel(`${op}${flat ? '' : '_strided'}${hs}`, half(stridedSourceOnce(expr, arity, flat, rank)));
   const u = new Uniforms(4 + 3 * MAX_RANK).u32(n).i32(a.offset, b ? b.offset : 0).f32(p);
   const dims = padTo(out.shape, 1);
   const sa = padTo(broadcastStrides(a.shape, a.strides, out.shape), 0);
@@ -385,6 +389,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`;
 }
 
+const scatterSourceOnce = memoSource(scatterSource);
+
 /** Copies `src` into the (possibly strided) view `dst`, in place. Shapes must match. */
 export function stridedCopy(dst: Tensor, src: Tensor): void {
   if (!sameShape(dst.shape, src.shape)) throw new ShapeError(`copyInto: shapes ${fmt(dst.shape)} and ${fmt(src.shape)} differ`);
@@ -397,7 +403,7 @@ export function stridedCopy(dst: Tensor, src: Tensor): void {
   const u = new Uniforms(4 + 3 * MAX_RANK).u32(n).i32(dst.offset, s.offset).u32(0);
   u.i32(...padTo(dst.shape, 1), ...padTo(dst.strides, 0), ...padTo(s.strides, 0));
   const halves = halfNames({ Y: dst, X: s });
-  dev.dispatch(dev.kernel(`strided_copy${halfSuffix(halves)}`, halfStorage(scatterSource(dst.rank), halves)), {
+  dev.dispatch(dev.kernel(`strided_copy${halfSuffix(halves)}`, halfStorage(scatterSourceOnce(dst.rank), halves)), {
     uniforms: u.bytes(),
     buffers: [dst.buffer, s.buffer],
     workgroups: grid1d(n, WG),

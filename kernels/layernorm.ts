@@ -27,7 +27,7 @@
  */
 import { type BufferBinding, Uniforms } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
-import { bind, grid1d, linearIndexWgsl, type RowConsts, rowCacheWgsl, rowConsts, rowGrid, rowKernelSource, rowLoopSumsWgsl, rowLoopWgsl, rowSuffix } from './common.js';
+import { bind, grid1d, linearIndexWgsl, type RowConsts, rowCacheWgsl, rowConsts, rowGrid, rowKernelSource, rowLoopSumsWgsl, rowLoopWgsl, rowSuffix, memoSource } from './common.js';
 import { denseAligned, release } from './elementwise.js';
 import { halfNames, halfStorage, halfSuffix, requireF32 } from './f16.js';
 import { reduceAxisRaw } from './reduce.js';
@@ -144,6 +144,12 @@ function rowsOf(x: Tensor): { rows: number; D: number } {
   return { rows: D === 0 ? 0 : x.size / D, D };
 }
 
+/** The builders as the launchers call them: each source built once (see `memoSource`). */
+const layerNormForwardSourceOnce = memoSource(layerNormForwardSource);
+const layerNormBackwardSourceOnce = memoSource(layerNormBackwardSource);
+const l2NormalizeForwardSourceOnce = memoSource(l2NormalizeForwardSource);
+const l2NormalizeBackwardSourceOnce = memoSource(l2NormalizeBackwardSource);
+
 /**
  * LayerNorm forward: y (new, contiguous, x's shape) and the row statistics μ and r = 1/√(σ² + eps)
  * ([rows] each) that the backward reads. weight and bias ([D]) are optional.
@@ -163,7 +169,7 @@ export function layerNormForwardRaw(x: Tensor, weight: Tensor | null, bias: Tens
     const bd = bias ? denseAligned(bias) : null;
     const k = rowConsts(dev, rows, D, true);
     const halves = halfNames({ Y: y, X: xd, W: wd, B: bd });
-    const kernel = dev.kernel(`${op}${rowSuffix(k)}${wd ? '_w' : ''}${bd ? '_b' : ''}${halfSuffix(halves)}`, halfStorage(layerNormForwardSource(k, !!wd, !!bd), halves));
+    const kernel = dev.kernel(`${op}${rowSuffix(k)}${wd ? '_w' : ''}${bd ? '_b' : ''}${halfSuffix(halves)}`, halfStorage(layerNormForwardSourceOnce(k, !!wd, !!bd), halves));
     const buffers: (GPUBuffer | BufferBinding)[] = [y.buffer, mean.buffer, rstd.buffer, bind(xd)];
     if (wd) buffers.push(bind(wd));
     if (bd) buffers.push(bind(bd));
@@ -189,7 +195,7 @@ export function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Ten
   const k = rowConsts(dev, rows, D, true);
   const buffers: (GPUBuffer | BufferBinding)[] = [dx.buffer, bind(xd), bind(gd), mean.buffer, rstd.buffer];
   if (wd) buffers.push(bind(wd));
-  dev.dispatch(dev.kernel(`layerNorm_bwd${rowSuffix(k)}${wd ? '_w' : ''}`, layerNormBackwardSource(k, !!wd)), {
+  dev.dispatch(dev.kernel(`layerNorm_bwd${rowSuffix(k)}${wd ? '_w' : ''}`, layerNormBackwardSourceOnce(k, !!wd)), {
     uniforms: new Uniforms(4).u32(rows, D, 0, 0).bytes(),
     buffers,
     workgroups: rowGrid(k, rows),
@@ -287,7 +293,7 @@ export function l2NormalizeForwardRaw(x: Tensor, eps: number): { y: Tensor; norm
     // Weights (DINO's weight-normalised last layer) are aligned arena views: bound in place.
     const xd = denseAligned(x);
     const halves = halfNames({ Y: y, X: xd });
-    dev.dispatch(dev.kernel(`${op}${rowSuffix(k)}${halfSuffix(halves)}`, halfStorage(l2NormalizeForwardSource(k), halves)), {
+    dev.dispatch(dev.kernel(`${op}${rowSuffix(k)}${halfSuffix(halves)}`, halfStorage(l2NormalizeForwardSourceOnce(k), halves)), {
       uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(),
       buffers: [y.buffer, norm.buffer, bind(xd)],
       workgroups: rowGrid(k, rows),
@@ -308,7 +314,7 @@ export function l2NormalizeBackwardRaw(y: Tensor, norm: Tensor, g: Tensor, eps: 
   if (rows > 0) {
     const k = rowConsts(dev, rows, D, true);
     const gd = denseAligned(g);
-    dev.dispatch(dev.kernel(`${op}_bwd${rowSuffix(k)}`, l2NormalizeBackwardSource(k)), {
+    dev.dispatch(dev.kernel(`${op}_bwd${rowSuffix(k)}`, l2NormalizeBackwardSourceOnce(k)), {
       uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(),
       buffers: [dx.buffer, y.buffer, bind(gd), norm.buffer],
       workgroups: rowGrid(k, rows),

@@ -45,7 +45,7 @@
 import { Uniforms } from '../engine/device.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { bind, fixedSubgroupSize } from './common.js';
+import { bind, fixedSubgroupSize, memoSource } from './common.js';
 import { halfNames, halfStorage, halfSuffix } from './f16.js';
 import { binaryRaw, dense, denseAligned, MATH_WGSL, release, UNARY } from './elementwise.js';
 import { sumTo } from './reduce.js';
@@ -430,6 +430,10 @@ export interface MatmulTuning {
   subgroups?: boolean;
 }
 
+/** The builders as the launcher calls them: each source built once (see `memoSource`). */
+const cpuSource = memoSource(cpuKernelSource);
+const gpuSource = memoSource(gpuKernelSource);
+
 /** Epilogue of `matmulRaw`. */
 export interface MatmulEpilogue {
   bias?: Tensor | null;
@@ -517,7 +521,7 @@ export function matmulRaw(a: Tensor, b: Tensor, epi: MatmulEpilogue = {}, tuning
   const sgSize = cpu && tuning.subgroups !== false ? fixedSubgroupSize(e.device) : 0;
   const sg = sgSize && tile.TM % sgSize === 0 && tile.W % sgSize === 0 ? sgSize : 0;
   const halves = halfNames({ Y: y, Z: z, A: da, B: db, BIAS: biasD });
-  const source = cpu ? cpuKernelSource(key, tile, sg) : gpuKernelSource(key);
+  const source = cpu ? cpuSource(key, tile, sg) : gpuSource(key);
   const kernel = e.device.kernel(`${name}${halfSuffix(halves)}`, halfStorage(source, halves));
   const pad = (v: number[], fill: number) => [...Array(MAX_BATCH - v.length).fill(fill), ...v];
   const groupsX = cpu ? Math.ceil(N / (tile.W * tile.TN)) : Math.ceil(N / G.BN);

@@ -31,7 +31,7 @@
 import { Uniforms } from '../engine/device.js';
 import { contiguousStrides, type Shape } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { type RowConsts, rowConsts, rowForEachWgsl, rowGrid, rowKernelSource, rowMaxSumExpWgsl, rowSuffix, rowSumsWgsl } from './common.js';
+import { type RowConsts, rowConsts, rowForEachWgsl, rowGrid, rowKernelSource, rowMaxSumExpWgsl, rowSuffix, rowSumsWgsl, memoSource } from './common.js';
 import { dense, release, unaryRaw } from './elementwise.js';
 import { halfNames, halfStorage, halfSuffix, requireF32 } from './f16.js';
 import { reduceAxisRaw } from './reduce.js';
@@ -88,6 +88,10 @@ export function softmaxBackwardSource(k: RowConsts, log: boolean): string {
   return rowKernelSource(k, decls, body);
 }
 
+/** The builders as the launchers call them: each source built once (see `memoSource`). */
+const softmaxForwardSourceOnce = memoSource(softmaxForwardSource);
+const softmaxBackwardSourceOnce = memoSource(softmaxBackwardSource);
+
 /**
  * softmax((x − center) / τ) (or its log when `log`) over the last axis, as a new contiguous tensor.
  * `center` has D elements (shape [D] or [1, D]); x may be any view (it is read through `dense`).
@@ -104,7 +108,7 @@ export function softmaxForwardRaw(x: Tensor, center: Tensor | null, tau: number,
     const cd = center ? dense(center) : null;
     const k = rowConsts(dev, rows, D);
     const halves = halfNames({ Y: y, X: xd, C: cd });
-    const kernel = dev.kernel(`${op}${rowSuffix(k)}${center ? '_center' : ''}${halfSuffix(halves)}`, halfStorage(softmaxForwardSource(k, log, !!center), halves));
+    const kernel = dev.kernel(`${op}${rowSuffix(k)}${center ? '_center' : ''}${halfSuffix(halves)}`, halfStorage(softmaxForwardSourceOnce(k, log, !!center), halves));
     dev.dispatch(kernel, {
       uniforms: new Uniforms(4).u32(rows, D).f32(1 / tau).u32(0).bytes(),
       buffers: cd ? [y.buffer, xd.buffer, cd.buffer] : [y.buffer, xd.buffer],
@@ -127,7 +131,7 @@ export function softmaxBackwardRaw(y: Tensor, g: Tensor, tau: number, log: boole
   if (rows === 0) return dx;
   const gd = dense(g);
   const k = rowConsts(dev, rows, D);
-  const kernel = dev.kernel(`${log ? 'logSoftmax' : 'softmax'}_bwd${rowSuffix(k)}`, softmaxBackwardSource(k, log));
+  const kernel = dev.kernel(`${log ? 'logSoftmax' : 'softmax'}_bwd${rowSuffix(k)}`, softmaxBackwardSourceOnce(k, log));
   dev.dispatch(kernel, {
     uniforms: new Uniforms(4).u32(rows, D).f32(1 / tau).u32(0).bytes(),
     buffers: [dx.buffer, y.buffer, gd.buffer],

@@ -468,6 +468,8 @@ export class DinoV2Trainer {
       this.dinoTargets.updateCenter(teacher.cls);
       this.ibotTargets.updateCenter(teacher.masked);
     });
+    // Submit the update now: the GPU runs it while the caller prepares the next batch.
+    e.device.flush();
     this.iteration++;
     const [total, dinoLocal, dinoGlobal, koleo, ibot, entCls, margCls, entPatch, margPatch] = values;
     return {

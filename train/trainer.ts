@@ -377,6 +377,8 @@ export class DinoTrainer {
       emaUpdate(this.teacherParams, arena, momentum);
       return value;
     });
+    // Submit the update now: the GPU runs it while the caller prepares the next batch.
+    e.device.flush();
     this.iteration++;
     return { iteration: it, epoch, loss: lossValue, lr, weightDecay, momentum, teacherTemp, images: globals.shape[0] / 2, teacherEntropy, teacherMarginalEntropy };
   }

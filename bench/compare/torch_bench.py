@@ -2,7 +2,12 @@
 """The PyTorch side of bench/compare/run.sh: the same workloads as bench/compare/webdino.ts, one per
 process, printed as one JSON line.
 
-    python3 torch_bench.py --workload matmul|attention|dino-step|dinov2-inf --mode fp32|amp [--quick]
+    python3 torch_bench.py --workload matmul|attention|dino-step|dino-step-cpu|dinov2-inf --mode fp32|amp [--quick]
+                           [--reps N] [--warmup N]
+
+dino-step-cpu is the DINO step at webdino's CPU default config (train/trainer.ts CPU_DEFAULT_CONFIG:
+ViT dim 64, depth 4, 2 heads, patch 8, head 512/128/1024, batch 32, 2x32 + 6x16 px), the PyTorch
+side of bench/compare/pairs.sh; --quick does not change it.
 
 Modes
 - fp32: eager float32 with TF32 off (torch.backends.cuda.matmul.allow_tf32 = False and the cuDNN
@@ -174,7 +179,9 @@ def workload_attention(dev, amp, quick):
     return {"shape": f"fwd+bwd B{B} H{H} N{N} d{d}", "ms": ms, "gflops": 12 * B * H * N * N * d / ms / 1e6}
 
 
-def dino_config(quick):
+def dino_config(quick, cpu_default=False):
+    if cpu_default:
+        return dict(dim=64, depth=4, heads=2, patch=8, out_dim=1024, hidden=512, bottleneck=128, batch=32, gsize=32, lsize=16, nlocal=6)
     if quick:
         return dict(dim=32, depth=1, heads=2, patch=8, out_dim=64, hidden=64, bottleneck=32, batch=2, gsize=16, lsize=8, nlocal=2)
     return dict(dim=384, depth=12, heads=6, patch=16, out_dim=65536, hidden=2048, bottleneck=256, batch=64, gsize=224, lsize=96, nlocal=8)
@@ -194,8 +201,8 @@ def step_flops(c):
     return c["batch"] * (3 * (2 * g + c["nlocal"] * l) + 2 * g)
 
 
-def workload_dino_step(dev, amp, quick):
-    c = dino_config(quick)
+def workload_dino_step(dev, amp, quick, cpu_default=False, warmup=None, reps=None):
+    c = dino_config(quick, cpu_default)
     torch.manual_seed(0)
     make = lambda dp: Model(ViT(c["dim"], c["depth"], c["heads"], c["patch"], c["gsize"], dp), DINOHead(c["dim"], c["out_dim"], c["hidden"], c["bottleneck"])).to(dev)
     student, teacher = make(0.1), make(0.0)
@@ -241,8 +248,11 @@ def workload_dino_step(dev, amp, quick):
             center = 0.9 * center + 0.1 * t_out.float().mean(0, keepdim=True)
         loss.item()  # the one readback per step, as webdino's trainer does
 
-    ms = time_runs(run, dev, 1, 3 if quick else 5)
-    shape = f"tiny ViT d32 L1, 2x16+2x8 px, B{B}" if quick else f"ViT-S/16, 2x224+8x96 px, B{B}"
+    ms = time_runs(run, dev, 1 if warmup is None else warmup, reps or (3 if quick else 5))
+    if cpu_default:
+        shape = f"CPU default: d64 L4 p8, 2x32+6x16 px, B{B}"
+    else:
+        shape = f"tiny ViT d32 L1, 2x16+2x8 px, B{B}" if quick else f"ViT-S/16, 2x224+8x96 px, B{B}"
     return {"shape": shape, "ms": ms, "imagesPerSec": B / (ms / 1000), "gflops": step_flops(c) / ms / 1e6}
 
 
@@ -272,7 +282,17 @@ class autocast:
         return self.ctx.__exit__(*a) if self.ctx else None
 
 
-WORKLOADS = {"matmul": workload_matmul, "attention": workload_attention, "dino-step": workload_dino_step, "dinov2-inf": workload_dinov2_inf}
+def workload_dino_step_cpu(dev, amp, quick, warmup=None, reps=None):
+    return workload_dino_step(dev, amp, quick, cpu_default=True, warmup=2 if warmup is None else warmup, reps=reps or 5)
+
+
+WORKLOADS = {
+    "matmul": workload_matmul,
+    "attention": workload_attention,
+    "dino-step": workload_dino_step,
+    "dino-step-cpu": workload_dino_step_cpu,
+    "dinov2-inf": workload_dinov2_inf,
+}
 
 
 def main():
@@ -280,14 +300,23 @@ def main():
     ap.add_argument("--workload", required=True, choices=list(WORKLOADS))
     ap.add_argument("--mode", required=True, choices=["fp32", "amp"])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--reps", type=int, help="timed runs (DINO steps only; default per workload)")
+    ap.add_argument("--warmup", type=int, help="untimed runs first (DINO steps only)")
+    ap.add_argument("--threads", type=int, help="CPU threads (default: every core)")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)  # some builds default to 1 thread; lavapipe uses every core
+        # Some builds default to 1 thread; lavapipe uses every core. On a loaded machine --threads 1
+        # can be faster: OpenMP threads that spin at barriers lose their time slices.
+        torch.set_num_threads(args.threads or os.cpu_count() or 1)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     name = torch.cuda.get_device_name(0) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    res = WORKLOADS[args.workload](dev, args.mode == "amp", args.quick)
+    fn = WORKLOADS[args.workload]
+    if args.workload.startswith("dino-step"):
+        res = fn(dev, args.mode == "amp", args.quick, warmup=args.warmup, reps=args.reps)
+    else:
+        res = fn(dev, args.mode == "amp", args.quick)
     note = None
     if args.mode == "amp":
         note = "float16 autocast + GradScaler" if dev.type == "cuda" else "bfloat16 autocast (CPU)"

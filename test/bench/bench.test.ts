@@ -192,6 +192,34 @@ describe('bench suite', () => {
     expect(lines.slice(-1)[0]).toMatch(/^add\s+fwd\s+65536\s+gpu\s/);
     expect(wd.device.variants).toBe(variant);
   });
+
+  it('--only train: a DINO step row counts its dispatches, allocations and peak, and its profile accounts for every dispatch', async () => {
+    const wd = await getEngine();
+    const before = wd.memory().liveBytes;
+    const lines: string[] = [];
+    const rows = await runBench(wd, { quick: true, only: ['train'], reps: 1 }, (l) => lines.push(l));
+    expect(rows).toHaveLength(1);
+    const row = rows[0];
+    checkRow(JSON.parse(JSON.stringify({ ...row, status: undefined })));
+    if (row.status !== 'ok') throw new Error('the train row did not run');
+    expect(row.imagesPerSec).toBeGreaterThan(0);
+    const d = row.details as { dispatches: number; copies: number; submits: number; allocations: number; allocatedBytes: number; peakBytes: number; profile?: { kernel: string; count: number }[] };
+    // A step of the tiny ViT (1 block, two crop sizes, head, loss, clip, AdamW, EMA) records
+    // hundreds of dispatches; the count is of one step, not of the timed ones before it.
+    expect(d.dispatches).toBeGreaterThan(100);
+    expect(d.dispatches).toBeLessThan(2000);
+    expect(d.submits).toBeGreaterThanOrEqual(1);
+    expect(d.allocations).toBeGreaterThan(0);
+    expect(d.allocatedBytes).toBeGreaterThanOrEqual(4 * d.allocations);
+    expect(d.peakBytes).toBeGreaterThan(0);
+    if (wd.device.features.timestampQuery) {
+      // The profiled step runs the same graph: one timed entry per dispatch.
+      expect(d.profile!.reduce((s, p) => s + p.count, 0)).toBe(d.dispatches);
+      expect(lines.some((l) => /GPU profile of one step/.test(l))).toBe(true);
+    }
+    expect(lines.some((l) => new RegExp(`per step: ${d.dispatches} dispatches`).test(l))).toBe(true);
+    expect(wd.memory().liveBytes).toBe(before);
+  });
 });
 
 describe('webdino CLI (built)', () => {
