@@ -61,6 +61,7 @@ const CHECKS: readonly Check[] = [
   num('warmupTeacherTempEpochs', 0, 1e7),
   num('centerMomentum', 0, 1),
   (c) => (c.centering === 'center' || c.centering === 'sinkhorn_knopp' ? null : `centering = ${JSON.stringify(c.centering)} is not 'center' or 'sinkhorn_knopp'`),
+  num('koleoWeight', 0, 1e6),
   int('globalSize', 1, 8192),
   int('localSize', 1, 8192),
   int('localCrops', 0, 256),
