@@ -63,6 +63,15 @@ export { MultiCropAugmenter, DINO_MULTICROP } from './train/augment.js';
 export { evalTransform } from './train/data/transforms.js';
 export type { MultiCropOptions, MultiCropBatch } from './train/augment.js';
 export { checkpointBytes, restoreCheckpoint, readCheckpointMeta, exportTeacherBackbone } from './train/checkpoint.js';
+// DINOv2's recipe (iBOT, KoLeo, LayerScale, registers, layer-wise lr decay, ...): trainer and checkpoints.
+export { DinoV2Trainer, DINOV2_DEFAULTS, DINOV2_CPU_DEFAULT_CONFIG, resolveDinoV2Config } from './train/dinov2-trainer.js';
+export type { DinoV2Config, DinoV2StepResult } from './train/dinov2-trainer.js';
+export {
+  dinov2CheckpointBytes,
+  restoreDinoV2Checkpoint,
+  readDinoV2CheckpointMeta,
+  exportTeacherBackbone as exportDinoV2TeacherBackbone,
+} from './train/dinov2/checkpoint.js';
 export { SyntheticShapes, SHAPE_CLASSES } from './train/data/synthetic.js';
 export { DataLoader } from './train/data/loader.js';
 export type { Dataset, Sample } from './train/data/dataset.js';

@@ -15,13 +15,13 @@
  */
 import type { Engine } from '../engine/engine.js';
 import { timeKernel } from '../engine/timing.js';
-import { type BenchCase, type BenchKernel, type BenchPass, benchCases } from './suite.js';
+import { type BenchCase, type BenchDetails, type BenchKernel, type BenchPass, benchCases, DEFAULT_KERNELS } from './suite.js';
 
 /** Untimed runs before the timed ones, by default: one compiles the pipelines and fills the pool. */
 export const DEFAULT_WARMUP = 1;
 
 export interface BenchOptions {
-  /** Kernel families to run (default: all). */
+  /** Kernel families to run (default: all but 'train', see DEFAULT_KERNELS). */
   only?: readonly BenchKernel[];
   /** Timed runs per row; default: automatic (enough to fill ~1 s, 3 to 50; quick: ~0.1 s, 2 to 5). */
   reps?: number;
@@ -59,13 +59,16 @@ export type BenchRow =
       gbps?: number;
       flops?: number;
       bytes?: number;
+      imagesPerSec?: number;
+      /** Extra figures of the case (training steps: dispatches, memory, profile). */
+      details?: Record<string, unknown>;
     })
   | (RowBase & { status: 'skipped'; skipped: string })
   | (RowBase & { status: 'failed'; error: string });
 
 /** Table columns: header and width (the last one is free-width). */
 const COLUMNS: [string, number][] = [
-  ['kernel', 10],
+  ['kernel', 12],
   ['pass', 8],
   ['shape', 38],
   ['variant', 8],
@@ -99,7 +102,8 @@ export function formatRow(r: BenchRow): string {
   const head = [r.kernel, r.pass, r.shape, r.variant];
   if (r.status === 'skipped') return tableLine([...head, '', '', `skipped: ${r.skipped}`]);
   if (r.status === 'failed') return tableLine([...head, '', '', `FAILED: ${r.error}`]);
-  const rate = r.gflops !== undefined ? `${fmtNum(r.gflops)} GFLOP/s` : r.gbps !== undefined ? `${fmtNum(r.gbps)} GB/s` : '';
+  let rate = r.gflops !== undefined ? `${fmtNum(r.gflops)} GFLOP/s` : r.gbps !== undefined ? `${fmtNum(r.gbps)} GB/s` : '';
+  if (r.imagesPerSec !== undefined) rate = `${fmtNum(r.imagesPerSec)} images/s, ${rate}`;
   return tableLine([...head, fmtNum(r.ms), fmtNum(r.wallMs), rate]);
 }
 
@@ -127,6 +131,9 @@ function firstLine(e: unknown): string {
   return m.split('\n')[0];
 }
 
+/** Lines to print under a table row (the case's details), kept out of the row's JSON. */
+const detailLines = new WeakMap<BenchRow, string[]>();
+
 /** Runs one case under one variant and returns its row. */
 async function runCase(wd: Engine, c: BenchCase, variant: 'cpu' | 'gpu', opts: BenchOptions): Promise<BenchRow> {
   const base: RowBase = { kernel: c.kernel, pass: c.pass, shape: c.shape, variant, adapter: wd.device.adapterName() };
@@ -134,14 +141,21 @@ async function runCase(wd: Engine, c: BenchCase, variant: 'cpu' | 'gpu', opts: B
   try {
     return await wd.scope(async () => {
       const work = await c.setup(wd);
+      const extra: { details: BenchDetails | null } = { details: null };
       const t = await timeKernel(wd, work.run, {
+        timestamps: c.timing !== 'wall',
         warmup: opts.warmup ?? DEFAULT_WARMUP,
         reps: opts.reps ?? 'auto',
         budgetMs: opts.quick ? 100 : 1000,
         minReps: opts.quick ? 2 : 3,
         maxReps: opts.quick ? 5 : 50,
         beforeEach: work.beforeEach,
-      }).finally(() => work.dispose?.());
+      })
+        .then(async (t) => {
+          extra.details = work.details ? await work.details() : null;
+          return t;
+        })
+        .finally(() => work.dispose?.());
       const row: BenchRow = {
         ...base,
         status: 'ok',
@@ -153,6 +167,11 @@ async function runCase(wd: Engine, c: BenchCase, variant: 'cpu' | 'gpu', opts: B
       };
       if (c.flops !== undefined) Object.assign(row, { gflops: c.flops / t.ms / 1e6, flops: c.flops });
       if (c.bytes !== undefined) Object.assign(row, { gbps: c.bytes / t.ms / 1e6, bytes: c.bytes });
+      if (c.images !== undefined) row.imagesPerSec = c.images / (t.ms / 1000);
+      if (extra.details) {
+        row.details = extra.details.fields;
+        detailLines.set(row, extra.details.lines);
+      }
       return row;
     });
   } catch (e) {
@@ -191,8 +210,8 @@ export async function runBench(
 ): Promise<BenchRow[]> {
   const initial = wd.device.variants;
   const variants = !opts.variants || opts.variants === 'auto' ? [initial] : [...opts.variants];
-  const only = opts.only && opts.only.length ? new Set(opts.only) : null;
-  const cases = (opts.cases ?? benchCases(opts.quick)).filter((c) => !only || only.has(c.kernel));
+  const only = new Set<BenchKernel>(opts.only && opts.only.length ? opts.only : DEFAULT_KERNELS);
+  const cases = (opts.cases ?? benchCases(opts.quick)).filter((c) => only.has(c.kernel));
 
   for (const line of adapterLines(wd, variants)) info(line);
   if (!opts.json) {
@@ -206,6 +225,7 @@ export async function runBench(
         const row = await runCase(wd, c, v, opts);
         rows.push(row);
         print(opts.json ? jsonRow(row) : formatRow(row));
+        if (!opts.json) for (const line of detailLines.get(row) ?? []) print(line);
       }
     }
   } finally {

@@ -9,10 +9,15 @@
  *   dQ = dS·K, dK = dSᵀ·Q add 8·B·H·N²·d). Softmax exponentials are not counted: the rate
  *   is "useful" flop/s, comparable across implementations that recompute or not.
  * - memory-bound kernels: bytes that must cross memory at least once (every input read once,
- *   every output written once), f32 = 4 bytes:
- *     softmax rows×D: read x, write y → 8·rows·D;  layernorm rows×D: 8·rows·D + 8·D (γ, β);
+ *   every output written once), f32 = 4 bytes; n = rows·D:
+ *     softmax / log-softmax forward: read x, write y → 8·n (+ 4·D with a center);
+ *     softmax backward: read y, g, write dx → 12·n;
+ *     layernorm forward: 8·n + 8·D (γ, β) + 8·rows (μ, 1/σ); backward (dx, dγ, dβ): read x, g,
+ *     write dx → 12·n, + 4·D (γ) + 8·rows (μ, 1/σ) + 8·D (dγ, dβ);
+ *     l2-normalise forward 8·n + 4·rows (norms); backward (read y, g, write dx) 12·n + 4·rows;
+ *     GELU n: 8·n; mul n: 12·n; GELU backward (read x, g, write dx): 12·n;
  *     AdamW n params: read p, g, m, v, write p, m, v → 28·n;  EMA: read teacher, student,
- *     write teacher → 12·n;  add n: read a, b, write c → 12·n.
+ *     write teacher → 12·n;  add n: read a, b, write c → 12·n (the reference row of the others).
  *
  * Invariants
  * - The matmul 1024³ case comes first: it is the headline number.
@@ -26,13 +31,19 @@
 import type { Engine } from '../engine/engine.js';
 import * as ops from '../engine/ops/index.js';
 import { ALIGN, AdamW, emaUpdate, ParamArena } from '../engine/optim.js';
+import { binaryRaw } from '../kernels/elementwise.js';
+import { l2NormalizeBackwardRaw, l2NormalizeForwardRaw, layerNormBackwardRaw, layerNormForwardRaw, layerNormParamGradRaw } from '../kernels/layernorm.js';
+import { softmaxBackwardRaw } from '../kernels/softmax.js';
+import { stepConfigs, trainStepCase } from './train-step.js';
 
 /** Kernel families, the names `--only` accepts, in the order the suite runs them. */
-export const BENCH_KERNELS = ['matmul', 'attention', 'softmax', 'layernorm', 'adamw', 'ema', 'add'] as const;
+export const BENCH_KERNELS = ['matmul', 'attention', 'softmax', 'layernorm', 'l2norm', 'elementwise', 'adamw', 'ema', 'add', 'train'] as const;
 export type BenchKernel = (typeof BENCH_KERNELS)[number];
+/** What runs without `--only`: everything but the training step (minutes per step on a CPU driver). */
+export const DEFAULT_KERNELS: readonly BenchKernel[] = BENCH_KERNELS.filter((k) => k !== 'train');
 
-/** What a run computes: a forward kernel, forward then backward, or an in-place update. */
-export type BenchPass = 'fwd' | 'fwd+bwd' | 'update';
+/** What a run computes: a forward kernel, forward then backward, an in-place update, a training step. */
+export type BenchPass = 'fwd' | 'bwd' | 'fwd+bwd' | 'update' | 'step';
 
 /** One benchmark: a kernel at one shape. */
 export interface BenchCase {
@@ -44,6 +55,10 @@ export interface BenchCase {
   flops?: number;
   /** Bytes read + written per run (memory-bound kernels). */
   bytes?: number;
+  /** Images per run (training steps): the row then also reports images/s. */
+  images?: number;
+  /** Which clock the row's ms comes from: 'gpu' (timestamps when available, the default) or 'wall'. */
+  timing?: 'gpu' | 'wall';
   /** Creates the inputs (in the caller's scope) and returns the work to time. */
   setup(wd: Engine): BenchWork | Promise<BenchWork>;
 }
@@ -56,6 +71,14 @@ export interface BenchWork {
   beforeEach?: () => unknown;
   /** Frees what the case keeps outside scopes (parameter arenas, optimizer state). */
   dispose?: () => void;
+  /** Extra figures from one more untimed run (dispatch counts, memory, a profile): printed under the row. */
+  details?: () => Promise<BenchDetails>;
+}
+
+/** What `details` returns: JSON fields for the row, and lines to print under it in the table. */
+export interface BenchDetails {
+  fields: Record<string, unknown>;
+  lines: string[];
 }
 
 /** Named parameter shapes of a model, for the optimizer cases. */
@@ -80,6 +103,8 @@ interface Sizes {
   attention: { B: number; H: number; N: number; d: number };
   softmax: number[][];
   layernorm: [number, number];
+  l2norm: [number, number];
+  elementwise: number;
   /** Parameter sets for AdamW and EMA. */
   params: ParamSet[];
   add: number;
@@ -129,6 +154,8 @@ const FULL: Sizes = {
     [8, 6, 197, 197],
   ],
   layernorm: [197 * 8, 384],
+  l2norm: [4096, 256],
+  elementwise: 1 << 22,
   params: [vitSmallParams(), { label: '1 tensor 1024x1024 (1.05M params)', shapes: [['w', [1024, 1024]]] }],
   add: 1 << 22,
 };
@@ -143,6 +170,8 @@ const QUICK: Sizes = {
     [2, 3, 17, 17],
   ],
   layernorm: [67, 96],
+  l2norm: [67, 36],
+  elementwise: 65_536,
   params: [
     {
       label: '3 tensors (2199 params)',
@@ -206,33 +235,122 @@ function attentionCases(s: Sizes['attention']): BenchCase[] {
   ];
 }
 
-function softmaxCase(shape: number[]): BenchCase {
+/** Softmax forward over the last axis; `kind` adds DINO's teacher temperature and center, or takes the log. */
+function softmaxCase(shape: number[], kind: 'plain' | 'center' | 'log' = 'plain'): BenchCase {
   const n = prod(shape);
+  const D = shape[shape.length - 1];
+  const label = { plain: '', center: ' (τ 0.04, center)', log: ' (log-softmax, τ 0.1)' }[kind];
   return {
     kernel: 'softmax',
     pass: 'fwd',
-    shape: shape.join('x'),
-    bytes: 8 * n,
+    shape: shape.join('x') + label,
+    bytes: 8 * n + (kind === 'center' ? 4 * D : 0),
     setup(wd) {
       const x = wd.randn(shape, { seed: 5 });
-      return { run: () => ops.softmax(x, -1) };
+      if (kind === 'plain') return { run: () => ops.softmax(x, -1) };
+      if (kind === 'log') return { run: () => ops.logSoftmax(x, -1, { temperature: 0.1 }) };
+      const center = wd.randn([D], { seed: 6 });
+      return { run: () => ops.softmax(x, -1, { temperature: 0.04, center }) };
     },
   };
 }
 
-function layerNormCase([rows, D]: [number, number]): BenchCase {
+/** The softmax backward kernel alone (dx from the saved y and g). */
+function softmaxBackwardCase(shape: number[]): BenchCase {
+  const n = prod(shape);
   return {
-    kernel: 'layernorm',
-    pass: 'fwd',
-    shape: `${rows}x${D}`,
-    bytes: 8 * rows * D + 8 * D,
+    kernel: 'softmax',
+    pass: 'bwd',
+    shape: shape.join('x'),
+    bytes: 12 * n,
     setup(wd) {
-      const x = wd.randn([rows, D], { seed: 6 });
-      const w = wd.randn([D], { seed: 7 });
-      const b = wd.randn([D], { seed: 8 });
-      return { run: () => ops.layerNorm(x, w, b) };
+      const y = wd.noGrad(() => ops.softmax(wd.randn(shape, { seed: 5 }), -1));
+      const g = wd.randn(shape, { seed: 6 });
+      return { run: () => softmaxBackwardRaw(y, g, 1, false) };
     },
   };
+}
+
+function layerNormCases([rows, D]: [number, number]): BenchCase[] {
+  const n = rows * D;
+  const inputs = (wd: Engine) => ({
+    x: wd.randn([rows, D], { seed: 6 }),
+    w: wd.randn([D], { seed: 7 }),
+    b: wd.randn([D], { seed: 8 }),
+  });
+  return [
+    {
+      kernel: 'layernorm',
+      pass: 'fwd',
+      shape: `${rows}x${D}`,
+      bytes: 8 * n + 8 * D + 8 * rows,
+      setup(wd) {
+        const { x, w, b } = inputs(wd);
+        return { run: () => ops.layerNorm(x, w, b) };
+      },
+    },
+    {
+      kernel: 'layernorm',
+      pass: 'bwd',
+      shape: `${rows}x${D} (dx, dγ, dβ)`,
+      bytes: 12 * n + 12 * D + 8 * rows,
+      setup(wd) {
+        const { x, w, b } = inputs(wd);
+        const { mean, rstd } = layerNormForwardRaw(x, w, b, 1e-6);
+        const g = wd.randn([rows, D], { seed: 9 });
+        return {
+          run: () => {
+            layerNormBackwardRaw(x, w, mean, rstd, g);
+            layerNormParamGradRaw(x, mean, rstd, g);
+          },
+        };
+      },
+    },
+  ];
+}
+
+function l2NormCases([rows, D]: [number, number]): BenchCase[] {
+  const n = rows * D;
+  return [
+    {
+      kernel: 'l2norm',
+      pass: 'fwd',
+      shape: `${rows}x${D}`,
+      bytes: 8 * n + 4 * rows,
+      setup(wd) {
+        const x = wd.randn([rows, D], { seed: 6 });
+        return { run: () => ops.l2Normalize(x) };
+      },
+    },
+    {
+      kernel: 'l2norm',
+      pass: 'bwd',
+      shape: `${rows}x${D}`,
+      bytes: 12 * n + 4 * rows,
+      setup(wd) {
+        const { y, norm } = l2NormalizeForwardRaw(wd.randn([rows, D], { seed: 6 }), 1e-12);
+        const g = wd.randn([rows, D], { seed: 7 });
+        return { run: () => l2NormalizeBackwardRaw(y, norm, g, 1e-12) };
+      },
+    },
+  ];
+}
+
+/** Elementwise ops other than add, against which the bench compares them: GELU, mul, GELU's backward. */
+function elementwiseCases(n: number): BenchCase[] {
+  const x = (wd: Engine) => wd.randn([n], { seed: 9 });
+  const y = (wd: Engine) => wd.randn([n], { seed: 10 });
+  return [
+    { kernel: 'elementwise', pass: 'fwd', shape: `gelu ${n}`, bytes: 8 * n, setup: (wd) => ((a) => ({ run: () => ops.gelu(a) }))(x(wd)) },
+    { kernel: 'elementwise', pass: 'fwd', shape: `mul ${n}`, bytes: 12 * n, setup: (wd) => ((a, b) => ({ run: () => ops.mul(a, b) }))(x(wd), y(wd)) },
+    {
+      kernel: 'elementwise',
+      pass: 'bwd',
+      shape: `gelu ${n}`,
+      bytes: 12 * n,
+      setup: (wd) => ((a, g) => ({ run: () => binaryRaw('geluBackward', a, g) }))(x(wd), y(wd)),
+    },
+  ];
 }
 
 function addCase(n: number): BenchCase {
@@ -259,11 +377,17 @@ export function benchCases(quick = false): BenchCase[] {
     ...restSquare.map((n) => matmulCase(n, n, n)),
     matmulCase(M, K, N, s.matmulVit.label),
     ...attentionCases(s.attention),
-    ...s.softmax.map(softmaxCase),
-    layerNormCase(s.layernorm),
+    ...s.softmax.map((shape) => softmaxCase(shape)),
+    softmaxCase(s.softmax[0], 'center'),
+    softmaxCase(s.softmax[0], 'log'),
+    softmaxBackwardCase(s.softmax[0]),
+    ...layerNormCases(s.layernorm),
+    ...l2NormCases(s.l2norm),
+    ...elementwiseCases(s.elementwise),
     ...s.params.map(adamwCase),
     ...s.params.map(emaCase),
     addCase(s.add),
+    ...stepConfigs(quick).map(trainStepCase),
   ];
 }
 

@@ -17,7 +17,7 @@
  *   saving what it had.
  */
 import { type AnyCommand, type Context, type Io, UsageError } from './command.js';
-import { flag, optionLines, type OptionSpecs, parseOptions, type PathOption } from './options.js';
+import { flag, optionLines, type OptionSpecs, parseOptions, type PathListOption, type PathOption } from './options.js';
 import { Outputs } from './outputs.js';
 import { Resources } from './resources.js';
 import { bench } from './commands/bench.js';
@@ -27,6 +27,7 @@ import { attention } from './commands/attention.js';
 import { embed } from './commands/embed.js';
 import { visualize } from './commands/visualize.js';
 import { report } from './commands/report.js';
+import { curateCommand } from './commands/curate.js';
 
 export { UsageError } from './command.js';
 export type { Io, StopSignal } from './command.js';
@@ -38,7 +39,7 @@ const GLOBAL_OPTIONS = {
 } satisfies OptionSpecs;
 
 /** Every command, in the order `--help` lists them. */
-export const COMMANDS: readonly AnyCommand[] = [train, evalKnn, evalLinear, evalSegment, embed, attention, visualize, report, bench];
+export const COMMANDS: readonly AnyCommand[] = [train, evalKnn, evalLinear, evalSegment, embed, curateCommand, attention, visualize, report, bench];
 
 // -------------------------------------------------------------------------------------------------
 // Help
@@ -89,17 +90,23 @@ function failureMessage(cmd: AnyCommand, err: Error, verbose: boolean): string {
   return err.message.startsWith('webdino') ? err.message : `webdino ${cmd.name}: ${err.message}`;
 }
 
+/** The files an option of type path or paths names (none when it is absent). */
+function filesOf(value: unknown): string[] {
+  return typeof value === 'string' ? [value] : Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
+}
+
 /** Registers the input files of `values` with `outputs`, and refuses an output option that names one. */
 function protectInputs(cmd: AnyCommand, values: Record<string, unknown>, outputs: Outputs): void {
-  const paths = Object.entries(cmd.options as OptionSpecs).filter((e): e is [string, PathOption] => e[1].type === 'path');
+  const paths = Object.entries(cmd.options as OptionSpecs).filter((e): e is [string, PathOption | PathListOption] => e[1].type === 'path' || e[1].type === 'paths');
   for (const [name, spec] of paths) {
-    if (spec.role === 'input' && typeof values[name] === 'string') outputs.protect(values[name], `--${name} ${values[name]}`);
+    if (spec.role === 'input') for (const f of filesOf(values[name])) outputs.protect(f, `--${name} ${f}`);
   }
   for (const [name, spec] of paths) {
-    const v = values[name];
-    if (spec.role !== 'output' || typeof v !== 'string') continue;
-    const input = outputs.inputAt(v);
-    if (input !== undefined) throw new UsageError(`--${name} ${v} is the same file as ${input}: an output never overwrites an input`);
+    if (spec.role !== 'output') continue;
+    for (const f of filesOf(values[name])) {
+      const input = outputs.inputAt(f);
+      if (input !== undefined) throw new UsageError(`--${name} ${f} is the same file as ${input}: an output never overwrites an input`);
+    }
   }
 }
 
@@ -156,13 +163,15 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
   const rest = argv.slice(i + (two ? 2 : 1));
   const ctx: Context = { io: fullIo, cwd: io.cwd ?? process.cwd(), verbose, resources: new Resources(), outputs: new Outputs() };
 
+  // Help comes before validation: `webdino embed --help` must not ask for the required --weights.
+  // (No option takes a value that starts with '-', so these tokens are always the flag.)
+  if (rest.includes('--help') || rest.includes('-h')) {
+    io.out(commandUsage(cmd));
+    return 0;
+  }
   let values: Record<string, unknown>;
   try {
     values = parseOptions({ ...(cmd.options as OptionSpecs), ...GLOBAL_OPTIONS }, rest, ctx.cwd);
-    if (values.help) {
-      io.out(commandUsage(cmd));
-      return 0;
-    }
     protectInputs(cmd, values, ctx.outputs);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;

@@ -66,6 +66,16 @@ export interface PathOption extends Common {
   role: 'input' | 'output';
   default?: string;
 }
+/**
+ * A comma-separated list of files, each resolved against the working directory (a path that
+ * holds a comma cannot be given here). Inputs are protected like a single path's.
+ */
+export interface PathListOption extends Common {
+  type: 'paths';
+  role: 'input' | 'output';
+  /** No fixed default: a list of files is the run's own. */
+  default?: never;
+}
 export interface ChoiceOption<C extends string = string> extends Common {
   type: 'choice';
   choices: readonly C[];
@@ -82,7 +92,15 @@ export interface IntListOption extends Common {
   type: 'ints';
   min: number;
   max: number;
+  /** Keep repeated values and their order (a per-level list); default: duplicates dropped. */
+  repeats?: boolean;
   default?: readonly number[];
+}
+/** One part of a job split in n: 'i/n' with 0 ≤ i < n ≤ max. */
+export interface PartOption extends Common {
+  type: 'part';
+  max: number;
+  default?: never;
 }
 export interface FlagOption {
   type: 'flag';
@@ -90,7 +108,7 @@ export interface FlagOption {
   short?: string;
 }
 
-export type OptionSpec = IntOption | NumberOption | StringOption | PathOption | ChoiceOption | ListOption | IntListOption | FlagOption;
+export type OptionSpec = IntOption | NumberOption | StringOption | PathOption | PathListOption | ChoiceOption | ListOption | IntListOption | PartOption | FlagOption;
 export type OptionSpecs = Record<string, OptionSpec>;
 
 // Builders: they only add the `type` tag, and keep literal types (choices, `required: true`).
@@ -98,9 +116,11 @@ export const int = <const S extends Omit<IntOption, 'type'>>(s: S) => ({ ...s, t
 export const num = <const S extends Omit<NumberOption, 'type'>>(s: S) => ({ ...s, type: 'number' as const });
 export const str = <const S extends Omit<StringOption, 'type'>>(s: S) => ({ ...s, type: 'string' as const });
 export const path = <const S extends Omit<PathOption, 'type'>>(s: S) => ({ ...s, type: 'path' as const });
+export const pathList = <const S extends Omit<PathListOption, 'type'>>(s: S) => ({ ...s, type: 'paths' as const });
 export const choice = <const S extends Omit<ChoiceOption, 'type'>>(s: S) => ({ ...s, type: 'choice' as const });
 export const list = <const S extends Omit<ListOption, 'type'>>(s: S) => ({ ...s, type: 'list' as const });
 export const ints = <const S extends Omit<IntListOption, 'type'>>(s: S) => ({ ...s, type: 'ints' as const });
+export const part = <const S extends Omit<PartOption, 'type'>>(s: S) => ({ ...s, type: 'part' as const });
 export const flag = <const S extends Omit<FlagOption, 'type'>>(s: S) => ({ ...s, type: 'flag' as const });
 
 /** The TypeScript type of one option's value. */
@@ -114,7 +134,11 @@ type ValueOf<S> = S extends { type: 'flag' }
         ? C[]
         : S extends { type: 'ints' }
           ? number[]
-          : string;
+          : S extends { type: 'paths' }
+            ? string[]
+            : S extends { type: 'part' }
+              ? { i: number; n: number }
+              : string;
 /** Whether the parsed value is always present: flags, required options, fixed defaults. */
 type Always<S> = S extends { type: 'flag' } ? true : S extends { required: true } ? true : S extends { derived: string } ? false : S extends { default: unknown } ? true : false;
 
@@ -194,6 +218,11 @@ function convert(name: string, spec: Exclude<OptionSpec, FlagOption>, text: stri
     case 'path':
       if (text === '') throw new UsageError(`--${name} must not be empty`);
       return isAbsolute(text) ? text : resolve(cwd, text);
+    case 'paths': {
+      const items = text.split(',').map((s) => s.trim());
+      if (items.some((s) => s === '')) throw new UsageError(`--${name}: empty file name in '${text}'`);
+      return items.map((s) => (isAbsolute(s) ? s : resolve(cwd, s)));
+    }
     case 'choice':
       if (!(spec.choices as readonly string[]).includes(text)) throw new UsageError(`--${name} must be one of ${spec.choices.join(', ')}, got '${text}'`);
       return text;
@@ -205,17 +234,23 @@ function convert(name: string, spec: Exclude<OptionSpec, FlagOption>, text: stri
       }
       return [...new Set(items)];
     }
+    case 'part': {
+      const m = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(text);
+      const i = m ? Number(m[1]) : NaN;
+      const n = m ? Number(m[2]) : NaN;
+      if (!m || n < 1 || n > spec.max || i >= n) throw new UsageError(`--${name} must be i/n with 0 ≤ i < n ≤ ${spec.max} (job i of n), got '${text}'`);
+      return { i, n };
+    }
     case 'ints': {
-      const items = text.split(',').map((s) => s.trim());
-      return [
-        ...new Set(
-          items.map((s) => {
-            const n = Number(s);
-            if (!/^-?\d+$/.test(s) || n < spec.min || n > spec.max) throw new UsageError(`--${name}: '${s}' is not an integer ${range(spec.min, spec.max)}`);
-            return n;
-          }),
-        ),
-      ];
+      const values = text
+        .split(',')
+        .map((s) => s.trim())
+        .map((s) => {
+          const n = Number(s);
+          if (!/^-?\d+$/.test(s) || n < spec.min || n > spec.max) throw new UsageError(`--${name}: '${s}' is not an integer ${range(spec.min, spec.max)}`);
+          return n;
+        });
+      return spec.repeats ? values : [...new Set(values)];
     }
   }
 }

@@ -22,6 +22,18 @@
 
 export type VariantPreference = 'auto' | 'cpu' | 'gpu';
 
+/**
+ * How the row kernels (softmax, cross-entropy, layernorm, l2-normalize) spread a row over lanes
+ * (kernels/common.ts has the layouts): 'serial' one invocation per row; 'subgroup' one 8-lane
+ * workgroup per row reduced with subgroup operations; 'workgroup' 256 lanes per row reduced
+ * through workgroup memory; 'workgroup-subgroup' 256 lanes, subgroup operations then one barrier.
+ */
+export type RowLayout = 'serial' | 'subgroup' | 'workgroup' | 'workgroup-subgroup';
+/** Every row layout, in the order tests force them. */
+export const ROW_LAYOUTS: readonly RowLayout[] = ['serial', 'subgroup', 'workgroup', 'workgroup-subgroup'];
+/** Lanes of the 'subgroup' row layout; the adapter's smallest subgroup must hold them. */
+export const ROW_SUBGROUP_LANES = 8;
+
 export interface DeviceOptions {
   /**
    * Which kernel variants to prefer. 'auto' picks per adapter: CPU Vulkan drivers (lavapipe,
@@ -29,6 +41,15 @@ export interface DeviceOptions {
    * tiled ones. Tests force each in turn.
    */
   variants?: VariantPreference;
+  /**
+   * Layout of the row kernels. 'auto' (default) picks per variant family and row shape
+   * (kernels/common.ts `rowConsts`): on CPU drivers 'serial' for rows of up to 4096 elements when
+   * there are at least 64 of them, else 'subgroup' when the adapter has subgroups of at least 8
+   * lanes (barriers cost more than they save there); on GPUs 'workgroup-subgroup' with subgroups,
+   * else 'workgroup'. Measurements: bench/lab/row-kernels.md. Forcing a layout the adapter cannot
+   * run throws.
+   */
+  rowLayout?: RowLayout | 'auto';
   /** Submit automatically after this many recorded dispatches (default 512). */
   maxDispatchesPerSubmit?: number;
   /** 'high-performance' (default) or 'low-power'. */
@@ -56,6 +77,9 @@ export interface AdapterDescription {
   description: string;
   /** True for CPU Vulkan implementations (lavapipe / llvmpipe, SwiftShader). */
   isCpu: boolean;
+  /** Smallest and largest subgroup size the adapter reports (0 when it does not say). */
+  subgroupMinSize: number;
+  subgroupMaxSize: number;
 }
 
 /** A storage or uniform binding of one dispatch. */
@@ -156,7 +180,8 @@ function describeAdapter(info: GPUAdapterInfo | undefined): AdapterDescription {
   const all = `${vendor} ${architecture} ${device} ${description}`.toLowerCase();
   const isCpu =
     /llvmpipe|lavapipe|swiftshader|\bcpu\b|software/.test(all) || (info as { type?: string } | undefined)?.type === 'CPU';
-  return { vendor, architecture, device, description, isCpu };
+  const sizes = info as { subgroupMinSize?: number; subgroupMaxSize?: number } | undefined;
+  return { vendor, architecture, device, description, isCpu, subgroupMinSize: sizes?.subgroupMinSize ?? 0, subgroupMaxSize: sizes?.subgroupMaxSize ?? 0 };
 }
 
 /**
@@ -169,6 +194,8 @@ export class Device {
   readonly limits: GPUSupportedLimits;
   /** 'cpu' selects barrier-free kernel variants, 'gpu' workgroup-memory tiled ones. */
   variants: 'cpu' | 'gpu';
+  /** Layout of the row kernels (see RowLayout), or 'auto'; set it only to one `rowLayoutSupported` accepts. */
+  rowLayout: RowLayout | 'auto';
   readonly maxDispatchesPerSubmit: number;
 
   private encoder: GPUCommandEncoder | null = null;
@@ -183,7 +210,7 @@ export class Device {
   private fatal: Error | null = null;
   private destroyed = false;
   /** Counters, for tests and benchmarks. */
-  readonly stats = { dispatches: 0, submits: 0, pipelines: 0 };
+  readonly stats = { dispatches: 0, submits: 0, pipelines: 0, copies: 0 };
   /** Called at every submit; the buffer pool uses it to return buffers released during recording. */
   onSubmit: (() => void) | null = null;
   /** Per-kernel GPU time while profiling (see `startProfile`). */
@@ -201,6 +228,11 @@ export class Device {
     this.limits = gpu.limits;
     const pref = opts.variants ?? 'auto';
     this.variants = pref === 'auto' ? (adapter.isCpu ? 'cpu' : 'gpu') : pref;
+    const row = opts.rowLayout ?? 'auto';
+    if (row !== 'auto' && !this.rowLayoutSupported(row)) {
+      throw new DeviceError(`webdino: row layout '${row}' needs subgroups of at least ${ROW_SUBGROUP_LANES} lanes, which ${this.adapterName()} does not offer`);
+    }
+    this.rowLayout = row;
     this.maxDispatchesPerSubmit = opts.maxDispatchesPerSubmit ?? 512;
     this.uniformBuffer = this.makeUniformBuffer(this.uniformStaging.byteLength);
     gpu.lost.then((info) => {
@@ -251,6 +283,27 @@ export class Device {
       timestampQuery: device.features.has('timestamp-query'),
     };
     return new Device(device, describeAdapter(adapter.info), features, opts);
+  }
+
+  /** Whether the row layout computes correct results here (the subgroup ones need subgroups). */
+  rowLayoutSupported(layout: RowLayout): boolean {
+    if (layout === 'subgroup') return this.features.subgroups && this.adapter.subgroupMinSize >= ROW_SUBGROUP_LANES;
+    if (layout === 'workgroup-subgroup') return this.features.subgroups;
+    return true;
+  }
+
+  /**
+   * The row layout for rows×D rows (DeviceOptions.rowLayout): the forced one, or the 'auto' rule.
+   * The CPU rule is measured (bench/lab/row-kernels.md); the GPU one is the usual practice
+   * (subgroup reductions, then workgroup memory), not measured here.
+   */
+  rowLayoutFor(rows: number, D: number): RowLayout {
+    if (this.rowLayout !== 'auto') return this.rowLayout;
+    if (this.variants === 'cpu') {
+      if ((D <= 4096 && rows >= 64) || !this.rowLayoutSupported('subgroup')) return 'serial';
+      return 'subgroup';
+    }
+    return this.rowLayoutSupported('workgroup-subgroup') ? 'workgroup-subgroup' : 'workgroup';
   }
 
   /** Throws if a feature the caller needs is missing, naming the feature and the adapter. */
@@ -396,6 +449,7 @@ export class Device {
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
     this.check();
     this.encoderForCopy().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
+    this.stats.copies++;
   }
 
   private stageUniforms(data: ArrayBuffer): number {

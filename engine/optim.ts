@@ -37,7 +37,7 @@ import type { Engine } from './engine.js';
 import { contiguousStrides, fmt, isContiguous, numel, type Shape, ShapeError } from './shape.js';
 import { checkTensor, Tensor } from './tensor.js';
 import { copyRaw, stridedCopy } from '../kernels/elementwise.js';
-import { adamwRaw, clipSegmentsRaw, fillRangeRaw, lerpRaw, SegmentLayout, segmentNormsRaw } from '../kernels/optim.js';
+import { ADAMW_INACTIVE, adamwRaw, clipSegmentsRaw, fillRangeRaw, lerpRaw, SegmentLayout, segmentNormsRaw } from '../kernels/optim.js';
 
 /** Parameter starts are multiples of this many elements (256 bytes, the largest storage offset alignment). */
 export const ALIGN = 64;
@@ -318,8 +318,8 @@ export class ParamArena {
       const grads = this.gradBuffer(e.chunk);
       const g = e.tensor.grad;
       if (g && e.size > 0) {
-        if (g.offset === 0 && isContiguous(g.shape, g.strides) && g.buffer !== grads.buffer) {
-          dev.copy(g.buffer, 0, grads.buffer, e.start * 4, e.size * 4);
+        if (isContiguous(g.shape, g.strides) && g.buffer !== grads.buffer) {
+          dev.copy(g.buffer, g.offset * 4, grads.buffer, e.start * 4, e.size * 4);
         } else {
           const dst = grads.view(e.tensor.shape, contiguousStrides(e.tensor.shape), e.start);
           stridedCopy(dst, g);
@@ -446,6 +446,19 @@ export interface AdamWOptions {
    * get_params_groups, no decay for names ending in `.bias` and for tensors of rank ≤ 1.
    */
   wdMask?: ((name: string, shape: Shape) => boolean) | readonly string[];
+  /**
+   * Parameter groups inside the one arena: each parameter's lr and weight-decay multipliers, so
+   * that it steps as a torch parameter group with lr·lrMultiplier and weightDecay·wdMultiplier
+   * (DINOv2's layer-wise lr decay, patch-embed factor, no decay on biases, norms and LayerScale).
+   * Replaces `wdMask` (give one or the other). Default: lr multiplier 1 and `wdMask`'s 0/1.
+   */
+  multipliers?: (name: string, shape: Shape) => ParamMultipliers;
+}
+
+/** A parameter's group multipliers (see AdamWOptions.multipliers). */
+export interface ParamMultipliers {
+  lr: number;
+  wd: number;
 }
 
 /** AdamW's state for checkpoints: m and v flat in parameter order (no padding), per-parameter steps. */
@@ -466,6 +479,9 @@ export function dinoDecayMask(name: string, shape: Shape): boolean {
 /**
  * AdamW over a whole ParamArena: one fused dispatch per chunk per step. The hyperparameters are
  * plain fields: set `opt.lr` / `opt.weightDecay` (or betas, eps) before any step; they are uniforms.
+ * Each parameter has an lr and a weight-decay multiplier (AdamWOptions.multipliers, changeable
+ * between steps with `setMultipliers`), written with the bias corrections into the per-segment
+ * table that is uploaded every step anyway: parameter groups cost nothing extra.
  */
 export class AdamW {
   readonly arena: ParamArena;
@@ -476,10 +492,12 @@ export class AdamW {
   weightDecay: number;
   private steps = 0;
   private readonly paramSteps: Float64Array;
-  private readonly decay: boolean[];
+  /** Per parameter: lr multiplier λ and weight-decay multiplier ω. */
+  private readonly lrMult: Float64Array;
+  private readonly wdMult: Float64Array;
   private readonly m: Tensor[];
   private readonly v: Tensor[];
-  /** Per chunk: (active, decay, 1−β₁ᵗ, 1−β₂ᵗ) per segment, uploaded every step. */
+  /** Per chunk: (λ or inactive, ω, 1−β₁ᵗ, 1−β₂ᵗ) per segment, uploaded every step. */
   private readonly hyper: Tensor[];
   private readonly hyperHost: Float32Array[];
 
@@ -490,10 +508,22 @@ export class AdamW {
     this.beta2 = opts.beta2 ?? 0.999;
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0.01;
+    if (opts.multipliers && opts.wdMask) throw new Error('AdamW: give either wdMask or multipliers, not both');
     const mask = opts.wdMask ?? dinoDecayMask;
+    const decayed = (name: string, shape: Shape) => (typeof mask === 'function' ? mask(name, shape) : mask.includes(name));
     const chunks = arena.chunkViews();
     const e = arena.engine;
-    this.decay = arena.entries().map(([name, t]) => (typeof mask === 'function' ? mask(name, t.shape) : mask.includes(name)));
+    const entries = arena.entries();
+    this.lrMult = new Float64Array(entries.length).fill(1);
+    this.wdMult = new Float64Array(entries.length);
+    entries.forEach(([name, t], k) => {
+      if (opts.multipliers) {
+        const m = opts.multipliers(name, t.shape);
+        this.setMultipliersAt(k, m.lr, m.wd);
+      } else {
+        this.wdMult[k] = decayed(name, t.shape) ? 1 : 0;
+      }
+    });
     this.paramSteps = new Float64Array(arena.numTensors);
     this.m = chunks.map((c) => e.keep(e.zeros([c.used], { label: 'adamw-m' })));
     this.v = chunks.map((c) => e.keep(e.zeros([c.used], { label: 'adamw-v' })));
@@ -504,6 +534,32 @@ export class AdamW {
   /** Number of steps taken. */
   get stepCount(): number {
     return this.steps;
+  }
+
+  /** The lr and weight-decay multipliers of parameter `name`. */
+  multipliersOf(name: string): ParamMultipliers {
+    const k = this.indexOf(name);
+    return { lr: this.lrMult[k], wd: this.wdMult[k] };
+  }
+
+  /** Changes the multipliers of parameter `name` from the next step on (a field of the next upload). */
+  setMultipliers(name: string, m: Partial<ParamMultipliers>): void {
+    const k = this.indexOf(name);
+    this.setMultipliersAt(k, m.lr ?? this.lrMult[k], m.wd ?? this.wdMult[k]);
+  }
+
+  private setMultipliersAt(k: number, lr: number, wd: number): void {
+    if (!(Number.isFinite(lr) && lr >= 0 && Number.isFinite(wd) && wd >= 0)) {
+      throw new RangeError(`AdamW: the multipliers of '${this.arena.names[k]}' must be finite and ≥ 0 (lr ${lr}, wd ${wd})`);
+    }
+    this.lrMult[k] = lr;
+    this.wdMult[k] = wd;
+  }
+
+  private indexOf(name: string): number {
+    const k = this.arena.names.indexOf(name);
+    if (k < 0) throw new Error(`AdamW: no parameter named '${name}'`);
+    return k;
   }
 
   /**
@@ -526,7 +582,7 @@ export class AdamW {
         if (active) this.paramSteps[k]++;
         const t = this.paramSteps[k];
         // Bias corrections in float64 (1 − 0.999ᵗ would lose 5 digits in f32 at t = 1).
-        host.set(active ? [1, this.decay[k] ? 1 : 0, 1 - this.beta1 ** t, 1 - this.beta2 ** t] : [0, 0, 1, 1], 4 * j);
+        host.set(active ? [this.lrMult[k], this.wdMult[k], 1 - this.beta1 ** t, 1 - this.beta2 ** t] : [ADAMW_INACTIVE, 0, 1, 1], 4 * j);
       });
       a.engine.device.write(this.hyper[ci].buffer, 0, host);
       adamwRaw(c.data, a.gradBuffer(ci), this.m[ci], this.v[ci], c.layout, this.hyper[ci], h);

@@ -9,7 +9,9 @@
  * dispatches that read it are recorded but not yet submitted: dispatches execute in recording order.
  *
  * Stats: `liveBytes` are bytes held by tensors, `pooledBytes` bytes free in the pool, `peakBytes` the
- * largest live + pooled total seen. The pool never relies on garbage collection.
+ * largest live + pooled total seen (since `resetPeak`), `acquiredBytes` the bucket bytes handed out
+ * so far (reuses included: what a step allocates is the difference across it). The pool never
+ * relies on garbage collection.
  */
 /// <reference types="@webgpu/types" />
 
@@ -24,6 +26,10 @@ export interface PoolStats {
   liveBuffers: number;
   /** Buffers created so far (a reuse does not count). */
   created: number;
+  /** Buffers handed out so far, reuses included. */
+  acquired: number;
+  /** Bytes (bucket sizes) handed out so far, reuses included. */
+  acquiredBytes: number;
 }
 
 export const STORAGE_USAGE = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ | 0x08; /* COPY_DST */
@@ -39,7 +45,7 @@ export function bucketSize(bytes: number): number {
 export class BufferPool {
   private readonly free = new Map<number, GPUBuffer[]>();
   private readonly sizes = new WeakMap<GPUBuffer, number>();
-  readonly stats: PoolStats = { liveBytes: 0, pooledBytes: 0, peakBytes: 0, liveBuffers: 0, created: 0 };
+  readonly stats: PoolStats = { liveBytes: 0, pooledBytes: 0, peakBytes: 0, liveBuffers: 0, created: 0, acquired: 0, acquiredBytes: 0 };
 
   constructor(
     private readonly device: GPUDevice,
@@ -65,6 +71,8 @@ export class BufferPool {
     }
     this.stats.liveBytes += size;
     this.stats.liveBuffers++;
+    this.stats.acquired++;
+    this.stats.acquiredBytes += size;
     this.stats.peakBytes = Math.max(this.stats.peakBytes, this.stats.liveBytes + this.stats.pooledBytes);
     return buf;
   }
@@ -79,6 +87,11 @@ export class BufferPool {
     if (!list) this.free.set(size, (list = []));
     list.push(buf);
     this.stats.pooledBytes += size;
+  }
+
+  /** Restarts the peak from the current live + pooled total (to measure the peak of one piece of work). */
+  resetPeak(): void {
+    this.stats.peakBytes = this.stats.liveBytes + this.stats.pooledBytes;
   }
 
   /** Destroys every free buffer (live ones are untouched). */

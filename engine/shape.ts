@@ -101,3 +101,38 @@ export function inferReshape(from: Shape, to: Shape): number[] {
   if (numel(out) !== n) throw new ShapeError(`reshape ${fmt(from)} -> ${fmt(to)}: ${n} elements cannot become ${numel(out)}`);
   return out;
 }
+
+/**
+ * Strides under which `newShape` views the same elements, in the same row-major order, as a tensor
+ * of `shape` and `strides` — or null when no strides can (the reshape must copy). Dimensions of
+ * the old shape that are laid out back to back (stride[d − 1] = stride[d]·shape[d]) form chunks; a
+ * new shape is a view when each chunk splits into whole new dimensions (PyTorch's `view` rule).
+ */
+export function reshapeStrides(shape: Shape, strides: Shape, newShape: Shape): number[] | null {
+  const n = numel(shape);
+  if (n !== numel(newShape)) return null;
+  if (n === 0 || shape.length === 0) return contiguousStrides(newShape);
+  const out = new Array<number>(newShape.length);
+  let viewD = newShape.length - 1;
+  let chunkStride = strides[shape.length - 1];
+  let chunkNumel = 1;
+  let viewNumel = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    chunkNumel *= shape[d];
+    // A chunk ends at d when d is the first dim or dim d − 1 does not continue it.
+    if (d === 0 || (shape[d - 1] !== 1 && strides[d - 1] !== chunkNumel * chunkStride)) {
+      while (viewD >= 0 && (viewNumel < chunkNumel || newShape[viewD] === 1)) {
+        out[viewD] = viewNumel * chunkStride;
+        viewNumel *= newShape[viewD];
+        viewD--;
+      }
+      if (viewNumel !== chunkNumel) return null;
+      if (d > 0) {
+        chunkStride = strides[d - 1];
+        chunkNumel = 1;
+        viewNumel = 1;
+      }
+    }
+  }
+  return viewD === -1 ? out : null;
+}

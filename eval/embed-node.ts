@@ -14,7 +14,7 @@
  * normalisation `norm` (ImageNet; DINOv3's SAT-493M satellite weights expect their own, see
  * SAT493M_NORM). Arrays are used as given (NCHW, sides multiples of the patch).
  */
-import { statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { extname } from 'node:path';
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
@@ -23,7 +23,7 @@ import type { RgbImage } from '../models/io/image.js';
 import { readBytes } from '../models/io/node-files.js';
 import { parseNpy } from '../models/io/npy.js';
 import type { VisionTransformer } from '../models/vit.js';
-import { isImageName, listImageFiles, readImage } from '../train/data/image-files-node.js';
+import { isImageName, listImageFiles, listImageFilesRecursive, readImage } from '../train/data/image-files-node.js';
 import { evalTransform } from '../train/data/transforms.js';
 import { embedForward } from './embed.js';
 
@@ -33,10 +33,11 @@ export type EmbedInput =
   | { kind: 'array'; data: Float32Array; shape: [number, number, number, number] };
 
 /**
- * Opens `path`: a folder (its JPEG/PNG files, sorted), one JPEG/PNG file, or a float .npy of shape
- * [N, 3, H, W]. Throws with the reason otherwise.
+ * Opens `path`: a folder (its JPEG/PNG files, sorted; with `recursive`, those of its whole tree:
+ * listImageFilesRecursive), one JPEG/PNG file, or a float .npy of shape [N, 3, H, W]. Throws with
+ * the reason otherwise.
  */
-export async function openEmbedInput(path: string): Promise<EmbedInput> {
+export async function openEmbedInput(path: string, opts: { recursive?: boolean } = {}): Promise<EmbedInput> {
   let st;
   try {
     st = statSync(path);
@@ -44,8 +45,11 @@ export async function openEmbedInput(path: string): Promise<EmbedInput> {
     throw new Error(`input ${path}: no such file or folder`);
   }
   if (st.isDirectory()) {
-    const files = listImageFiles(path);
-    if (!files.length) throw new Error(`input ${path}: no .jpg, .jpeg or .png files in this folder`);
+    const files = opts.recursive ? listImageFilesRecursive(path) : listImageFiles(path);
+    if (!files.length) {
+      const hint = opts.recursive || !readdirSync(path, { withFileTypes: true }).some((d) => d.isDirectory()) ? '' : ' (it has sub-folders: --recursive embeds the images in them)';
+      throw new Error(`input ${path}: no .jpg, .jpeg or .png files in this ${opts.recursive ? 'folder tree' : 'folder'}${hint}`);
+    }
     return { kind: 'images', files };
   }
   const ext = extname(path).toLowerCase();
@@ -78,11 +82,36 @@ export interface EmbedOptions {
   patchTokens?: boolean;
   /** Normalisation of image inputs (default ImageNet). */
   norm?: Normalisation;
+  /** Divide each CLS feature by its L2 norm (cosine-ready rows, as curation compares them). */
+  normalize?: boolean;
   /** Skip images that fail to decode (reported through onWarning) instead of failing. */
   skipBad?: boolean;
+  /** With skipBad: return zero rows, rather than fail, when no image could be read (one shard of a pool). */
+  allowNone?: boolean;
+  /** Checked before each batch: once aborted, embedAll throws EmbedStoppedError. */
+  signal?: AbortSignal;
   onWarning?: (message: string) => void;
   /** After each batch: images done (including skipped ones) and the total. */
   onProgress?: (done: number, total: number) => void;
+}
+
+/** embedAll was stopped through its `signal` (Ctrl-C): nothing it computed is returned. */
+export class EmbedStoppedError extends Error {
+  override name = 'EmbedStoppedError';
+  constructor(readonly reason: unknown) {
+    super(`stopped (${String(reason)})`);
+  }
+}
+
+/** Divides each row of `x` [rows, dim] by its L2 norm, in place (an all-zero row stays zero). */
+export function normalizeRows(x: Float32Array, dim: number): Float32Array {
+  for (let r = 0; r < x.length / dim; r++) {
+    let s = 0;
+    for (let q = 0; q < dim; q++) s += x[r * dim + q] * x[r * dim + q];
+    const inv = s > 0 ? 1 / Math.sqrt(s) : 0;
+    for (let q = 0; q < dim; q++) x[r * dim + q] *= inv;
+  }
+  return x;
 }
 
 /** What {@link embedAll} returns: row-major CPU arrays and their shapes. */
@@ -120,6 +149,7 @@ export async function embedAll(engine: Engine, model: VisionTransformer, input: 
   let patches = 0;
   const started = performance.now();
   for (let start = 0; start < total; start += opts.batchSize) {
+    if (opts.signal?.aborted) throw new EmbedStoppedError(opts.signal.reason);
     const end = Math.min(total, start + opts.batchSize);
     let makeBatch: () => Tensor;
     if (input.kind === 'images') {
@@ -161,7 +191,7 @@ export async function embedAll(engine: Engine, model: VisionTransformer, input: 
       const what = input.kind === 'images' ? `the batch of ${input.files[start]} … ${input.files[end - 1]}` : `image ${start + Math.floor(nonFinite / D)}`;
       throw new Error(`the backbone gave non-finite features (${out.f[nonFinite]}) for ${what}; nothing was written`);
     }
-    feats.push(out.f);
+    feats.push(opts.normalize ? normalizeRows(out.f, D) : out.f);
     rows += out.f.length / D;
     patches = out.p;
     if (out.a) attns.push(out.a);
@@ -169,7 +199,7 @@ export async function embedAll(engine: Engine, model: VisionTransformer, input: 
     opts.onProgress?.(end, total);
   }
   const seconds = (performance.now() - started) / 1000;
-  if (!rows) throw new Error(`none of the ${total} images could be read`);
+  if (!rows && !opts.allowNone) throw new Error(`none of the ${total} images could be read`);
   const join = (parts: Float32Array[]): Float32Array => {
     const all = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
     let o = 0;

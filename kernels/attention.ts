@@ -5,7 +5,10 @@
  *
  * Shapes and layouts
  * - q [..., Nq, d], k [..., Nk, d], v [..., Nk, d] with the same leading (batch) dims: usually
- *   [B, H, N, d] or [BH, N, d]; any number of batch dims is accepted. out has q's shape (contiguous).
+ *   [B, H, N, d] or [BH, N, d]; any number of batch dims is accepted. out has q's shape: row-major,
+ *   or token-major ([..., N, H, d] storage, `AttentionOutLayout`); the outputs (out, dq, dk, dv)
+ *   are written through offsets and strides like the inputs, so gradients can land directly in
+ *   the layout of the tensor they belong to (attentionPacked's qkv).
  * - Inputs (and the upstream gradient dO) are read IN PLACE through offsets and strides in the
  *   uniform block: the batch dims collapse into at most two levels (b, h), each with a stride
  *   (size-1 dims dropped, adjacent dims merged where every operand allows). So the views ViT makes,
@@ -33,8 +36,10 @@
  *   L_i. With returnProbs, a second pass over the keys (L_i now known) writes P_i.
  * - attention_bwd_dq: per query row: D_i, then one pass over the keys → dQ_i; writes D for dK/dV.
  * - attention_bwd_dkv: per key row, one pass over the query rows → dK_j and dV_j.
- * Workgroup id y (and z past 65 535) is the batch-head, x the block of rows, so all invocations of a
- * workgroup read the same K/V (or Q/dO) chunk at the same time, from a workgroup-uniform address.
+ * Launch (AttentionConsts.packed): either workgroup id y (and z past 65 535) is the batch-head and x
+ * the block of rows, so all invocations of a workgroup read the same K/V (or Q/dO) chunk at the same
+ * time, from a workgroup-uniform address; or, packed, the invocations number (batch-head, block)
+ * pairs in one flat range, so no lane idles when a batch-head has few rows (N = 5 or 17).
  * Keys (queries in dK/dV) go 4 at a time, the tail block clamped to the last row and masked.
  *
  * Variants (AttentionConsts)
@@ -58,7 +63,8 @@ import { type BufferBinding, Uniforms } from '../engine/device.js';
 import type { Engine } from '../engine/engine.js';
 import { contiguousStrides, fmt, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { dense, release } from './elementwise.js';
+import { grid1d } from './common.js';
+import { dense, release, stridedCopy } from './elementwise.js';
 
 /** Options of the attention ops (engine/ops/attention.ts). */
 export interface AttentionOptions {
@@ -66,6 +72,13 @@ export interface AttentionOptions {
   scale?: number;
   /** Also return the attention probabilities softmax(Q·Kᵀ·scale) (no gradient flows through them). */
   returnProbs?: boolean;
+  /**
+   * The launch (AttentionConsts.packed): true packs several batch-heads per workgroup, false one
+   * per workgroup row; default: always packed on the 'cpu' variant, and on 'gpu' when a
+   * batch-head has fewer rows than half a workgroup (short sequences: N = 5 and 17 in the CPU
+   * default config). Both give the same results; tests force each.
+   */
+  packed?: boolean;
 }
 
 /** Largest head dim: the accumulators of one row must fit in registers (or the spill area). */
@@ -130,20 +143,29 @@ function vec4Aligned(s: Strided4): boolean {
 }
 
 /**
- * Collapses the batch dims of the operands. Operands are copied to contiguous tensors (`used`;
- * release them with `release`) only when their views need three batch levels or, with d % 4 == 0,
- * are not vec4-aligned (a unit stride along d and offsets/strides that are multiples of 4).
+ * Collapses the batch dims of the inputs together with the outputs. Inputs are copied to contiguous
+ * tensors (`used`; release them with `release`) when the views need three batch levels or, with
+ * d % 4 == 0, are not vec4-aligned (a unit stride along d and offsets/strides that are multiples
+ * of 4). Outputs are written in place and never copied: null when they cannot be (three levels, or
+ * not vec4-aligned), and then nothing is left to release.
  */
-function layout(ts: readonly Tensor[], d: number): { c: Collapsed; used: Tensor[] } {
-  let c = collapseBatch(ts);
-  let used = [...ts];
+function layoutWith(ins: readonly Tensor[], outs: readonly Tensor[], d: number): { c: Collapsed; used: Tensor[] } | null {
+  let used = [...ins];
+  const drop = () => used.forEach((t, i) => release(t, ins[i]));
+  let c = collapseBatch([...used, ...outs]);
   if (!c) {
-    used = ts.map(dense);
-    c = collapseBatch(used)!;
+    used = ins.map(dense);
+    c = collapseBatch([...used, ...outs]);
+    if (!c) return drop(), null;
   }
-  if (d % 4 === 0 && !c.views.every(vec4Aligned)) {
-    used = used.map((t, i) => (vec4Aligned(c!.views[i]) ? t : dense(t)));
-    c = collapseBatch(used)!;
+  if (d % 4 === 0) {
+    if (!c.views.slice(ins.length).every(vec4Aligned)) return drop(), null;
+    if (!c.views.slice(0, ins.length).every(vec4Aligned)) {
+      const cc = c;
+      used = used.map((t, i) => (vec4Aligned(cc.views[i]) ? t : t === ins[i] ? dense(t) : t));
+      c = collapseBatch([...used, ...outs]);
+      if (!c) return drop(), null;
+    }
   }
   return { c, used };
 }
@@ -204,9 +226,21 @@ export interface AttentionConsts {
   variant: 'cpu' | 'gpu';
   /** Rows per invocation (query rows in the forward and dQ, key rows in dK/dV). */
   rows: number;
+  /**
+   * Launch: false, one batch-head per workgroup row (id y), blocks of rows along x: every
+   * invocation of a workgroup reads the same K/V (Q/dO) row at the same time. true ('packed', for
+   * short sequences): invocations numbered (batch-head, block) in one flat range, so a workgroup
+   * covers several batch-heads and few lanes idle when N is far below the workgroup's rows.
+   */
+  packed: boolean;
 }
 
-const OPERANDS = ['q', 'k', 'v', 'g'] as const;
+/**
+ * The operands of the uniform block: inputs q, k, v, the upstream gradient g (= dO), and the
+ * outputs o (written by the forward, read by the backward), dq, dk, dv, each with its own offset
+ * and strides, so outputs are written in whatever layout their consumer wants (see `attentionPacked`).
+ */
+const OPERANDS = ['q', 'k', 'v', 'g', 'o', 'dq', 'dk', 'dv'] as const;
 
 /** Register chunks of a row: vec4 when d % 4 == 0 (offsets/strides then in vec4 units), else f32. */
 function chunks(c: AttentionConsts): { n: number; vec: boolean; ty: string; nc: string } {
@@ -220,10 +254,11 @@ function header(c: AttentionConsts): string {
   const { n, ty } = chunks(c);
   return /* wgsl */ `
 // nq, nk: rows of Q and of K/V per batch-head; nh: heads (inner batch level); nbh: batch-heads;
-// nc: chunks per row (= NC). <x>_{off,b,h,n,d}: offset and strides of q, k, v, dO, in chunks.
+// nc: chunks per row (= NC); nblk: row blocks per batch-head (the packed launch). <x>_{off,b,h,n,d}: offset and strides of q, k, v, dO, O, dQ, dK, dV
+// in chunks.
 struct U {
   nq: u32, nk: u32, nh: u32, nbh: u32,
-  scale: f32, nc: u32, pad0: u32, pad1: u32,
+  scale: f32, nc: u32, nblk: u32, pad1: u32,
   ${fields}
 }
 @group(0) @binding(0) var<uniform> u: U;
@@ -276,11 +311,21 @@ function indent(src: string): string {
 const T4 = [0, 1, 2, 3];
 const LANES = 'vec4<u32>(0u, 1u, 2u, 3u)';
 
-/** Prologue: the batch-head from the workgroup id (uniform across the workgroup) and its (b, h). */
+/**
+ * Prologue: the batch-head and the invocation's block of rows `blk` (the first row is blk·rows):
+ * from the workgroup id y (uniform across the workgroup) and gid.x, or, packed, from the flat
+ * invocation index (folded into x·y·z by the launch); then the batch-head's (b, h).
+ */
 function entry(c: AttentionConsts): string {
+  const ids = c.packed
+    ? `let flat = gid.x + (wid.y + wid.z * nwg.y) * nwg.x * ${c.wg}u;
+  let bh = flat / u.nblk;
+  let blk = flat % u.nblk;`
+    : `let bh = wid.y + wid.z * nwg.y;
+  let blk = gid.x;`;
   return /* wgsl */ `@compute @workgroup_size(${c.wg})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let bh = wid.y + wid.z * nwg.y;
+  ${ids}
   if (bh >= u.nbh) { return; }
   let b = bh / u.nh;
   let h = bh % u.nh;`;
@@ -317,7 +362,7 @@ ${rowBuffer(nb, 'Q', false)}
 ${rowBuffer(nb + 1, 'K', false)}
 ${rowBuffer(nb + 2, 'V', false)}
 ${entry(c)}
-  let i0 = gid.x * ${R}u;
+  let i0 = blk * ${R}u;
   let kbase = ${base('k')};
   let vbase = ${base('v')};
   // Rows past nq compute on row nq − 1 and skip the writes (no early return: lanes stay in step).
@@ -347,9 +392,10 @@ ${entry(c)}
     c,
     (r) => `if (i0 + ${r}u < u.nq) {
     let row = bh * u.nq + i0 + ${r}u;
+    let orow = ${base('o')} + (i0 + ${r}u) * u.o_n;
     let inv = 1.0 / l${r};
     let lse = m${r} + log(l${r});
-    ${forChunks(c, `O[row * NC + c] = a${r}[c] * inv;`)}
+    ${forChunks(c, `${at(c, 'O', 'o', 'orow')} = a${r}[c] * inv;`)}
     L[row] = lse;${
       probs
         ? `
@@ -385,7 +431,7 @@ ${rowBuffer(6, 'G', false)}
 ${rowBuffer(7, 'O', false)}
 ${scalars(8, 'L', false)}
 ${entry(c)}
-  let i0 = gid.x * ${R}u;
+  let i0 = blk * ${R}u;
   let kbase = ${base('k')};
   let vbase = ${base('v')};
   ${perRow(
@@ -394,13 +440,14 @@ ${entry(c)}
   let row${r} = bh * u.nq + iq${r};
   let qrow${r} = ${base('q')} + iq${r} * u.q_n;
   let grow${r} = ${base('g')} + iq${r} * u.g_n;
+  let orow${r} = ${base('o')} + iq${r} * u.o_n;
   var q${r}: Row;
   var g${r}: Row;
   var a${r}: Row;
   var D${r} = 0.0;`,
     '\n  ',
   )}
-  ${forChunks(c, perRow(c, (r) => `q${r}[c] = ${at(c, 'Q', 'q', `qrow${r}`)} * u.scale;\ng${r}[c] = ${at(c, 'G', 'g', `grow${r}`)};\na${r}[c] = Chunk(0.0);\nD${r} += ${dotc(c, `g${r}[c]`, `O[row${r} * NC + c]`)};`, '\n'))}
+  ${forChunks(c, perRow(c, (r) => `q${r}[c] = ${at(c, 'Q', 'q', `qrow${r}`)} * u.scale;\ng${r}[c] = ${at(c, 'G', 'g', `grow${r}`)};\na${r}[c] = Chunk(0.0);\nD${r} += ${dotc(c, `g${r}[c]`, at(c, 'O', 'o', `orow${r}`))};`, '\n'))}
   ${perRow(c, (r) => `let L${r} = L[row${r}];`, '\n  ')}
   for (var j0 = 0u; j0 < u.nk; j0 += 4u) {
     ${blockRows('kr', 'kbase', 'j0', 'u.nk', 'u.k_n')}
@@ -422,7 +469,8 @@ ${perRow(c, (r) => `a${r}[c] += (ds${r}.x * k0 + ds${r}.y * k1) + (ds${r}.z * k2
   ${perRow(
     c,
     (r) => `if (i0 + ${r}u < u.nq) {
-    ${forChunks(c, `dQ[row${r} * NC + c] = a${r}[c] * u.scale;`)}
+    let dqrow = ${base('dq')} + iq${r} * u.dq_n;
+    ${forChunks(c, `${at(c, 'dQ', 'dq', 'dqrow')} = a${r}[c] * u.scale;`)}
     Dv[row${r}] = D${r};
   }`,
     '\n  ',
@@ -433,21 +481,25 @@ ${perRow(c, (r) => `a${r}[c] += (ds${r}.x * k0 + ds${r}.y * k1) + (ds${r}.z * k2
 /**
  * Backward, key side: one invocation per `rows` key rows, blocks of 4 query rows:
  * dV_j = Σ_i P_ij dO_i, dK_j = s·Σ_i P_ij (dO_i·V_j − D_i) Q_i.
- * Bindings: dK, dV (rows, rw), Q, K, V, G (= dO), L, Dv.
+ * Bindings: dK, dV (rows, rw) — or, with `sharedKV`, one binding dKV holding both (dK and dV are
+ * then views of one buffer, e.g. ViT's packed qkv gradient, where two writable bindings of the
+ * same buffer would alias) — then Q, K, V, G (= dO), L, Dv.
  */
-export function backwardDkvSource(c: AttentionConsts): string {
+export function backwardDkvSource(c: AttentionConsts, sharedKV = false): string {
   const R = c.rows;
+  const first = sharedKV ? 2 : 3;
+  const dkBuf = sharedKV ? 'dKV' : 'dK';
+  const dvBuf = sharedKV ? 'dKV' : 'dV';
   return indent(/* wgsl */ `${header(c)}
-${rowBuffer(1, 'dK', true)}
-${rowBuffer(2, 'dV', true)}
-${rowBuffer(3, 'Q', false)}
-${rowBuffer(4, 'K', false)}
-${rowBuffer(5, 'V', false)}
-${rowBuffer(6, 'G', false)}
-${scalars(7, 'L', false)}
-${scalars(8, 'Dv', false)}
+${sharedKV ? rowBuffer(1, 'dKV', true) : `${rowBuffer(1, 'dK', true)}\n${rowBuffer(2, 'dV', true)}`}
+${rowBuffer(first, 'Q', false)}
+${rowBuffer(first + 1, 'K', false)}
+${rowBuffer(first + 2, 'V', false)}
+${rowBuffer(first + 3, 'G', false)}
+${scalars(first + 4, 'L', false)}
+${scalars(first + 5, 'Dv', false)}
 ${entry(c)}
-  let j0 = gid.x * ${R}u;
+  let j0 = blk * ${R}u;
   let qbase = ${base('q')};
   let gbase = ${base('g')};
   let rbase = bh * u.nq;
@@ -487,8 +539,9 @@ ${perRow(c, (r) => `dv${r}[c] += (p${r}.x * g0 + p${r}.y * g1) + (p${r}.z * g2 +
   ${perRow(
     c,
     (r) => `if (j0 + ${r}u < u.nk) {
-    let orow = (bh * u.nk + j0 + ${r}u) * NC;
-    ${forChunks(c, `dK[orow + c] = dk${r}[c] * u.scale;\ndV[orow + c] = dv${r}[c];`)}
+    let dkrow = ${base('dk')} + (j0 + ${r}u) * u.dk_n;
+    let dvrow = ${base('dv')} + (j0 + ${r}u) * u.dv_n;
+    ${forChunks(c, `${at(c, dkBuf, 'dk', 'dkrow')} = dk${r}[c] * u.scale;\n${at(c, dvBuf, 'dv', 'dvrow')} = dv${r}[c];`)}
   }`,
     '\n  ',
   )}
@@ -498,21 +551,31 @@ ${perRow(c, (r) => `dv${r}[c] += (p${r}.x * g0 + p${r}.y * g1) + (p${r}.z * g2 +
 // -------------------------------------------------------------------------------------------------
 // Launch
 
-/** Workgroups for `rows` rows per batch-head × BH batch-heads (BH folded into y·z past 65 535). */
-function grid(nrows: number, wg: number, BH: number): [number, number, number] {
+/**
+ * Workgroups for `n` rows per batch-head × BH batch-heads in blocks of c.rows: blocks along x and
+ * BH along y (folded into y·z past 65 535), or, packed, BH·blocks invocations in one flat range.
+ */
+function grid(c: AttentionConsts, n: number, BH: number): [number, number, number] {
+  const blocks = Math.ceil(n / c.rows);
+  if (c.packed) return grid1d(BH * blocks, c.wg);
   const z = Math.ceil(BH / 65535);
-  return [Math.ceil(nrows / wg), Math.ceil(BH / z), z];
+  return [Math.ceil(blocks / c.wg), Math.ceil(BH / z), z];
 }
 
-/** The uniform block; offsets and strides divided by 4 in the vec4 layout. */
-function uniforms(dm: Dims, views: readonly Strided4[]): ArrayBuffer {
+/** The uniform block for a kernel of constants `c` over n rows per batch-head; offsets and strides divided by 4 in the vec4 layout. Absent operands are zero. */
+function uniforms(dm: Dims, c: AttentionConsts, n: number, views: Partial<Record<(typeof OPERANDS)[number], Strided4>>): ArrayBuffer {
   const div = dm.d % 4 === 0 ? 4 : 1;
-  const u = new Uniforms(8 + 5 * OPERANDS.length).u32(dm.nq, dm.nk, dm.H, dm.BH).f32(dm.scale).u32(dm.d / div, 0, 0);
-  for (let i = 0; i < OPERANDS.length; i++) {
-    const s = views[i] ?? { off: 0, sb: 0, sh: 0, sn: 0, sd: 0 };
+  const u = new Uniforms(8 + 5 * OPERANDS.length).u32(dm.nq, dm.nk, dm.H, dm.BH).f32(dm.scale).u32(dm.d / div, Math.ceil(n / c.rows), 0);
+  for (const o of OPERANDS) {
+    const s = views[o] ?? { off: 0, sb: 0, sh: 0, sn: 0, sd: 0 };
     u.u32(s.off / div, s.sb / div, s.sh / div, s.sn / div, s.sd);
   }
   return u.bytes();
+}
+
+/** The views of a collapsed layout by operand name (`names[i]` is the name of view i). */
+function named(c: Collapsed, names: readonly (typeof OPERANDS)[number][]): Partial<Record<(typeof OPERANDS)[number], Strided4>> {
+  return Object.fromEntries(names.map((n, i) => [n, c.views[i]]));
 }
 
 /**
@@ -522,10 +585,16 @@ function uniforms(dm: Dims, views: readonly Strided4[]): ArrayBuffer {
  */
 const CPU_ROWS = { fwd: 4, dq: 2, dkv: 2 } as const;
 
-/** Compile-time constants of one kernel on this engine's variant. */
-function consts(e: Engine, d: number, kernel: keyof typeof CPU_ROWS): AttentionConsts {
+/**
+ * Compile-time constants of one kernel on this engine's variant, for n rows per batch-head (query
+ * rows, key rows in dK/dV); `packed` forces the launch (see AttentionOptions.packed).
+ */
+function consts(e: Engine, d: number, kernel: keyof typeof CPU_ROWS, n: number, packed?: boolean): AttentionConsts {
   const variant = e.device.variants;
-  return variant === 'cpu' ? { d, wg: 16, variant, rows: CPU_ROWS[kernel] } : { d, wg: 64, variant, rows: 1 };
+  // 'cpu': packed at every length (lavapipe measured it faster even at N = 197, bench/lab/kernel-notes.md);
+  // 'gpu': packed only for short sequences, where a per-batch-head workgroup would be mostly idle.
+  if (variant === 'cpu') return { d, wg: 16, variant, rows: CPU_ROWS[kernel], packed: packed ?? true };
+  return { d, wg: 64, variant, rows: 1, packed: packed ?? Math.ceil(n / 1) < 32 };
 }
 
 /**
@@ -537,10 +606,27 @@ function tailOffset(e: Engine, n: number): number {
   return Math.ceil(n / align) * align;
 }
 
-/** A contiguous tensor of `shape` whose storage holds `total` ≥ numel(shape) elements. */
-function withTail(e: Engine, shape: Shape, total: number, label: string): Tensor {
+/**
+ * Layout of the forward's output: 'contiguous' (q's shape, row-major), or 'tokens' for q of shape
+ * [..., B, H, N, d]: stored as [..., B, N, H, d] and viewed as q's shape, so that the usual next
+ * step, out.transpose(-3, -2).reshape(..., B, N, H·d) (merging the heads back into channels), is a
+ * free view instead of a copy.
+ */
+export type AttentionOutLayout = 'contiguous' | 'tokens';
+
+/** Strides of `shape` ([..., H, N, d]) in `layout` (see AttentionOutLayout). */
+function outStrides(shape: Shape, layout: AttentionOutLayout): number[] {
+  const r = shape.length;
+  if (layout === 'contiguous' || r < 4) return contiguousStrides(shape);
+  const stored = [...shape.slice(0, r - 3), shape[r - 2], shape[r - 3], shape[r - 1]];
+  const cs = contiguousStrides(stored);
+  return [...cs.slice(0, r - 3), cs[r - 2], cs[r - 3], cs[r - 1]];
+}
+
+/** A tensor of `shape` with `strides` (a permutation of a dense block) whose storage holds `total` ≥ numel(shape) elements. */
+function withTail(e: Engine, shape: Shape, strides: Shape, total: number, label: string): Tensor {
   const big = e.empty([total], { label });
-  const t = big.view(shape, contiguousStrides(shape), 0, label);
+  const t = big.view(shape, strides, 0, label);
   big.dispose();
   return t;
 }
@@ -557,43 +643,53 @@ export interface AttentionForward {
   /** Element offset of L behind the O rows in out's storage. */
   lOff: number;
   dm: Dims;
+  /** The launch asked for (AttentionOptions.packed), which the backward follows. */
+  packed?: boolean;
 }
 
 /**
- * softmax(q·kᵀ·scale)·v, fused (see the file header): out has q's shape; probs [..., Nq, Nk] (with
- * `returnProbs`). q, k, v are read in place where their layout allows.
+ * softmax(q·kᵀ·scale)·v, fused (see the file header): out has q's shape, in `outLayout`; probs
+ * [..., Nq, Nk] (with `returnProbs`). q, k, v are read in place where their layout allows.
  */
-export function attentionForwardRaw(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): AttentionForward {
+export function attentionForwardRaw(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, outLayout: AttentionOutLayout = 'contiguous'): AttentionForward {
   const { nq, nk, d } = checkShapes(q, k, v);
   const scale = opts.scale ?? 1 / Math.sqrt(d);
   if (!Number.isFinite(scale)) throw new Error(`attention: scale must be finite (got ${scale})`);
   const e = q.engine;
-  const { c: lay, used } = layout([q, k, v], d);
-  const dm: Dims = { B: lay.B, H: lay.H, BH: lay.B * lay.H, nq, nk, d, scale };
-  const nrows = dm.BH * nq;
+  const n = q.size;
   // Checked before anything is allocated: the probabilities are one binding of BH·Nq·Nk floats.
-  const probsBytes = nrows * nk * 4;
+  const probsBytes = (n / d) * nk * 4;
   const limit = e.device.limits.maxStorageBufferBindingSize;
   if (opts.returnProbs && probsBytes > limit) {
     throw new RangeError(
-      `attention: the probabilities of ${dm.BH} heads × ${nq}×${nk} would take ${probsBytes} bytes, over the device's ${limit}-byte storage binding limit; ` +
+      `attention: the probabilities of ${n / d / Math.max(nq, 1)} heads × ${nq}×${nk} would take ${probsBytes} bytes, over the device's ${limit}-byte storage binding limit; ` +
         'ask only for the rows you need (the ViT gives the CLS row with `forwardFeatures(x, { attention: "cls" })`) or use a smaller input',
     );
   }
-  const lOff = tailOffset(e, nrows * d);
-  const out = withTail(e, q.shape, lOff + nrows, 'attention');
+  const lOff = tailOffset(e, n);
+  let out = withTail(e, q.shape, outStrides(q.shape, outLayout), lOff + n / d, 'attention');
+  let lay = layoutWith([q, k, v], [out], d);
+  if (!lay) {
+    // The token layout does not collapse with these inputs: write row-major instead.
+    out.dispose();
+    out = withTail(e, q.shape, contiguousStrides(q.shape), lOff + n / d, 'attention');
+    lay = layoutWith([q, k, v], [out], d)!;
+  }
+  const { c, used } = lay;
+  const dm: Dims = { B: c.B, H: c.H, BH: c.B * c.H, nq, nk, d, scale };
+  const nrows = dm.BH * nq;
   const probs = opts.returnProbs ? e.empty([...q.shape.slice(0, -2), nq, nk], { label: 'attention_probs' }) : undefined;
   if (nrows > 0) {
-    const c = consts(e, d, 'fwd');
+    const kc = consts(e, d, 'fwd', nq, opts.packed);
     const dev = e.device;
-    dev.dispatch(dev.kernel(`attention_fwd_d${d}`, forwardSource(c, !!probs)), {
-      uniforms: uniforms(dm, lay.views),
+    dev.dispatch(dev.kernel(`attention_fwd_d${d}${kc.packed ? '_packed' : ''}`, forwardSource(kc, !!probs)), {
+      uniforms: uniforms(dm, kc, nq, named(c, ['q', 'k', 'v', 'o'])),
       buffers: [range(out, 0, nrows * d), range(out, lOff, nrows), ...(probs ? [probs.buffer] : []), ...used.map((t) => t.buffer)],
-      workgroups: grid(Math.ceil(nq / c.rows), c.wg, dm.BH),
+      workgroups: grid(kc, nq, dm.BH),
     });
   }
   used.forEach((t, i) => release(t, [q, k, v][i]));
-  return { out, probs, lOff, dm };
+  return { out, probs, lOff, dm, packed: opts.packed };
 }
 
 /**
@@ -601,6 +697,10 @@ export function attentionForwardRaw(q: Tensor, k: Tensor, v: Tensor, opts: Atten
  * otherwise; dq's kernel runs regardless, since it also writes the D that dK/dV read). `fwd` is
  * the forward's result; the (b, h) split is redone with g, whose layout may group the batch dims
  * differently (the flat batch-head index, and so O and L, are the same).
+ *
+ * `into`: views (shaped like q, k, v) to write the gradients into, in place, instead of new
+ * contiguous tensors (attentionPacked's single qkv gradient); they are then what is returned. dk
+ * and dv may be views of one buffer (one writable binding then holds both).
  */
 export function attentionBackwardRaw(
   q: Tensor,
@@ -609,50 +709,68 @@ export function attentionBackwardRaw(
   fwd: AttentionForward,
   g: Tensor,
   need: readonly [boolean, boolean, boolean],
+  into?: readonly [Tensor, Tensor, Tensor],
 ): [Tensor | null, Tensor | null, Tensor | null] {
   const { out, lOff } = fwd;
   const e = q.engine;
   const dev = e.device;
-  const inputs = [q, k, v, g];
-  const { c: lay, used } = layout(inputs, fwd.dm.d);
-  const dm: Dims = { ...fwd.dm, B: lay.B, H: lay.H };
+  const kv = need[1] || need[2];
+  const fresh = (): Tensor[] => [
+    e.empty(q.shape, { label: 'attention_dq' }),
+    ...(kv ? [e.empty(k.shape, { label: 'attention_dk' }), e.empty(v.shape, { label: 'attention_dv' })] : []),
+  ];
+  const ins = [q, k, v, g, out];
+  let outs = into ? (kv ? [...into] : [into[0]]) : fresh();
+  let lay = layoutWith(ins, outs, fwd.dm.d);
+  let copyBack = false;
+  if (!lay) {
+    // The given views cannot be written in place with these inputs: compute into new tensors and copy.
+    outs = fresh();
+    copyBack = true;
+    lay = layoutWith(ins, outs, fwd.dm.d)!;
+  }
+  const { c, used } = lay;
+  const [dq, dk = null, dv = null] = outs;
+  const dm: Dims = { ...fwd.dm, B: c.B, H: c.H };
   const nrows = dm.BH * dm.nq;
-  const cq = consts(e, dm.d, 'dq');
-  const ckv = consts(e, dm.d, 'dkv');
-  const u = uniforms(dm, lay.views);
+  const cq = consts(e, dm.d, 'dq', dm.nq, fwd.packed);
+  const ckv = consts(e, dm.d, 'dkv', dm.nk, fwd.packed);
+  const views = named(c, ['q', 'k', 'v', 'g', 'o', 'dq', ...(kv ? (['dk', 'dv'] as const) : [])]);
   const [qb, kb, vb, gb] = used.map((t) => t.buffer);
-  const O = range(out, 0, nrows * dm.d);
+  const O = used[4] === out ? range(out, 0, nrows * dm.d) : used[4].buffer;
   const L = range(out, lOff, nrows);
-  const dq = e.empty(q.shape, { label: 'attention_dq' });
   const D = e.empty([Math.max(nrows, 1)], { label: 'attention_D' });
   if (nrows > 0) {
-    dev.dispatch(dev.kernel(`attention_bwd_dq_d${dm.d}`, backwardDqSource(cq)), {
-      uniforms: u,
+    dev.dispatch(dev.kernel(`attention_bwd_dq_d${dm.d}${cq.packed ? '_packed' : ''}`, backwardDqSource(cq)), {
+      uniforms: uniforms(dm, cq, dm.nq, views),
       buffers: [dq.buffer, D.buffer, qb, kb, vb, gb, O, L],
-      workgroups: grid(Math.ceil(dm.nq / cq.rows), cq.wg, dm.BH),
+      workgroups: grid(cq, dm.nq, dm.BH),
     });
   }
-  let dk: Tensor | null = null;
-  let dv: Tensor | null = null;
-  if (need[1] || need[2]) {
-    dk = e.empty(k.shape, { label: 'attention_dk' });
-    dv = e.empty(v.shape, { label: 'attention_dv' });
-    // With nq = 0 the loop over queries is empty and dK = dV = 0 are written all the same.
-    if (dm.BH * dm.nk > 0) {
-      dev.dispatch(dev.kernel(`attention_bwd_dkv_d${dm.d}`, backwardDkvSource(ckv)), {
-        uniforms: u,
-        buffers: [dk.buffer, dv.buffer, qb, kb, vb, gb, L, D.buffer],
-        workgroups: grid(Math.ceil(dm.nk / ckv.rows), ckv.wg, dm.BH),
-      });
-    }
+  // With nq = 0 the loop over queries is empty and dK = dV = 0 are written all the same.
+  if (dk && dv && dm.BH * dm.nk > 0) {
+    const shared = dk.buffer === dv.buffer;
+    dev.dispatch(dev.kernel(`attention_bwd_dkv_d${dm.d}${shared ? '_shared' : ''}${ckv.packed ? '_packed' : ''}`, backwardDkvSource(ckv, shared)), {
+      uniforms: uniforms(dm, ckv, dm.nk, views),
+      buffers: [...(shared ? [dk.buffer] : [dk.buffer, dv.buffer]), qb, kb, vb, gb, L, D.buffer],
+      workgroups: grid(ckv, dm.nk, dm.BH),
+    });
   }
   D.dispose();
-  used.forEach((t, i) => release(t, inputs[i]));
-  const keepIf = (t: Tensor | null, needed: boolean): Tensor | null => {
-    if (t && !needed) t.dispose();
-    return needed ? t : null;
-  };
-  return [keepIf(dq, need[0]), keepIf(dk, need[1]), keepIf(dv, need[2])];
+  used.forEach((t, i) => release(t, ins[i]));
+  const result: (Tensor | null)[] = [dq, dk, dv];
+  if (copyBack && into) {
+    result.forEach((t, i) => {
+      if (t && need[i]) stridedCopy(into[i], t);
+      t?.dispose();
+    });
+    return [need[0] ? into[0] : null, need[1] ? into[1] : null, need[2] ? into[2] : null];
+  }
+  return [0, 1, 2].map((i) => {
+    const t = result[i];
+    if (t && !need[i] && !into) t.dispose();
+    return need[i] ? t : null;
+  }) as [Tensor | null, Tensor | null, Tensor | null];
 }
 
 // -------------------------------------------------------------------------------------------------

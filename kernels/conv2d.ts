@@ -49,8 +49,8 @@
 import { Uniforms } from '../engine/device.js';
 import { fmt, type Shape, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { grid1d, linearIndexWgsl } from './common.js';
-import { dense, release } from './elementwise.js';
+import { bind, grid1d, linearIndexWgsl } from './common.js';
+import { dense, denseAligned, release } from './elementwise.js';
 import { reduceAxisRaw } from './reduce.js';
 
 /** Options of the conv2d op (engine/ops/conv2d.ts); a number applies to both axes. */
@@ -432,9 +432,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
  * operands may be views (they are made contiguous first). Returns y [B, Cout, Ho, Wo].
  */
 export function conv2dForwardRaw(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeometry): Tensor {
-  const xd = dense(x);
-  const wd = dense(weight);
-  const bd = bias ? dense(bias) : null;
+  // Parameters are usually aligned arena views: bound in place (`bind`), never copied.
+  const xd = denseAligned(x);
+  const wd = denseAligned(weight);
+  const bd = bias ? denseAligned(bias) : null;
   const y = forwardDense(xd, wd, bd, g);
   release(xd, x);
   release(wd, weight);
@@ -456,8 +457,8 @@ export function conv2dBackwardRaw(
   const gd = dense(gy);
   let xs: Tensor | null = null;
   let ws: Tensor | null = null;
-  const dx = need[0] ? backwardInput(gd, (ws = dense(weight)), g) : null;
-  const dw = need[1] ? backwardWeight(gd, (xs = dense(x)), g) : null;
+  const dx = need[0] ? backwardInput(gd, (ws = denseAligned(weight)), g) : null;
+  const dw = need[1] ? backwardWeight(gd, (xs = denseAligned(x)), g) : null;
   const db = need[2] ? backwardBias(gd, g) : null;
   if (xs) release(xs, x);
   if (ws) release(ws, weight);
@@ -465,7 +466,7 @@ export function conv2dBackwardRaw(
   return [dx, dw, db];
 }
 
-/** Forward convolution of contiguous operands. */
+/** Forward convolution of row-major operands (x, w, bias at binding-aligned offsets; see `denseAligned`). */
 function forwardDense(x: Tensor, w: Tensor, bias: Tensor | null, g: ConvGeometry): Tensor {
   const e = x.engine;
   const y = e.empty([g.B, g.Cout, g.Ho, g.Wo], { label: 'conv2d' });
@@ -476,13 +477,13 @@ function forwardDense(x: Tensor, w: Tensor, bias: Tensor | null, g: ConvGeometry
   const kernel = e.device.kernel('conv2d_forward', conv2dForwardSource(FWD_TC, padded(g), bias !== null));
   e.device.dispatch(kernel, {
     uniforms: geometryUniforms(g).u32(pixBlocks, coBlocks, n).bytes(),
-    buffers: bias ? [y.buffer, x.buffer, w.buffer, bias.buffer] : [y.buffer, x.buffer, w.buffer],
+    buffers: bias ? [y.buffer, bind(x), bind(w), bind(bias)] : [y.buffer, bind(x), bind(w)],
     workgroups: grid1d(n, WG),
   });
   return y;
 }
 
-/** dx of a convolution from contiguous g and w. */
+/** dx of a convolution from contiguous g and a row-major, aligned w. */
 function backwardInput(gy: Tensor, w: Tensor, g: ConvGeometry): Tensor {
   const e = gy.engine;
   const dx = e.empty([g.B, g.Cin, g.H, g.W], { label: 'conv2d_dx' });
@@ -493,13 +494,13 @@ function backwardInput(gy: Tensor, w: Tensor, g: ConvGeometry): Tensor {
   if (n === 0) return dx;
   e.device.dispatch(e.device.kernel('conv2d_backward_input', conv2dBackwardInputSource(tc)), {
     uniforms: geometryUniforms(g).u32(ciBlocks, mBlocks, n).bytes(),
-    buffers: [dx.buffer, gy.buffer, w.buffer],
+    buffers: [dx.buffer, gy.buffer, bind(w)],
     workgroups: grid1d(n, WG),
   });
   return dx;
 }
 
-/** dw of a convolution from contiguous g and x, split over B·Ho·Wo when small. */
+/** dw of a convolution from contiguous g and a row-major, aligned x, split over B·Ho·Wo when small. */
 function backwardWeight(gy: Tensor, x: Tensor, g: ConvGeometry): Tensor {
   const e = gy.engine;
   const K = g.Cin * g.kh * g.kw;
@@ -515,7 +516,7 @@ function backwardWeight(gy: Tensor, x: Tensor, g: ConvGeometry): Tensor {
   const n = blocks * splits;
   e.device.dispatch(e.device.kernel('conv2d_backward_weight', conv2dBackwardWeightSource(padded(g), DW_TC)), {
     uniforms: geometryUniforms(g).u32(kBlocks, coBlocks, n, chunk, N).bytes(),
-    buffers: [partial.buffer, gy.buffer, x.buffer],
+    buffers: [partial.buffer, gy.buffer, bind(x)],
     workgroups: grid1d(n, WG),
   });
   if (splits === 1) {

@@ -11,8 +11,9 @@
  *   engine/ops/cross-entropy.ts, records only `logits` as its input).
  *
  * Kernels
- * - forward: one row kernel (kernels/common.ts layouts 'cpu' / 'gpu'): pass 1 the row max of the
- *   logits, pass 2 the blocked sum of exp((l − M)/τ), pass 3 Σ target·(l − M)/τ and Σ target.
+ * - forward: one row kernel (the row layouts of kernels/common.ts): pass 1 the row max M of the
+ *   logits and the sum of exp((l − M)/τ) (online, `rowMaxSumExpWgsl`), pass 2 Σ target·(l − M)/τ
+ *   and Σ target.
  *   It writes the loss [rows] and saves per row (M, log S, T) for the backward.
  * - backward: elementwise (one invocation per logit, no reduction left to do thanks to the saved
  *   row statistics), the same kernel for both layouts.
@@ -21,7 +22,7 @@
 import { Uniforms } from '../engine/device.js';
 import { fmt, ShapeError } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { grid1d, linearIndexWgsl, rowGrid, rowKernelSource, rowMaxWgsl, rowSumsWgsl, type RowVariant } from './common.js';
+import { grid1d, linearIndexWgsl, type RowConsts, rowConsts, rowGrid, rowKernelSource, rowMaxSumExpWgsl, rowSuffix, rowSumsWgsl } from './common.js';
 import { dense, release } from './elementwise.js';
 
 /** Options of the cross-entropy op (engine/ops/cross-entropy.ts). */
@@ -35,29 +36,28 @@ const STATS = 3;
 const WG = 256;
 
 /**
- * WGSL of the forward kernel. Bindings: L (loss, out), S (row stats, out), T (target), Z (logits).
- * Pure function of the layout.
+ * WGSL of the forward kernel. Bindings: L (loss, out), S (row stats, out), TG (target), Z (logits).
+ * Pure function of the row constants.
  */
-export function crossEntropyForwardSource(variant: RowVariant): string {
+export function crossEntropyForwardSource(k: RowConsts): string {
   const decls = `struct U { rows: u32, D: u32, inv_tau: f32, pad: u32, }
 @group(0) @binding(0) var<uniform> u: U;
 @group(0) @binding(1) var<storage, read_write> L: array<f32>;
 @group(0) @binding(2) var<storage, read_write> S: array<f32>;
-@group(0) @binding(3) var<storage, read> T: array<f32>;
-@group(0) @binding(4) var<storage, read> Z: array<f32>;`;
+@group(0) @binding(3) var<storage, read> TG: array<T>;
+@group(0) @binding(4) var<storage, read> Z: array<T>;`;
   const body = `
-  let base = row * u.D;
-  ${rowMaxWgsl('m', 'Z[base + j]')}
-  ${rowSumsWgsl({ s: 'exp((Z[base + j] - m) * u.inv_tau)' })}
+  let base = row * DV;
+  ${rowMaxSumExpWgsl('m', 's', (j) => `Z[base + ${j}]`, 'u.inv_tau')}
   let log_s = log(s);
-  ${rowSumsWgsl({ tz: 'T[base + j] * ((Z[base + j] - m) * u.inv_tau)', tt: 'T[base + j]' })}
+  ${rowSumsWgsl({ tz: 'TG[base + j] * ((Z[base + j] - m) * u.inv_tau)', tt: 'TG[base + j]' })}
   if (lid == 0u) {
     L[row] = tt * log_s - tz;
     S[${STATS}u * row] = m;
     S[${STATS}u * row + 1u] = log_s;
     S[${STATS}u * row + 2u] = tt;
   }`;
-  return rowKernelSource(variant, decls, body);
+  return rowKernelSource(k, decls, body);
 }
 
 /** WGSL of the backward kernel: DZ (out) from Z (logits), T (target), S (row stats), G (upstream [rows]). */
@@ -101,11 +101,11 @@ export function softCrossEntropyForwardRaw(target: Tensor, logits: Tensor, tau: 
     if (D === 0) throw new ShapeError(`${op}: logits ${fmt(logits.shape)} have rows of length 0`);
     const td = dense(target);
     const ld = dense(logits);
-    const variant = dev.variants;
-    dev.dispatch(dev.kernel(`${op}_${variant}`, crossEntropyForwardSource(variant)), {
+    const k = rowConsts(dev, rows, D);
+    dev.dispatch(dev.kernel(`${op}${rowSuffix(k)}`, crossEntropyForwardSource(k)), {
       uniforms: new Uniforms(4).u32(rows, D).f32(1 / tau).u32(0).bytes(),
       buffers: [loss.buffer, stats.buffer, td.buffer, ld.buffer],
-      workgroups: rowGrid(variant, rows),
+      workgroups: rowGrid(k, rows),
     });
     release(td, target);
     release(ld, logits);

@@ -23,9 +23,12 @@
  * tails (no ∞·0 = NaN, as the direct x/(1 + e⁻ˣ) and its quotient rule would give).
  *
  * Kernel shapes: `strided` (rank ≤ 6, shapes and strides in the uniform block, inputs may be views
- * with stride 0 on broadcast dims) or `flat` (every operand contiguous with the output's shape: no
- * index arithmetic). One pipeline per (op, arity, flat | strided, rank): shapes never enter the
- * source. Outputs are new contiguous tensors.
+ * with stride 0 on broadcast dims), `flat` (every operand contiguous with the output's shape: no
+ * index arithmetic) or `flat4` (flat with a multiple of 4 elements: each invocation loads and
+ * stores one vec4 per operand and applies the op to its 4 components; on lavapipe every storage
+ * access costs a per-lane sequence, so a vec4 access costs about what a scalar one does: ~3× the
+ * throughput of `flat`, bench/lab/row-kernels.md). One pipeline per (op, arity, shape kind, rank):
+ * shapes never enter the source. Outputs are new contiguous tensors.
  */
 import { Uniforms } from '../engine/device.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, isContiguous, sameShape, type Shape, ShapeError } from '../engine/shape.js';
@@ -148,6 +151,91 @@ function params(rank: number, prefix: string): string {
   return Array.from({ length: rank }, (_, i) => `${prefix}${i}: i32,`).join(' ');
 }
 
+/**
+ * How an operand of a vec4 kernel maps the output's element i (out contiguous, n elements) to its
+ * own element: 'flat' i; 'inner' i mod inner (broadcast over leading dims: a bias [D] or a position
+ * embedding [1, N, D] against [B, N, D]); 'outer' ⌊i / inner⌋ (broadcast over trailing dims: a
+ * per-sample scale [B, 1, 1] against [B, N, D]). Plus the operand's element offset.
+ */
+export type Vec4Mode = 'flat' | 'inner' | 'outer';
+
+/**
+ * WGSL of the vec4 kernel: n4 = n/4 invocations, one vec4 of the output each; each operand is
+ * loaded per its Vec4Mode ('outer': one f32, the same for the vec4's 4 components since inner is a
+ * multiple of 4) and the op applied per component through `op(x, b, p)`. Pure function of (op
+ * expression, arity, modes).
+ */
+export function elementwiseVec4Source(expr: string, arity: 0 | 1 | 2, modeA: Vec4Mode = 'flat', modeB: Vec4Mode = 'flat'): string {
+  const decl = (binding: number, name: string, mode: Vec4Mode) =>
+    `@group(0) @binding(${binding}) var<storage, read> ${name}: array<${mode === 'outer' ? 'f32' : 'vec4<f32>'}>;`;
+  // Offsets and `inner` are in the binding's units: vec4 for 'flat'/'inner', f32 for 'outer'.
+  const load = (name: string, mode: Vec4Mode, o: 'A' | 'B') =>
+    mode === 'flat'
+      ? `${name}[u.off${o} + i]`
+      : mode === 'inner'
+        ? `${name}[u.off${o} + i % u.inner${o}]`
+        : `vec4<f32>(${name}[u.off${o} + (4u * i) / u.inner${o}])`;
+  const inputs = [arity >= 1 ? decl(2, 'A', modeA) : '', arity === 2 ? decl(3, 'B', modeB) : ''].join('\n');
+  const xa = arity === 0 ? 'vec4<f32>(0.0)' : load('A', modeA, 'A');
+  const xb = arity === 2 ? load('B', modeB, 'B') : 'vec4<f32>(0.0)';
+  return /* wgsl */ `
+struct U { n: u32, offA: u32, offB: u32, p: f32, innerA: u32, innerB: u32, }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read_write> Y: array<vec4<f32>>;
+${inputs}
+${MATH_WGSL}
+fn op(x: f32, b: f32, p: f32) -> f32 {
+  let a = x;
+  return ${expr};
+}
+${linearIndexWgsl(WG)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = linear_index(gid, nwg);
+  if (i >= u.n) { return; }
+  let x = ${xa};
+  let b = ${xb};
+  Y[i] = vec4<f32>(op(x.x, b.x, u.p), op(x.y, b.y, u.p), op(x.z, b.z, u.p), op(x.w, b.w, u.p));
+}`;
+}
+
+/**
+ * The Vec4Mode of operand `t` broadcast to `out` (n elements), with its offset and `inner` in the
+ * units of its binding; null when the vec4 kernel cannot read it (another broadcast pattern, or
+ * offsets/extents that are not multiples of 4).
+ */
+function vec4Mode(t: Tensor, out: Shape): { mode: Vec4Mode; off: number; inner: number } | null {
+  const st = broadcastStrides(t.shape, t.strides, out);
+  const r = out.length;
+  // Dims [k, r) contiguous among themselves and [0, k) broadcast: 'inner'; the reverse: 'outer'.
+  const contiguousRange = (lo: number, hi: number) => {
+    let expect = 1;
+    for (let d = hi - 1; d >= lo; d--) {
+      if (out[d] !== 1 && st[d] !== expect) return false;
+      expect *= out[d];
+    }
+    return true;
+  };
+  const broadcastRange = (lo: number, hi: number) => st.slice(lo, hi).every((s, i) => s === 0 || out[lo + i] === 1);
+  const size = (lo: number, hi: number) => out.slice(lo, hi).reduce((a, b) => a * b, 1);
+  if (t.offset % 4 !== 0) return null;
+  for (let k = 0; k <= r; k++) {
+    if (broadcastRange(0, k) && contiguousRange(k, r)) {
+      const inner = size(k, r);
+      if (inner % 4 !== 0) continue;
+      return { mode: inner === size(0, r) ? 'flat' : 'inner', off: t.offset / 4, inner: inner / 4 };
+    }
+  }
+  for (let k = r; k >= 0; k--) {
+    if (contiguousRange(0, k) && broadcastRange(k, r)) {
+      const inner = size(k, r);
+      if (inner % 4 !== 0) continue;
+      return { mode: 'outer', off: t.offset, inner };
+    }
+  }
+  return null;
+}
+
 /** WGSL of one elementwise kernel. Pure function of (op expression, arity, layout). */
 export function elementwiseSource(expr: string, arity: 0 | 1 | 2, flat: boolean, rank = MAX_RANK): string {
   const R = MAX_RANK;
@@ -202,6 +290,19 @@ function launch(op: string, expr: string, out: Tensor, a: Tensor, b: Tensor | nu
   const flat = aIsFlat && bIsFlat;
   const arity = op === 'fill' ? 0 : b ? 2 : 1;
   const dev = out.engine.device;
+  // The vec4 kernel: the output (new, or contiguous for fill) starts at element 0; each operand flat
+  // or broadcast along leading or trailing dims (Vec4Mode) at offsets that are multiples of 4.
+  const ma = arity >= 1 ? vec4Mode(a, out.shape) : { mode: 'flat' as const, off: 0, inner: 1 };
+  const mb = b ? vec4Mode(b, out.shape) : { mode: 'flat' as const, off: 0, inner: 1 };
+  if (n % 4 === 0 && out.offset === 0 && ma && mb) {
+    const modes = `_${ma.mode}_${mb.mode}`;
+    dev.dispatch(dev.kernel(`${op}_v4${modes === '_flat_flat' ? '' : modes}`, elementwiseVec4Source(expr, arity, ma.mode, mb.mode)), {
+      uniforms: new Uniforms(8).u32(n / 4, ma.off, mb.off).f32(p).u32(ma.inner, mb.inner).bytes(),
+      buffers: arity === 2 ? [out.buffer, a.buffer, b!.buffer] : arity === 1 ? [out.buffer, a.buffer] : [out.buffer],
+      workgroups: grid1d(n / 4, WG),
+    });
+    return;
+  }
   const rank = flat ? MAX_RANK : out.rank;
   const kernel = dev.kernel(`${op}${flat ? '' : '_strided'}`, elementwiseSource(expr, arity, flat, rank));
   const u = new Uniforms(4 + 3 * MAX_RANK).u32(n).i32(a.offset, b ? b.offset : 0).f32(p);

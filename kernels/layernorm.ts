@@ -19,96 +19,103 @@
  *             n ≤ eps:  dx = g / eps                 (y = x/eps is linear)
  *   Saved: y (the output) and n per row.
  *
- * Kernels: row kernels in the 'cpu' (one invocation per row) or 'gpu' (one workgroup per row)
- * layout of kernels/common.ts; the LayerNorm parameter gradients are column sums computed by an
+ * Kernels: row kernels in the layouts of kernels/common.ts (one invocation, subgroup or workgroup
+ * per row; vec4 rows when D % 4 == 0); the LayerNorm parameter gradients are column sums computed by an
  * elementwise-style kernel over (row chunk, column) pairs, then summed over the chunks.
- * Rows are independent; inputs are read through `dense()`; outputs are new contiguous tensors;
+ * Rows are independent; inputs are read through `denseAligned()` (aligned views bound in place); outputs are new contiguous tensors;
  * parameter gradients are returned as new tensors (autograd accumulates them with +=).
  */
 import { type BufferBinding, Uniforms } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
-import { bind, grid1d, linearIndexWgsl, rowForEachWgsl, rowGrid, rowKernelSource, rowSumsWgsl, type RowVariant } from './common.js';
-import { dense, denseAligned, release } from './elementwise.js';
+import { bind, grid1d, linearIndexWgsl, type RowConsts, rowCacheWgsl, rowConsts, rowGrid, rowKernelSource, rowLoopSumsWgsl, rowLoopWgsl, rowSuffix } from './common.js';
+import { denseAligned, release } from './elementwise.js';
 import { reduceAxisRaw } from './reduce.js';
 
 /** Rows summed by one invocation of the parameter-gradient kernel before the cross-chunk sum. */
 const PARAM_CHUNK = 64;
 const WG = 256;
 
-function storage(binding: number, name: string, write = false): string {
-  return `@group(0) @binding(${binding}) var<storage, ${write ? 'read_write' : 'read'}> ${name}: array<f32>;`;
+/** A storage binding of f32 (per-row scalars), or of T (row data, per-column parameters) with `ty`. */
+function storage(binding: number, name: string, write = false, ty: 'f32' | 'T' = 'f32'): string {
+  return `@group(0) @binding(${binding}) var<storage, ${write ? 'read_write' : 'read'}> ${name}: array<${ty}>;`;
 }
 
 /**
  * WGSL of the LayerNorm forward. Bindings: Y, MEAN, RSTD (outputs), X, then W and B when present.
- * Pure function of (layout, hasWeight, hasBias).
+ * Pure function of (row constants, hasWeight, hasBias).
  */
-export function layerNormForwardSource(variant: RowVariant, hasWeight: boolean, hasBias: boolean): string {
+export function layerNormForwardSource(kc: RowConsts, hasWeight: boolean, hasBias: boolean): string {
   let b = 5;
   const decls = `struct U { rows: u32, D: u32, eps: f32, pad: u32, }
 @group(0) @binding(0) var<uniform> u: U;
-${storage(1, 'Y', true)}
+${storage(1, 'Y', true, 'T')}
 ${storage(2, 'MEAN', true)}
 ${storage(3, 'RSTD', true)}
-${storage(4, 'X')}
-${hasWeight ? storage(b++, 'W') : ''}
-${hasBias ? storage(b++, 'B') : ''}`;
+${storage(4, 'X', false, 'T')}
+${hasWeight ? storage(b++, 'W', false, 'T') : ''}
+${hasBias ? storage(b++, 'B', false, 'T') : ''}`;
   const affine = `${hasWeight ? ' * W[j]' : ''}${hasBias ? ' + B[j]' : ''}`;
+  // x − K, from the register cache after the first pass when the row is short.
+  const xk = kc.cache ? 'xs[t]' : '(X[base + j] - k)';
   const body = `
-  let base = row * u.D;
-  let k = X[base];
-  ${rowSumsWgsl({ s1: 'X[base + j] - k' })}
+  let base = row * DV;
+  let k = ${kc.vec === 4 ? 'X[base].x' : 'X[base]'};
+  ${rowCacheWgsl(kc, 'xs')}
+  ${rowLoopSumsWgsl(kc, { s1: xk }, kc.cache ? 'xs[t] = X[base + j] - k;' : '')}
   let m1 = s1 / f32(u.D);
-  ${rowSumsWgsl({ s2: 'd * d' }, 'let d = (X[base + j] - k) - m1;')}
+  ${rowLoopSumsWgsl(kc, { s2: 'd * d' }, `let d = ${xk} - m1;`)}
   let rstd = inverseSqrt(s2 / f32(u.D) + u.eps);
-  ${rowForEachWgsl(`Y[base + j] = ((X[base + j] - k) - m1) * rstd${affine};`)}
+  ${rowLoopWgsl(kc, `Y[base + j] = (${xk} - m1) * rstd${affine};`)}
   if (lid == 0u) {
     MEAN[row] = k + m1;
     RSTD[row] = rstd;
   }`;
-  return rowKernelSource(variant, decls, body);
+  return rowKernelSource(kc, decls, body);
 }
 
 /**
  * WGSL of the fused LayerNorm input-gradient kernel: DX (out) from X, G, MEAN, RSTD and W (when
- * present). Pure function of (layout, hasWeight).
+ * present). Pure function of (row constants, hasWeight).
  */
-export function layerNormBackwardSource(variant: RowVariant, hasWeight: boolean): string {
+export function layerNormBackwardSource(kc: RowConsts, hasWeight: boolean): string {
   const decls = `struct U { rows: u32, D: u32, pad0: u32, pad1: u32, }
 @group(0) @binding(0) var<uniform> u: U;
-${storage(1, 'DX', true)}
-${storage(2, 'X')}
-${storage(3, 'G')}
+${storage(1, 'DX', true, 'T')}
+${storage(2, 'X', false, 'T')}
+${storage(3, 'G', false, 'T')}
 ${storage(4, 'MEAN')}
 ${storage(5, 'RSTD')}
-${hasWeight ? storage(6, 'W') : ''}`;
-  const perElement = `let xh = (X[base + j] - mean) * rstd; let gh = G[base + j]${hasWeight ? ' * W[j]' : ''};`;
+${hasWeight ? storage(6, 'W', false, 'T') : ''}`;
+  const load = `let xh = (X[base + j] - mean) * rstd; let gh = G[base + j]${hasWeight ? ' * W[j]' : ''};`;
+  // x̂ and ĝ, from the register cache in the second pass when the row is short.
+  const again = kc.cache ? 'let xh = xhs[t]; let gh = ghs[t];' : load;
   const body = `
-  let base = row * u.D;
+  let base = row * DV;
   let mean = MEAN[row];
   let rstd = RSTD[row];
-  ${rowSumsWgsl({ sg: 'gh', sgx: 'gh * xh' }, perElement)}
+  ${rowCacheWgsl(kc, 'xhs')}
+  ${rowCacheWgsl(kc, 'ghs')}
+  ${rowLoopSumsWgsl(kc, { sg: 'gh', sgx: 'gh * xh' }, kc.cache ? `${load} xhs[t] = xh; ghs[t] = gh;` : load)}
   let mg = sg / f32(u.D);
   let mgx = sgx / f32(u.D);
-  ${rowForEachWgsl(`${perElement} DX[base + j] = rstd * (gh - mg - xh * mgx);`)}`;
-  return rowKernelSource(variant, decls, body);
+  ${rowLoopWgsl(kc, `${again} DX[base + j] = rstd * (gh - mg - xh * mgx);`)}`;
+  return rowKernelSource(kc, decls, body);
 }
 
 /**
- * WGSL of the LayerNorm parameter-gradient kernel: for chunk c and column j,
- * PW[c, j] = Σ_{r in chunk c} g[r, j]·x̂[r, j] and PB[c, j] = Σ g[r, j]. One invocation per (c, j):
- * neighbouring invocations read neighbouring columns.
+ * WGSL of the LayerNorm parameter-gradient kernel: for chunk c and column j (i = c·D + j < n),
+ * P[i] = Σ_{r in chunk c} g[r, j]·x̂[r, j] and P[n + i] = Σ g[r, j] (P is [2, chunks, D]). One
+ * invocation per (c, j): neighbouring invocations read neighbouring columns.
  */
 export function layerNormParamGradSource(): string {
   return /* wgsl */ `
 struct U { n: u32, D: u32, rows: u32, chunk: u32, }
 @group(0) @binding(0) var<uniform> u: U;
-${storage(1, 'PW', true)}
-${storage(2, 'PB', true)}
-${storage(3, 'X')}
-${storage(4, 'G')}
-${storage(5, 'MEAN')}
-${storage(6, 'RSTD')}
+${storage(1, 'P', true)}
+${storage(2, 'X')}
+${storage(3, 'G')}
+${storage(4, 'MEAN')}
+${storage(5, 'RSTD')}
 ${linearIndexWgsl(WG)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -125,8 +132,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     dw += g * (X[r * u.D + j] - MEAN[r]) * RSTD[r];
     db += g;
   }
-  PW[i] = dw;
-  PB[i] = db;
+  P[i] = dw;
+  P[u.n + i] = db;
 }`;
 }
 
@@ -153,12 +160,12 @@ export function layerNormForwardRaw(x: Tensor, weight: Tensor | null, bias: Tens
     const xd = denseAligned(x);
     const wd = weight ? denseAligned(weight) : null;
     const bd = bias ? denseAligned(bias) : null;
-    const variant = dev.variants;
-    const kernel = dev.kernel(`${op}_${variant}${wd ? '_w' : ''}${bd ? '_b' : ''}`, layerNormForwardSource(variant, !!wd, !!bd));
+    const k = rowConsts(dev, rows, D, true);
+    const kernel = dev.kernel(`${op}${rowSuffix(k)}${wd ? '_w' : ''}${bd ? '_b' : ''}`, layerNormForwardSource(k, !!wd, !!bd));
     const buffers: (GPUBuffer | BufferBinding)[] = [y.buffer, mean.buffer, rstd.buffer, bind(xd)];
     if (wd) buffers.push(bind(wd));
     if (bd) buffers.push(bind(bd));
-    dev.dispatch(kernel, { uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(), buffers, workgroups: rowGrid(variant, rows) });
+    dev.dispatch(kernel, { uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(), buffers, workgroups: rowGrid(k, rows) });
     release(xd, x);
     if (wd && weight) release(wd, weight);
     if (bd && bias) release(bd, bias);
@@ -176,13 +183,13 @@ export function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Ten
   const xd = denseAligned(x);
   const gd = denseAligned(g);
   const wd = weight ? denseAligned(weight) : null;
-  const variant = dev.variants;
+  const k = rowConsts(dev, rows, D, true);
   const buffers: (GPUBuffer | BufferBinding)[] = [dx.buffer, bind(xd), bind(gd), mean.buffer, rstd.buffer];
   if (wd) buffers.push(bind(wd));
-  dev.dispatch(dev.kernel(`layerNorm_bwd_${variant}${wd ? '_w' : ''}`, layerNormBackwardSource(variant, !!wd)), {
+  dev.dispatch(dev.kernel(`layerNorm_bwd${rowSuffix(k)}${wd ? '_w' : ''}`, layerNormBackwardSource(k, !!wd)), {
     uniforms: new Uniforms(4).u32(rows, D, 0, 0).bytes(),
     buffers,
-    workgroups: rowGrid(variant, rows),
+    workgroups: rowGrid(k, rows),
   });
   release(xd, x);
   release(gd, g);
@@ -190,69 +197,77 @@ export function layerNormBackwardRaw(x: Tensor, weight: Tensor | null, mean: Ten
   return dx;
 }
 
-/** [dw, db] = [Σ_rows g ⊙ x̂, Σ_rows g], each of shape [D]. */
+/**
+ * [dw, db] = [Σ_rows g ⊙ x̂, Σ_rows g], each of shape [D]: the chunk partials of both go into one
+ * [2, chunks, D] buffer and one reduction over the chunks finishes both (two dispatches in all;
+ * one when the rows fit in one chunk).
+ */
 export function layerNormParamGradRaw(x: Tensor, mean: Tensor, rstd: Tensor, g: Tensor): [Tensor, Tensor] {
   const { rows, D } = rowsOf(x);
   const e = x.engine;
   const dev = e.device;
   if (rows === 0) return [e.zeros([D]), e.zeros([D])];
   const chunks = Math.ceil(rows / PARAM_CHUNK);
-  const pw = e.empty([chunks, D], { label: 'layerNorm_dw_partial' });
-  const pb = e.empty([chunks, D], { label: 'layerNorm_db_partial' });
+  const partial = e.empty([2, chunks, D], { label: 'layerNorm_dwdb_partial' });
   const xd = denseAligned(x);
   const gd = denseAligned(g);
   const n = chunks * D;
   dev.dispatch(dev.kernel('layerNorm_param_grad', layerNormParamGradSource()), {
     uniforms: new Uniforms(4).u32(n, D, rows, PARAM_CHUNK).bytes(),
-    buffers: [pw.buffer, pb.buffer, bind(xd), bind(gd), mean.buffer, rstd.buffer],
+    buffers: [partial.buffer, bind(xd), bind(gd), mean.buffer, rstd.buffer],
     workgroups: grid1d(n, WG),
   });
   release(xd, x);
   release(gd, g);
-  const finish = (p: Tensor): Tensor => {
-    const s = chunks === 1 ? p.view([D], [1], 0) : reduceAxisRaw('sum', p, 0, false);
-    p.dispose();
-    return s;
-  };
-  return [finish(pw), finish(pb)];
+  const both = chunks === 1 ? partial.view([2, D], [D, 1], 0) : reduceAxisRaw('sum', partial, 1, false); // [2, D]
+  partial.dispose();
+  const dw = both.view([D], [1], 0);
+  const db = both.view([D], [1], D);
+  both.dispose();
+  return [dw, db];
 }
 
 // -------------------------------------------------------------------------------------------------
 // L2 normalisation
 
-/** WGSL of the l2-normalize forward: Y, NORM (outputs), X. Pure function of the layout. */
-export function l2NormalizeForwardSource(variant: RowVariant): string {
+/** WGSL of the l2-normalize forward: Y, NORM (outputs), X. Pure function of the row constants. */
+export function l2NormalizeForwardSource(kc: RowConsts): string {
   const decls = `struct U { rows: u32, D: u32, eps: f32, pad: u32, }
 @group(0) @binding(0) var<uniform> u: U;
-${storage(1, 'Y', true)}
+${storage(1, 'Y', true, 'T')}
 ${storage(2, 'NORM', true)}
-${storage(3, 'X')}`;
+${storage(3, 'X', false, 'T')}`;
+  const x = kc.cache ? 'xs[t]' : 'X[base + j]';
   const body = `
-  let base = row * u.D;
-  ${rowSumsWgsl({ ss: 'X[base + j] * X[base + j]' })}
+  let base = row * DV;
+  ${rowCacheWgsl(kc, 'xs')}
+  ${rowLoopSumsWgsl(kc, { ss: `${x} * ${x}` }, kc.cache ? 'xs[t] = X[base + j];' : '')}
   let n = sqrt(ss);
   let inv = 1.0 / max(n, u.eps);
-  ${rowForEachWgsl('Y[base + j] = X[base + j] * inv;')}
+  ${rowLoopWgsl(kc, `Y[base + j] = ${x} * inv;`)}
   if (lid == 0u) { NORM[row] = n; }`;
-  return rowKernelSource(variant, decls, body);
+  return rowKernelSource(kc, decls, body);
 }
 
-/** WGSL of the fused l2-normalize backward: DX (out) from Y, G, NORM. Pure function of the layout. */
-export function l2NormalizeBackwardSource(variant: RowVariant): string {
+/** WGSL of the fused l2-normalize backward: DX (out) from Y, G, NORM. Pure function of the row constants. */
+export function l2NormalizeBackwardSource(kc: RowConsts): string {
   const decls = `struct U { rows: u32, D: u32, eps: f32, pad: u32, }
 @group(0) @binding(0) var<uniform> u: U;
-${storage(1, 'DX', true)}
-${storage(2, 'Y')}
-${storage(3, 'G')}
+${storage(1, 'DX', true, 'T')}
+${storage(2, 'Y', false, 'T')}
+${storage(3, 'G', false, 'T')}
 ${storage(4, 'NORM')}`;
+  const [y, g] = kc.cache ? ['ys[t]', 'gs[t]'] : ['Y[base + j]', 'G[base + j]'];
   const body = `
-  let base = row * u.D;
+  let base = row * DV;
   let n = NORM[row];
   let big = n > u.eps;
   let inv = 1.0 / max(n, u.eps);
-  ${rowSumsWgsl({ yg: 'Y[base + j] * G[base + j]' })}
-  ${rowForEachWgsl('DX[base + j] = select(G[base + j], G[base + j] - Y[base + j] * yg, big) * inv;')}`;
-  return rowKernelSource(variant, decls, body);
+  ${rowCacheWgsl(kc, 'ys')}
+  ${rowCacheWgsl(kc, 'gs')}
+  ${rowLoopSumsWgsl(kc, { yg: `${y} * ${g}` }, kc.cache ? 'ys[t] = Y[base + j]; gs[t] = G[base + j];' : '')}
+  ${rowLoopWgsl(kc, `DX[base + j] = select(${g}, ${g} - ${y} * yg, big) * inv;`)}`;
+  return rowKernelSource(kc, decls, body);
 }
 
 /** l2-normalize forward: y = x / max(‖x‖₂, eps) per row (new, contiguous) and the row norms n ([rows]). */
@@ -264,12 +279,13 @@ export function l2NormalizeForwardRaw(x: Tensor, eps: number): { y: Tensor; norm
   const y = e.empty(x.shape, { label: op });
   const norm = e.empty([rows], { label: `${op}_norm` });
   if (rows > 0) {
-    const variant = dev.variants;
-    const xd = dense(x);
-    dev.dispatch(dev.kernel(`${op}_${variant}`, l2NormalizeForwardSource(variant)), {
+    const k = rowConsts(dev, rows, D, true);
+    // Weights (DINO's weight-normalised last layer) are aligned arena views: bound in place.
+    const xd = denseAligned(x);
+    dev.dispatch(dev.kernel(`${op}${rowSuffix(k)}`, l2NormalizeForwardSource(k)), {
       uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(),
-      buffers: [y.buffer, norm.buffer, xd.buffer],
-      workgroups: rowGrid(variant, rows),
+      buffers: [y.buffer, norm.buffer, bind(xd)],
+      workgroups: rowGrid(k, rows),
     });
     release(xd, x);
   }
@@ -284,12 +300,12 @@ export function l2NormalizeBackwardRaw(y: Tensor, norm: Tensor, g: Tensor, eps: 
   const dev = e.device;
   const dx = e.empty(y.shape, { label: `${op}_grad` });
   if (rows > 0) {
-    const variant = dev.variants;
-    const gd = dense(g);
-    dev.dispatch(dev.kernel(`${op}_bwd_${variant}`, l2NormalizeBackwardSource(variant)), {
+    const k = rowConsts(dev, rows, D, true);
+    const gd = denseAligned(g);
+    dev.dispatch(dev.kernel(`${op}_bwd${rowSuffix(k)}`, l2NormalizeBackwardSource(k)), {
       uniforms: new Uniforms(4).u32(rows, D).f32(eps).u32(0).bytes(),
-      buffers: [dx.buffer, y.buffer, gd.buffer, norm.buffer],
-      workgroups: rowGrid(variant, rows),
+      buffers: [dx.buffer, y.buffer, bind(gd), norm.buffer],
+      workgroups: rowGrid(k, rows),
     });
     release(gd, g);
   }

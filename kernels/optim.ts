@@ -12,15 +12,22 @@
  * - A `SegmentLayout` uploads, once, the segment table T (array<vec4<u32>>: start, size,
  *   blockStart, blocks) that the kernels binary-search: element e belongs to the last segment whose
  *   start ≤ e; norm block b to the last segment whose blockStart ≤ b. Per-step values (AdamW's bias
- *   corrections and skip flags) live in a separate small table H written by the caller.
+ *   corrections, skip flags and per-parameter lr / weight-decay multipliers) live in a separate
+ *   small table H written by the caller.
  * - Hyperparameters (lr, β₁, β₂, ε, weight decay, momentum, max norm) are uniforms: schedules that
  *   change them every step never create a pipeline. One pipeline per kernel, no compile-time shapes.
  *
- * Math (PyTorch's torch.optim.AdamW, decoupled decay; t = the segment's own step count)
- *   p ← p − lr·wd·p                       (only segments with the decay flag: DINO exempts biases/1-D)
+ * Math (PyTorch's torch.optim.AdamW, decoupled decay; t = the segment's own step count; a segment
+ * is a parameter of a torch parameter group with lr = lr·λ and weight_decay = wd·ω, where the
+ * uniforms carry the schedules' lr and wd and the table H the segment's multipliers λ, ω)
+ *   lr' = lr·λ
+ *   p ← p − lr'·wd·ω·p                     (ω = 0/1 is DINO's decay flag: it exempts biases/1-D)
  *   m ← β₁ m + (1−β₁) g                   v ← β₂ v + (1−β₂) g²
  *   m̂ = m / (1−β₁ᵗ)                       v̂ = v / (1−β₂ᵗ)
- *   p ← p − lr · m̂ / (√v̂ + ε)
+ *   p ← p − lr' · m̂ / (√v̂ + ε)
+ *   With λ = 1 the f32 arithmetic is the same as without multipliers (lr·1 is exact), so a caller
+ *   with one lr (DINO v1) gets the same bits as before multipliers existed. λ = 0 (DINOv2's frozen
+ *   last layer) still advances m, v and t, as torch AdamW at lr 0 does.
  *   Segments flagged inactive (no gradient this step: PyTorch's `p.grad is None`) are left untouched,
  *   m and v included, and their t does not advance. (1−β) and the bias corrections are computed in
  *   float64 on the host and passed as f32, so 1 − 0.999 is not cancelled in f32.
@@ -71,9 +78,17 @@ fn seg_of(key: u32, nseg: u32) -> u32 {
 }`;
 }
 
+/** vec4 elements per AdamW invocation: one segment lookup serves them all when they share a segment. */
+export const ADAMW_VEC4S = 4;
+
 /**
- * WGSL of fused AdamW over a flat buffer, 4 elements per invocation. H[k] = (active, decay,
- * 1−β₁ᵗ, 1−β₂ᵗ) of segment k. Bindings: P, M, V (read_write), G, T, H (read).
+ * WGSL of fused AdamW over a flat buffer, ADAMW_VEC4S consecutive vec4 per invocation (16
+ * elements). H[k] = (λ, ω, 1−β₁ᵗ, 1−β₂ᵗ) of segment k: its lr multiplier λ ≥ 0, or −1 when the
+ * segment is inactive this step, and its weight-decay multiplier ω. Bindings: P, M, V
+ * (read_write), G, T, H (read). The segment search (a binary search over ~150 segments: 8
+ * dependent table loads) cost as much as the update itself per vec4 on lavapipe; the 4 vec4 of an
+ * invocation share the segment of their first element unless the last one lies in another (then
+ * each looks its own up).
  */
 export function adamwSource(): string {
   return /* wgsl */ `
@@ -87,32 +102,46 @@ struct U { n4: u32, nseg: u32, lr: f32, wd: f32, beta1: f32, beta2: f32, omb1: f
 @group(0) @binding(6) var<storage, read> H: array<vec4<f32>>;
 ${segSearchWgsl('x')}
 ${linearIndexWgsl(WG)}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = linear_index(gid, nwg);
-  if (i >= u.n4) { return; }
-  let h = H[seg_of(4u * i, u.nseg)];
-  if (h.x == 0.0) { return; }              // no gradient this step: p, m, v untouched
+fn update(i: u32, h: vec4<f32>) {
+  if (h.x < 0.0) { return; }               // no gradient this step: p, m, v untouched
+  let lr = u.lr * h.x;                     // the segment's group lr
   let g = G[i];
   var p = P[i];
-  p = p - (u.lr * u.wd * h.y) * p;         // decoupled weight decay
+  p = p - (lr * u.wd * h.y) * p;           // decoupled weight decay
   let m = u.beta1 * M[i] + u.omb1 * g;
   let v = u.beta2 * V[i] + u.omb2 * (g * g);
   let mhat = m / h.z;
   let vhat = v / h.w;
-  P[i] = p - u.lr * mhat / (sqrt(vhat) + u.eps);
+  P[i] = p - lr * mhat / (sqrt(vhat) + u.eps);
   M[i] = m;
   V[i] = v;
+}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i0 = linear_index(gid, nwg) * ${ADAMW_VEC4S}u;
+  if (i0 >= u.n4) { return; }
+  let i1 = min(i0 + ${ADAMW_VEC4S - 1}u, u.n4 - 1u);
+  let k0 = seg_of(4u * i0, u.nseg);
+  let k1 = seg_of(4u * i1, u.nseg);
+  if (k0 == k1) {
+    let h = H[k0];
+    for (var i = i0; i <= i1; i++) { update(i, h); }
+  } else {
+    for (var i = i0; i <= i1; i++) { update(i, H[seg_of(4u * i, u.nseg)]); }
+  }
 }`;
 }
 
-/** WGSL of D[offD + i] ← m·D[offD + i] + (1−m)·S[offS + i] for i < n. */
-export function lerpSource(): string {
+/**
+ * WGSL of D[offD + i] ← m·D[offD + i] + (1−m)·S[offS + i] for i < n, in units of `ty` (vec4 when
+ * n and both offsets are multiples of 4: a parameter arena always is).
+ */
+export function lerpSource(ty: 'f32' | 'vec4<f32>' = 'f32'): string {
   return /* wgsl */ `
 struct U { n: u32, offD: u32, offS: u32, m: f32, omm: f32, }
 @group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read_write> D: array<f32>;
-@group(0) @binding(2) var<storage, read> S: array<f32>;
+@group(0) @binding(1) var<storage, read_write> D: array<${ty}>;
+@group(0) @binding(2) var<storage, read> S: array<${ty}>;
 ${linearIndexWgsl(WG)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -275,6 +304,9 @@ function kernelOf(engine: Engine, name: string, source: () => string): Kernel {
   return engine.device.kernel(name, source());
 }
 
+/** The lr multiplier of a segment AdamW skips this step (no gradient). */
+export const ADAMW_INACTIVE = -1;
+
 /** Hyperparameters of one AdamW step (uniforms: changing them never compiles anything). */
 export interface AdamWHyper {
   lr: number;
@@ -286,7 +318,8 @@ export interface AdamWHyper {
 
 /**
  * One fused AdamW step over every segment of `layout` in the flat buffers p, m, v (updated in
- * place) with gradients g. `hyper` holds 4 floats per segment: (active 0/1, decay 0/1, 1−β₁ᵗ, 1−β₂ᵗ).
+ * place) with gradients g. `hyper` holds 4 floats per segment: (lr multiplier λ ≥ 0, or
+ * {@link ADAMW_INACTIVE} to skip the segment; weight-decay multiplier ω; 1−β₁ᵗ; 1−β₂ᵗ).
  * One dispatch.
  */
 export function adamwRaw(
@@ -311,7 +344,7 @@ export function adamwRaw(
   e.device.dispatch(kernelOf(e, 'adamw', adamwSource), {
     uniforms: u.bytes(),
     buffers: [p.buffer, m.buffer, v.buffer, g.buffer, layout.table.buffer, hyper.buffer],
-    workgroups: grid1d(n4, WG, opts.maxGroupsPerDim),
+    workgroups: grid1d(Math.ceil(n4 / ADAMW_VEC4S), WG, opts.maxGroupsPerDim),
   });
 }
 
@@ -328,11 +361,12 @@ export function lerpRaw(
 ): void {
   if (n === 0) return;
   if (dst === src) throw new Error('lerp: source and destination share a buffer');
-  const u = new Uniforms(8).u32(n, offD, offS).f32(momentum, 1 - momentum);
-  engine.device.dispatch(kernelOf(engine, 'lerp', lerpSource), {
+  const w = n % 4 === 0 && offD % 4 === 0 && offS % 4 === 0 ? 4 : 1;
+  const u = new Uniforms(8).u32(n / w, offD / w, offS / w).f32(momentum, 1 - momentum);
+  engine.device.dispatch(engine.device.kernel(w === 4 ? 'lerp_v4' : 'lerp', lerpSource(w === 4 ? 'vec4<f32>' : 'f32')), {
     uniforms: u.bytes(),
     buffers: [dst, src],
-    workgroups: grid1d(n, WG, opts.maxGroupsPerDim),
+    workgroups: grid1d(n / w, WG, opts.maxGroupsPerDim),
   });
 }
 
@@ -399,7 +433,8 @@ export function clipSegmentsRaw(g: Tensor, layout: SegmentLayout, norms: Tensor,
 
 /**
  * Reference AdamW step of one tensor, in place on float64 arrays. `t` is the tensor's step count
- * after this step (1 on the first). `decay` applies the decoupled weight decay.
+ * after this step (1 on the first). `decay`: the weight-decay multiplier ω (true = 1, false = 0);
+ * `lrMult`: the lr multiplier λ.
  */
 export function adamwRef(
   p: Float64Array,
@@ -408,16 +443,18 @@ export function adamwRef(
   v: Float64Array,
   t: number,
   h: AdamWHyper,
-  decay: boolean,
+  decay: boolean | number,
+  lrMult = 1,
 ): void {
   const bc1 = 1 - h.beta1 ** t;
   const bc2 = 1 - h.beta2 ** t;
-  const wd = decay ? h.weightDecay : 0;
+  const lr = h.lr * lrMult;
+  const wd = h.weightDecay * Number(decay);
   for (let i = 0; i < p.length; i++) {
-    let pi = p[i] - h.lr * wd * p[i];
+    let pi = p[i] - lr * wd * p[i];
     m[i] = h.beta1 * m[i] + (1 - h.beta1) * g[i];
     v[i] = h.beta2 * v[i] + (1 - h.beta2) * g[i] * g[i];
-    pi -= (h.lr * (m[i] / bc1)) / (Math.sqrt(v[i] / bc2) + h.eps);
+    pi -= (lr * (m[i] / bc1)) / (Math.sqrt(v[i] / bc2) + h.eps);
     p[i] = pi;
   }
 }

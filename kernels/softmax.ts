@@ -16,19 +16,22 @@
  *   exp never sees a positive argument (no Inf, no NaN) even at τ = 0.04 with |x| = 1000, and the
  *   element at the maximum is exact. The remaining f32 error of y_j is ≈ |z_j − m|·2⁻²³, small
  *   wherever y_j is not negligible.
- * - Three passes over the row (max, blocked sum of exp, write) rather than an online max/sum: the
- *   sum runs against a fixed maximum in blocks (see kernels/common.ts), which keeps K = 65 536-long
- *   rows accurate to ~1e-7 relative.
+ * - Two passes over the row: an online max and sum (kernels/common.ts `rowMaxSumExpWgsl`: 4
+ *   elements per step, one rescale of the running sum per step, sums blocked so K = 65 536-long
+ *   rows stay accurate to ~1e-7 relative), then the write. The exps are the cost on a CPU driver
+ *   (~2.25 per element here; bench/lab/row-kernels.md has the three-pass variants that lost).
  * - Rows are independent; the input is read through `dense()` (views are copied first); the output
  *   is a new contiguous tensor. The backward saves only the output y (and τ).
  *
- * Layouts: 'cpu' = one invocation per row, 'gpu' = one 256-lane workgroup per row with
- * workgroup-memory reductions (kernels/common.ts `rowKernelSource`), chosen by `dev.variants`.
+ * Layouts: the row layouts of kernels/common.ts (`rowKernelSource`: one invocation, one subgroup or
+ * one 256-lane workgroup per row), chosen by the device's `rowLayout`; rows are read as vec4 when
+ * D % 4 == 0. The forward reads the row twice: a row of 256 KiB stays in the core's cache between
+ * the passes in the one-workgroup-per-row layouts.
  */
 import { Uniforms } from '../engine/device.js';
 import { contiguousStrides, type Shape } from '../engine/shape.js';
 import type { Tensor } from '../engine/tensor.js';
-import { rowForEachWgsl, rowGrid, rowKernelSource, rowMaxWgsl, rowSumsWgsl, type RowVariant } from './common.js';
+import { type RowConsts, rowConsts, rowForEachWgsl, rowGrid, rowKernelSource, rowMaxSumExpWgsl, rowSuffix, rowSumsWgsl } from './common.js';
 import { dense, release, unaryRaw } from './elementwise.js';
 import { reduceAxisRaw } from './reduce.js';
 
@@ -44,45 +47,44 @@ const UNIFORM_DECL = 'struct U { rows: u32, D: u32, inv_tau: f32, pad: u32, }\n@
 
 /**
  * WGSL of the forward kernel. Bindings: Y (out), X, and C (the center) when `center`.
- * Pure function of (layout, log, center).
+ * Pure function of (row constants, log, center).
  */
-export function softmaxForwardSource(variant: RowVariant, log: boolean, center: boolean): string {
+export function softmaxForwardSource(k: RowConsts, log: boolean, center: boolean): string {
   const decls = `${UNIFORM_DECL}
-@group(0) @binding(1) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(2) var<storage, read> X: array<f32>;
-${center ? '@group(0) @binding(3) var<storage, read> C: array<f32>;' : ''}
+@group(0) @binding(1) var<storage, read_write> Y: array<T>;
+@group(0) @binding(2) var<storage, read> X: array<T>;
+${center ? '@group(0) @binding(3) var<storage, read> C: array<T>;' : ''}
 // x_j − c_j: the shifted logit before the temperature.
-fn shifted(base: u32, j: u32) -> f32 { return X[base + j]${center ? ' - C[j]' : ''}; }`;
+fn shifted(base: u32, j: u32) -> T { return X[base + j]${center ? ' - C[j]' : ''}; }`;
   const write = log
     ? `let log_s = log(s);${rowForEachWgsl('Y[base + j] = (shifted(base, j) - m) * u.inv_tau - log_s;')}`
     : `let inv_s = 1.0 / s;${rowForEachWgsl('Y[base + j] = exp((shifted(base, j) - m) * u.inv_tau) * inv_s;')}`;
   const body = `
-  let base = row * u.D;
-  ${rowMaxWgsl('m', 'shifted(base, j)')}
-  ${rowSumsWgsl({ s: 'exp((shifted(base, j) - m) * u.inv_tau)' })}
+  let base = row * DV;
+  ${rowMaxSumExpWgsl('m', 's', (j) => `shifted(base, ${j})`, 'u.inv_tau')}
   ${write}`;
-  return rowKernelSource(variant, decls, body);
+  return rowKernelSource(k, decls, body);
 }
 
 /**
  * WGSL of the fused backward kernel (one dispatch): DX (out) from Y (the forward output) and G.
- * Pure function of (layout, log).
+ * Pure function of (row constants, log).
  */
-export function softmaxBackwardSource(variant: RowVariant, log: boolean): string {
+export function softmaxBackwardSource(k: RowConsts, log: boolean): string {
   const decls = `${UNIFORM_DECL}
-@group(0) @binding(1) var<storage, read_write> DX: array<f32>;
-@group(0) @binding(2) var<storage, read> Y: array<f32>;
-@group(0) @binding(3) var<storage, read> G: array<f32>;`;
+@group(0) @binding(1) var<storage, read_write> DX: array<T>;
+@group(0) @binding(2) var<storage, read> Y: array<T>;
+@group(0) @binding(3) var<storage, read> G: array<T>;`;
   const body = log
     ? `
-  let base = row * u.D;
+  let base = row * DV;
   ${rowSumsWgsl({ gs: 'G[base + j]' })}
   ${rowForEachWgsl('DX[base + j] = (G[base + j] - exp(Y[base + j]) * gs) * u.inv_tau;')}`
     : `
-  let base = row * u.D;
+  let base = row * DV;
   ${rowSumsWgsl({ gy: 'G[base + j] * Y[base + j]' })}
   ${rowForEachWgsl('DX[base + j] = Y[base + j] * (G[base + j] - gy) * u.inv_tau;')}`;
-  return rowKernelSource(variant, decls, body);
+  return rowKernelSource(k, decls, body);
 }
 
 /**
@@ -99,12 +101,12 @@ export function softmaxForwardRaw(x: Tensor, center: Tensor | null, tau: number,
   if (rows > 0) {
     const xd = dense(x);
     const cd = center ? dense(center) : null;
-    const variant = dev.variants;
-    const kernel = dev.kernel(`${op}_${variant}${center ? '_center' : ''}`, softmaxForwardSource(variant, log, !!center));
+    const k = rowConsts(dev, rows, D);
+    const kernel = dev.kernel(`${op}${rowSuffix(k)}${center ? '_center' : ''}`, softmaxForwardSource(k, log, !!center));
     dev.dispatch(kernel, {
       uniforms: new Uniforms(4).u32(rows, D).f32(1 / tau).u32(0).bytes(),
       buffers: cd ? [y.buffer, xd.buffer, cd.buffer] : [y.buffer, xd.buffer],
-      workgroups: rowGrid(variant, rows),
+      workgroups: rowGrid(k, rows),
     });
     release(xd, x);
     if (cd && center) release(cd, center);
@@ -121,12 +123,12 @@ export function softmaxBackwardRaw(y: Tensor, g: Tensor, tau: number, log: boole
   const dx = e.empty(y.shape, { label: `${log ? 'logSoftmax' : 'softmax'}_grad` });
   if (rows === 0) return dx;
   const gd = dense(g);
-  const variant = dev.variants;
-  const kernel = dev.kernel(`${log ? 'logSoftmax' : 'softmax'}_bwd_${variant}`, softmaxBackwardSource(variant, log));
+  const k = rowConsts(dev, rows, D);
+  const kernel = dev.kernel(`${log ? 'logSoftmax' : 'softmax'}_bwd${rowSuffix(k)}`, softmaxBackwardSource(k, log));
   dev.dispatch(kernel, {
     uniforms: new Uniforms(4).u32(rows, D).f32(1 / tau).u32(0).bytes(),
     buffers: [dx.buffer, y.buffer, gd.buffer],
-    workgroups: rowGrid(variant, rows),
+    workgroups: rowGrid(k, rows),
   });
   release(gd, g);
   return dx;

@@ -8,8 +8,10 @@
  *   pickle naming os.system is refused before anything runs): the entry `checkpointKey` (default
  *   'teacher', as DINO's eval code), else 'state_dict'/'model', else the top-level dict itself.
  * - safetensors: a bare state dict; our `teacher_backbone.safetensors` (metadata `webdino_arch`:
- *   JSON {arch, embed_dim, depth, num_heads, patch_size, img_size}); or our training checkpoint
- *   (metadata `webdino`: the entries under `<checkpointKey>.`, config in the metadata).
+ *   JSON {arch, embed_dim, depth, num_heads, patch_size, img_size}; a DINOv2 recipe's export adds
+ *   family 'dinov2' and its position-embedding interpolation, and takes the DINOv2 path with those
+ *   heads); or our training checkpoint (metadata `webdino`: the entries under `<checkpointKey>.`,
+ *   config in the metadata; a DINOv2 recipe's checkpoint also takes the DINOv2 path).
  * - Names: leading `module.` and `backbone.` are stripped (repeatedly), then `head.*` entries (the
  *   DINO projection head of a full checkpoint) are dropped. Loading is strict: any missing or
  *   unexpected name or shape mismatch is one error listing them all.
@@ -35,7 +37,7 @@
  */
 import type { Engine } from '../engine/engine.js';
 import { Rng } from '../engine/random.js';
-import { DINO_PRESETS, type DinoArch, type DinoPresetName, describeDinoArch, dinoPreset } from './io/dino-arch.js';
+import { DINO_PRESETS, type DinoArch, type DinoArchOptions, type DinoPresetName, describeDinoArch, dinoPreset } from './io/dino-arch.js';
 import { canonicalDinoBackbone, type DinoBackboneWeights, detectDinoLayout } from './io/dino-keys.js';
 import { parseSafetensorsWithMetadata } from './io/safetensors.js';
 import { sniffFormat, wrongFormatMessage } from './io/sniff.js';
@@ -77,6 +79,11 @@ export interface BackboneWeights {
   tensors: Weights;
   /** The architecture the file records (our exports and training checkpoints), if any. */
   recorded?: ArchSpec;
+  /**
+   * What our DINOv2-recipe exports and checkpoints record beyond the tensors (the head count, the
+   * position-embedding resize): such weights take the DINOv2 path with these. Absent otherwise.
+   */
+  recordedDino?: Pick<DinoArchOptions, 'numHeads' | 'interpolation'> & { imgSize?: number };
   /** Number of `head.*` entries dropped. */
   droppedHead: number;
 }
@@ -104,6 +111,7 @@ export function parseBackboneWeights(bytes: Uint8Array, opts: ParseWeightsOption
   const key = opts.checkpointKey ?? 'teacher';
   let raw: Weights;
   let recorded: ArchSpec | undefined;
+  let recordedDino: BackboneWeights['recordedDino'];
   let format: BackboneWeights['format'];
   const found = sniffFormat(bytes);
   if (found === 'zip' || found === 'torch-legacy') {
@@ -123,12 +131,14 @@ export function parseBackboneWeights(bytes: Uint8Array, opts: ParseWeightsOption
       const prefix = `${key}.`;
       raw = new Map([...tensors].filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]));
       if (!raw.size) throw new Error(`training checkpoint has no '${key}' entries (use --checkpoint-key student or teacher)`);
-      recorded = archFromTrainingMeta(metadata.webdino);
+      recordedDino = dinoFromTrainingMeta(metadata.webdino);
+      if (!recordedDino) recorded = archFromTrainingMeta(metadata.webdino);
     } else if (metadata.webdino_arch !== undefined) {
-      recorded = archFromExportMeta(metadata.webdino_arch);
+      recordedDino = dinoFromExportMeta(metadata.webdino_arch);
+      if (!recordedDino) recorded = archFromExportMeta(metadata.webdino_arch);
     }
   }
-  return backboneEntries(raw, format, recorded);
+  return backboneEntries(raw, format, recorded, recordedDino);
 }
 
 /**
@@ -148,7 +158,7 @@ export async function parseBackboneWeightsAsync(
 }
 
 /** Official names with prefixes stripped and head entries dropped (see the file header). */
-function backboneEntries(raw: Weights, format: BackboneWeights['format'], recorded: ArchSpec | undefined): BackboneWeights {
+function backboneEntries(raw: Weights, format: BackboneWeights['format'], recorded: ArchSpec | undefined, recordedDino?: BackboneWeights['recordedDino']): BackboneWeights {
   const stripped = stripPrefixes(raw);
   const tensors: Weights = new Map();
   let droppedHead = 0;
@@ -157,7 +167,53 @@ function backboneEntries(raw: Weights, format: BackboneWeights['format'], record
     if (k.startsWith('head.') || k.startsWith('dino_head.') || k.startsWith('ibot_head.')) droppedHead++;
     else tensors.set(k, v);
   }
-  return { format, tensors, recorded, droppedHead };
+  return { format, tensors, recorded, ...(recordedDino ? { recordedDino } : {}), droppedHead };
+}
+
+/** The DINOv2 part of a `webdino_arch` export metadata (family 'dinov2'), else undefined. */
+function dinoFromExportMeta(json: string): BackboneWeights['recordedDino'] {
+  let m: Record<string, unknown>;
+  try {
+    m = JSON.parse(json) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`bad webdino_arch metadata: ${(e as Error).message}`);
+  }
+  if (m?.family !== 'dinov2') return undefined;
+  try {
+    const i = m.interpolation as Record<string, unknown> | undefined;
+    if (!i || typeof i.antialias !== 'boolean' || typeof i.offset !== 'number' || !(i.offset >= 0 && i.offset < 1)) {
+      throw new Error(`interpolation ${JSON.stringify(i)} is not {antialias: boolean, offset in [0, 1)}`);
+    }
+    return {
+      numHeads: positiveInt(m.num_heads, 'num_heads'),
+      interpolation: { antialias: i.antialias, offset: i.offset },
+      ...(m.img_size === undefined ? {} : { imgSize: positiveInt(m.img_size, 'img_size') }),
+    };
+  } catch (e) {
+    throw new Error(`bad webdino_arch metadata: ${(e as Error).message}`);
+  }
+}
+
+/** The DINOv2 part of a DINOv2-recipe training checkpoint's metadata, else undefined. */
+function dinoFromTrainingMeta(json: string): BackboneWeights['recordedDino'] {
+  let m: { format?: unknown; config?: Record<string, unknown> };
+  try {
+    m = JSON.parse(json) as typeof m;
+  } catch (e) {
+    throw new Error(`bad webdino training-checkpoint metadata: ${(e as Error).message}`);
+  }
+  if (m?.format !== 'webdino-dinov2-checkpoint-v1') return undefined;
+  try {
+    // The recipe's backbone resizes pos_embed as DINO does (vitConfig's default).
+    const c = m.config;
+    return {
+      numHeads: positiveInt(c?.numHeads, 'numHeads'),
+      interpolation: { ...vitConfig({}).posEmbedInterpolation },
+      ...(c?.globalSize === undefined ? {} : { imgSize: positiveInt(c.globalSize, 'globalSize') }),
+    };
+  } catch (e) {
+    throw new Error(`bad webdino training-checkpoint metadata: ${(e as Error).message}`);
+  }
 }
 
 function positiveInt(v: unknown, what: string): number {
@@ -356,7 +412,8 @@ const DINOV2_ONLY = /^(mask_token|register_tokens|blocks\.\d+\.(ls[12]\.gamma|ml
  * Whether a backbone state dict is DINOv2 / DINOv3 rather than DINO v1 (see the file header); our
  * own exports, which record a v1 architecture, never are.
  */
-export function isDinoV2V3Weights(weights: Pick<BackboneWeights, 'tensors' | 'recorded'>): boolean {
+export function isDinoV2V3Weights(weights: Pick<BackboneWeights, 'tensors' | 'recorded' | 'recordedDino'>): boolean {
+  if (weights.recordedDino) return true;
   if (weights.recorded) return false;
   const keys = [...weights.tensors.keys()].map((k) => k.replace(/^blocks\.\d+\.(\d+)\./, 'blocks.$1.'));
   let layout;
@@ -402,9 +459,10 @@ export function buildDinoBackbone(engine: Engine, weights: BackboneWeights, req:
       throw new Error(`these are DINOv2 / DINOv3 weights, but --arch ${req.arch} is a DINO v1 ViT (use a DINOv2 / DINOv3 preset, e.g. dinov2_vits14, or leave --arch out)`);
     }
     const preset = isDinoPresetName(req.arch) ? dinoPreset(req.arch) : undefined;
-    const numHeads = req.numHeads ?? preset?.numHeads;
+    const numHeads = req.numHeads ?? preset?.numHeads ?? weights.recordedDino?.numHeads;
+    const interpolation = weights.recordedDino?.interpolation;
     try {
-      dino = canonicalDinoBackbone(unchunkBlocks(weights.tensors), { numHeads, source: name });
+      dino = canonicalDinoBackbone(unchunkBlocks(weights.tensors), { numHeads, source: name, ...(interpolation ? { interpolation } : {}) });
     } catch (e) {
       if (!preset) throw e;
       throw new Error(`${(e as Error).message} (--arch ${req.arch} is ${describeDinoArch(preset)})`, { cause: e });
@@ -422,7 +480,8 @@ export function buildDinoBackbone(engine: Engine, weights: BackboneWeights, req:
     throw new Error(`${name}: ${message}`, { cause: e });
   }
   const a = dino.arch;
-  const spec: ArchSpec = { arch: dino.preset ?? 'custom', embedDim: a.embedDim, depth: a.depth, numHeads: a.numHeads, patchSize: a.patchSize, dino: a };
+  const imgSize = weights.recordedDino?.imgSize;
+  const spec: ArchSpec = { arch: dino.preset ?? 'custom', embedDim: a.embedDim, depth: a.depth, numHeads: a.numHeads, patchSize: a.patchSize, ...(imgSize ? { imgSize } : {}), dino: a };
   const model = new VisionTransformer({ engine, rng: new Rng(0) }, dinoViTConfig(a));
   try {
     model.loadStateDict(dino.tensors);

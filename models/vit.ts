@@ -22,8 +22,19 @@
  *   maskToken           a `mask_token` [1, D] (DINOv2/v3: iBOT masking)
  *   eps                 LayerNorm epsilon (1e-6 DINO and DINOv2, 1e-5 DINOv3)
  *
- * Stochastic depth (drop path) follows the linear rule linspace(0, rate, depth) and is active only
- * in training mode with rate > 0 (the student; the teacher is built without it).
+ * Stochastic depth acts only in training mode with rate > 0 (the student; the teacher is built
+ * without it). Per block the rate is linspace(0, rate, depth)[i] (DINO), or `rate` on every block
+ * with dropPathUniform (DINOv2's drop_path_uniform). Two forms (`stochasticDepth`):
+ *   'drop-path'     DINO's DropPath on each residual branch: per sample, keep with probability
+ *                   1 − p and scale by 1/(1 − p) (the whole branch is computed for every sample).
+ *   'dinov2'        DINOv2's Block: for p > 0.1 the batch-subset form
+ *                   (drop_add_residual_stochastic_depth): per branch draw a random subset S of the
+ *                   b samples, |S| = max(⌊b(1 − p)⌋, 1), compute the branch on S only and add it
+ *                   scaled by b/|S|: x[S] += (b/|S|)·ls(branch(x[S])), so dropped samples cost
+ *                   nothing; for 0 < p ≤ 0.1 classic DropPath, with `drop_path1` drawn for both
+ *                   branches (the official FIXME: same rate, independent masks).
+ *                   (The official NestedTensorBlock, which the student's list forward goes through,
+ *                   takes the subset form for any p > 0; the Block form is what the spec asks.)
  */
 import { Tensor } from '../engine/tensor.js';
 import { Rng } from '../engine/random.js';
@@ -42,8 +53,12 @@ export interface ViTConfig {
   numHeads: number;
   mlpRatio: number;
   qkvBias: boolean;
-  /** Stochastic depth rate of the last block (linear rule from 0). 0 for the teacher. */
+  /** Stochastic depth rate of the last block (linear rule from 0), or of every block with dropPathUniform. 0 for the teacher. */
   dropPathRate: number;
+  /** DINOv2's drop_path_uniform: every block at dropPathRate (default false: DINO's linear rule). */
+  dropPathUniform: boolean;
+  /** 'drop-path' (DINO, default) or 'dinov2' (batch subsets above 0.1): see the file header. */
+  stochasticDepth: 'drop-path' | 'dinov2';
   /** Tokens between CLS and the patches: DINOv2 registers, DINOv3 storage tokens (0 in DINO v1). */
   numRegisterTokens: number;
   /** Their state_dict name: 'register_tokens' (DINOv2) or 'storage_tokens' (DINOv3). */
@@ -92,6 +107,8 @@ export function vitConfig(arch: ViTArch | Partial<ViTConfig>, overrides: Partial
     mlpRatio: 4,
     qkvBias: true,
     dropPathRate: 0,
+    dropPathUniform: false,
+    stochasticDepth: 'drop-path',
     numRegisterTokens: 0,
     registerTokensName: 'register_tokens',
     layerScale: 0,
@@ -320,8 +337,13 @@ export class Block extends Module {
   readonly mlp: Ffn;
   readonly ls1: LayerScale | null;
   readonly ls2: LayerScale | null;
+  /** The batch-subset form above this rate (DINOv2's Block: "the overhead is compensated only for a drop path rate larger than 0.1"). */
+  static readonly SUBSET_ABOVE = 0.1;
+  private readonly subsets: boolean;
+
   constructor(ctx: ModuleContext, cfg: ViTConfig, readonly dropPath: number, private readonly dropRng: Rng) {
     super(ctx);
+    this.subsets = cfg.stochasticDepth === 'dinov2' && dropPath > Block.SUBSET_ABOVE;
     this.norm1 = this.child('norm1', new LayerNorm(ctx, cfg.embedDim, cfg.eps));
     this.attn = this.child('attn', new Attention(ctx, cfg.embedDim, cfg.numHeads, cfg.qkvBias, cfg.maskKeyBias));
     this.ls1 = cfg.layerScale > 0 ? this.child('ls1', new LayerScale(ctx, cfg.embedDim, cfg.layerScale)) : null;
@@ -340,8 +362,41 @@ export class Block extends Module {
     return branch.mul(this.engine.tensor(mask, [B, ...branch.shape.slice(1).map(() => 1)]));
   }
 
+  /**
+   * x + (b/|S|)·branch(x[S]) on the rows of S only (drop_add_residual_stochastic_depth), S a
+   * random subset of the b samples of size max(⌊b(1 − p)⌋, 1) (the first |S| of a random
+   * permutation). The scatter is a gather: [branch rows · b/|S|; a zero row] indexed by each
+   * sample's position in S (the zero row for the others), whose gradient is the selection back.
+   */
+  private subsetResidual(x: Tensor, branch: (xs: Tensor) => Tensor): Tensor {
+    const b = x.shape[0];
+    const size = Math.max(Math.floor(b * (1 - this.dropPath)), 1);
+    const perm = Array.from({ length: b }, (_, i) => i);
+    for (let i = b - 1; i > 0; i--) {
+      const j = this.dropRng.int(i + 1);
+      [perm[i], perm[j]] = [perm[j], perm[i]];
+    }
+    const subset = perm.slice(0, size);
+    const residual = branch(ops.indexSelect(x, 0, subset)).mul(b / size); // (|S|, N, D)
+    const where = new Array<number>(b).fill(size);
+    subset.forEach((r, k) => (where[r] = k));
+    const padded = ops.concat([residual, this.engine.zeros([1, ...x.shape.slice(1)])], 0); // (|S| + 1, N, D)
+    return x.add(ops.indexSelect(padded, 0, where));
+  }
+
   /** (B, N, D) → (B, N, D); `rope`: DINOv3's tables for this block's q and k. */
   forward(x: Tensor, returnProbs: boolean | 'cls' = false, rope?: RopeTables): { out: Tensor; probs?: Tensor } {
+    if (this.training && this.subsets && !returnProbs) {
+      x = this.subsetResidual(x, (xs) => {
+        const out = this.attn.forward(this.norm1.forward(xs), false, rope).out;
+        return this.ls1 ? this.ls1.forward(out) : out;
+      });
+      x = this.subsetResidual(x, (xs) => {
+        const out = this.mlp.forward(this.norm2.forward(xs));
+        return this.ls2 ? this.ls2.forward(out) : out;
+      });
+      return { out: x };
+    }
     const a = this.attn.forward(this.norm1.forward(x), returnProbs, rope);
     let branch = this.ls1 ? this.ls1.forward(a.out) : a.out;
     x = x.add(this.dropPathBranch(branch));
@@ -412,7 +467,7 @@ export class VisionTransformer extends Module {
       this.ropeEmbed = this.child('rope_embed', new RopePositionEmbedding(ctx, headDim, cfg.rope, new Rng(ctx.rng.nextU32())));
     }
     for (let i = 0; i < cfg.depth; i++) {
-      const dp = cfg.depth > 1 ? (cfg.dropPathRate * i) / (cfg.depth - 1) : 0;
+      const dp = cfg.dropPathUniform ? cfg.dropPathRate : cfg.depth > 1 ? (cfg.dropPathRate * i) / (cfg.depth - 1) : 0;
       this.blocks.push(this.child(`blocks.${i}`, new Block(ctx, cfg, dp, this.dropRng)));
     }
     this.norm = this.child('norm', new LayerNorm(ctx, D, cfg.eps));

@@ -4,19 +4,35 @@
  */
 import { expect } from 'vitest';
 import { init, type Engine, Rng, type Tensor } from '../index.js';
-import type { VariantPreference } from '../engine/device.js';
+import { ROW_LAYOUTS, type RowLayout, type VariantPreference } from '../engine/device.js';
 
 const engines = new Map<string, Promise<Engine>>();
 
-/** A shared engine for this test file, optionally forcing a kernel-variant family. */
-export function getEngine(variants: VariantPreference = 'auto'): Promise<Engine> {
-  let e = engines.get(variants);
+/**
+ * A shared engine for this test file, optionally forcing a kernel-variant family and a row-kernel
+ * layout (engine/device.ts RowLayout; 'auto' is the device's per-shape choice).
+ */
+export function getEngine(variants: VariantPreference = 'auto', rowLayout: RowLayout | 'auto' = 'auto'): Promise<Engine> {
+  const key = `${variants}/${rowLayout}`;
+  let e = engines.get(key);
   if (!e) {
-    e = init({ variants });
-    engines.set(variants, e);
+    e = init({ variants, rowLayout });
+    engines.set(key, e);
   }
   return e;
 }
+
+/**
+ * The row-kernel configurations the row-kernel tests run under: every layout forced in turn (on
+ * the 'cpu' variants), then the automatic choice of each variant family. The subgroup layouts
+ * need the adapter's subgroups: lavapipe, the CI adapter, has them (size 8); on an adapter without
+ * them those two entries would fail to create a device, not pass silently.
+ */
+export const ROW_CONFIGS: readonly { name: string; variants: VariantPreference; rowLayout: RowLayout | 'auto' }[] = [
+  ...ROW_LAYOUTS.map((rowLayout) => ({ name: rowLayout, variants: 'cpu' as const, rowLayout })),
+  { name: 'auto (cpu)', variants: 'cpu', rowLayout: 'auto' },
+  { name: 'auto (gpu)', variants: 'gpu', rowLayout: 'auto' },
+];
 
 /** Seeded standard-normal data. */
 export function randn(n: number, seed: number, scale = 1): Float32Array {

@@ -19,6 +19,10 @@ import { type DinoTrainer, resolveConfig, type TrainConfig } from './trainer.js'
 import { validateTrainConfig } from './validate.js';
 
 export const CHECKPOINT_FORMAT = 'webdino-dino-checkpoint-v1';
+/** The format of DINOv2 training checkpoints (train/dinov2/checkpoint.ts). */
+export const DINOV2_CHECKPOINT_FORMAT = 'webdino-dinov2-checkpoint-v1';
+/** Every training-checkpoint format, one per recipe. */
+export const CHECKPOINT_FORMATS = [CHECKPOINT_FORMAT, DINOV2_CHECKPOINT_FORMAT] as const;
 
 export interface CheckpointMeta {
   format: typeof CHECKPOINT_FORMAT;
@@ -62,6 +66,84 @@ export async function checkpointBytes(trainer: DinoTrainer, itersPerEpoch: numbe
   return writeSafetensors(tensors, { webdino: JSON.stringify(meta, (_k, v) => (typeof v === 'number' && Number.isNaN(v) ? null : v)) });
 }
 
+/** A generator state as checkpoints store it: 4 u32 words and the spare normal (null for NaN). */
+export type RngState = (number | null)[];
+
+/** The metadata fields every recipe's checkpoint has (DINO's here, DINOv2's in train/dinov2/checkpoint.ts). */
+export interface TrainingMetaCommon {
+  format: string;
+  iteration: number;
+  itersPerEpoch: number;
+  optimizerStep: number;
+  paramSteps: number[];
+  /** The recipe's config as stored (the recipe resolves and validates it). */
+  config: unknown;
+  extra: unknown;
+}
+
+const isInt = (v: unknown, lo: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= lo;
+
+/**
+ * Reads and checks what every training checkpoint's metadata holds, before the recipe checks its
+ * config: present and JSON, the expected `format`, the iteration, epoch length, optimizer step
+ * counts and the generator states named in `rngs` (each 4 u32 words and a spare). Throws one
+ * error listing every problem. Shared by every recipe, so a checkpoint is refused for the same
+ * reasons whichever trainer wrote it.
+ */
+export function readTrainingMeta(bytes: Uint8Array, format: string, rngs: readonly string[]): { meta: TrainingMetaCommon & Record<string, unknown>; tensors: ReturnType<typeof parseSafetensorsWithMetadata>['tensors'] } {
+  const { metadata, tensors } = parseSafetensorsWithMetadata(bytes);
+  const raw = metadata?.webdino;
+  if (!raw) throw new Error('checkpoint: not a webdino training checkpoint (no webdino metadata); to evaluate weights use `webdino embed --weights`');
+  let meta: TrainingMetaCommon & Record<string, unknown>;
+  try {
+    meta = JSON.parse(raw) as typeof meta;
+  } catch (e) {
+    throw new Error(`checkpoint: the webdino metadata is not valid JSON (${(e as Error).message})`);
+  }
+  if (meta === null || typeof meta !== 'object') throw new Error('checkpoint: the webdino metadata is not a JSON object');
+  if (meta.format !== format) {
+    const known = CHECKPOINT_FORMATS.includes(meta.format as (typeof CHECKPOINT_FORMATS)[number]);
+    throw new Error(
+      `checkpoint: ${known ? `a checkpoint of another recipe (${JSON.stringify(meta.format)})` : `unknown format ${JSON.stringify(meta.format)}`} (expected '${format}')`,
+    );
+  }
+  const problems: string[] = [];
+  if (!isInt(meta.iteration, 0)) problems.push(`iteration ${JSON.stringify(meta.iteration)} is not an integer >= 0`);
+  if (!isInt(meta.itersPerEpoch, 1)) problems.push(`itersPerEpoch ${JSON.stringify(meta.itersPerEpoch)} is not an integer >= 1`);
+  if (!isInt(meta.optimizerStep, 0)) problems.push(`optimizerStep ${JSON.stringify(meta.optimizerStep)} is not an integer >= 0`);
+  if (!Array.isArray(meta.paramSteps) || !meta.paramSteps.every((s) => isInt(s, 0))) problems.push('paramSteps is not a list of step counts');
+  for (const name of rngs) {
+    const st = meta[name] as unknown;
+    const ok = Array.isArray(st) && st.length === 5 && st.slice(0, 4).every((x) => isInt(x, 0) && x < 2 ** 32) && (st[4] === null || typeof st[4] === 'number');
+    if (!ok) problems.push(`${name} is not a generator state (4 u32 words and a spare)`);
+  }
+  if (meta.config === null || typeof meta.config !== 'object') problems.push('config is missing');
+  if (problems.length) throw new Error(`checkpoint: bad metadata: ${problems.join('; ')}`);
+  return { meta, tensors };
+}
+
+/** Throws unless `iteration` lies within a run of `epochs` epochs of `itersPerEpoch`. */
+export function checkIterationInRun(iteration: number, epochs: number, itersPerEpoch: number): void {
+  if (iteration > epochs * itersPerEpoch) {
+    throw new Error(`checkpoint: bad metadata: iteration ${iteration} is past the end of the run (${epochs} epochs of ${itersPerEpoch})`);
+  }
+}
+
+/**
+ * Compares tensors' shapes with what a config needs (`want`), and lists `extra` problems found by
+ * the caller, in one error (the first 6 named).
+ */
+export function checkTensorShapes(tensors: ReadonlyMap<string, { shape: readonly number[] }>, want: readonly [string, readonly number[]][], extra: readonly string[] = []): void {
+  const bad: string[] = [];
+  for (const [name, shape] of want) {
+    const t = tensors.get(name);
+    if (!t) bad.push(`${name} is missing`);
+    else if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) bad.push(`${name} is [${t.shape.join(', ')}], the config needs [${shape.join(', ')}]`);
+  }
+  bad.push(...extra);
+  if (bad.length) throw new Error(`checkpoint: the tensors do not match the config in the metadata: ${bad.slice(0, 6).join('; ')}${bad.length > 6 ? `; and ${bad.length - 6} more` : ''}`);
+}
+
 /**
  * Reads and checks the metadata of a checkpoint (to rebuild a trainer with its config before
  * restoring). A checkpoint is a file, and its metadata is data: every field is checked (types,
@@ -69,41 +151,16 @@ export async function checkpointBytes(trainer: DinoTrainer, itersPerEpoch: numbe
  * compared with the config, all before anything is allocated or any file of the run is touched.
  */
 export function readCheckpointMeta(bytes: Uint8Array): CheckpointMeta {
-  const { metadata, tensors } = parseSafetensorsWithMetadata(bytes);
-  const raw = metadata?.webdino;
-  if (!raw) throw new Error('checkpoint: not a webdino training checkpoint (no webdino metadata); to evaluate weights use `webdino embed --weights`');
-  let meta: CheckpointMeta;
-  try {
-    meta = JSON.parse(raw) as CheckpointMeta;
-  } catch (e) {
-    throw new Error(`checkpoint: the webdino metadata is not valid JSON (${(e as Error).message})`);
-  }
-  if (meta === null || typeof meta !== 'object') throw new Error('checkpoint: the webdino metadata is not a JSON object');
-  if (meta.format !== CHECKPOINT_FORMAT) throw new Error(`checkpoint: unknown format ${JSON.stringify(meta.format)} (expected '${CHECKPOINT_FORMAT}')`);
-  const problems: string[] = [];
-  const isInt = (v: unknown, lo: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= lo;
-  if (!isInt(meta.iteration, 0)) problems.push(`iteration ${JSON.stringify(meta.iteration)} is not an integer >= 0`);
-  if (!isInt(meta.itersPerEpoch, 1)) problems.push(`itersPerEpoch ${JSON.stringify(meta.itersPerEpoch)} is not an integer >= 1`);
-  if (!isInt(meta.optimizerStep, 0)) problems.push(`optimizerStep ${JSON.stringify(meta.optimizerStep)} is not an integer >= 0`);
-  if (!Array.isArray(meta.paramSteps) || !meta.paramSteps.every((s) => isInt(s, 0))) problems.push('paramSteps is not a list of step counts');
-  for (const name of ['augRng', 'dropRng'] as const) {
-    const s = meta[name] as unknown;
-    const ok = Array.isArray(s) && s.length === 5 && s.slice(0, 4).every((x) => isInt(x, 0) && x < 2 ** 32) && (s[4] === null || typeof s[4] === 'number');
-    if (!ok) problems.push(`${name} is not a generator state (4 u32 words and a spare)`);
-  }
-  if (meta.config === null || typeof meta.config !== 'object') problems.push('config is missing');
-  if (problems.length) throw new Error(`checkpoint: bad metadata: ${problems.join('; ')}`);
-  const config = resolveConfig(meta.config);
+  const { meta, tensors } = readTrainingMeta(bytes, CHECKPOINT_FORMAT, ['augRng', 'dropRng']);
+  const config = resolveConfig(meta.config as Partial<TrainConfig>);
   try {
     validateTrainConfig(config, 'config');
   } catch (e) {
     throw new Error(`checkpoint: bad metadata: ${(e as Error).message}`, { cause: e });
   }
-  if (meta.iteration > config.epochs * meta.itersPerEpoch) {
-    throw new Error(`checkpoint: bad metadata: iteration ${meta.iteration} is past the end of the run (${config.epochs} epochs of ${meta.itersPerEpoch})`);
-  }
+  checkIterationInRun(meta.iteration, config.epochs, meta.itersPerEpoch);
   checkTensorsAgainstConfig(tensors, config);
-  return { ...meta, config };
+  return { ...(meta as unknown as CheckpointMeta), config };
 }
 
 /** The architecture-defining tensors of both models against the config (before building them). */
@@ -116,14 +173,8 @@ function checkTensorsAgainstConfig(tensors: ReadonlyMap<string, { shape: readonl
     want.push([`${m}.head.last_layer.weight_v`, [c.outDim, c.headBottleneck]]);
   }
   want.push(['dino_loss.center', [1, c.outDim]]);
-  const bad: string[] = [];
-  for (const [name, shape] of want) {
-    const t = tensors.get(name);
-    if (!t) bad.push(`${name} is missing`);
-    else if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) bad.push(`${name} is [${t.shape.join(', ')}], the config needs [${shape.join(', ')}]`);
-  }
-  if (tensors.has(`student.backbone.blocks.${c.depth}.norm1.weight`)) bad.push(`the file has more than the config's ${c.depth} blocks`);
-  if (bad.length) throw new Error(`checkpoint: the tensors do not match the config in the metadata: ${bad.slice(0, 6).join('; ')}${bad.length > 6 ? `; and ${bad.length - 6} more` : ''}`);
+  const extra = tensors.has(`student.backbone.blocks.${c.depth}.norm1.weight`) ? [`the file has more than the config's ${c.depth} blocks`] : [];
+  checkTensorShapes(tensors, want, extra);
 }
 
 /** Restores a trainer (built with the checkpoint's config) from `checkpointBytes` output. Returns the metadata. */

@@ -20,8 +20,12 @@
  * Schedules are per iteration with epoch = `epochLength` iterations (OFFICIAL_EPOCH_LENGTH 1250),
  * independent of the dataset size. The peak lr is baseLr·√(batch/1024).
  *
- * The backbone is train/dinov2/backbone.ts (SEAM: the ViT with mask_token until models/vit.ts has
- * it). The only readback in a step is one vector: the loss terms and the teacher entropies.
+ * The backbone is train/dinov2/backbone.ts (models/vit.ts's ViT with mask_token, LayerScale,
+ * registers and DINOv2's stochastic depth). The masked patch tokens are picked with the engine's
+ * indexSelect (gather; scatter-add backward). Student and teacher are one parameter arena each
+ * (train/dinov2/optimizer.ts): AdamW with per-parameter group multipliers and the EMA are one
+ * dispatch per chunk. The only readback in a step is one vector: the loss terms and the teacher
+ * entropies. Checkpoints and the teacher export: train/dinov2/checkpoint.ts.
  */
 import type { Engine } from '../engine/engine.js';
 import { Rng } from '../engine/random.js';
@@ -33,9 +37,9 @@ import { vitConfig, type ViTArch } from '../models/vit.js';
 import type { ImageLike } from '../kernels/augment.js';
 import { MultiCropAugmenter, type MultiCropOptions } from './augment.js';
 import { NonFiniteLossError } from './trainer.js';
+import { bool, type Check, COMMON_CHECKS, int, num, problemsOf, range, throwProblems } from './validate.js';
 import { DinoV2ViT, maskTensor } from './dinov2/backbone.js';
 import { clipGradNorm } from './dinov2/clip.js';
-import { gatherRows } from './dinov2/gather.js';
 import { dinov2Loss, loggedLosses, type DinoV2LossWeights } from './dinov2/loss.js';
 import { collateMasks, type MaskBatch, MaskingGenerator, officialMaxMaskPatches } from './dinov2/masking.js';
 import { GroupedAdamW } from './dinov2/optimizer.js';
@@ -55,8 +59,13 @@ export interface DinoV2Config {
   numRegisterTokens: number;
   /** student.layerscale init (1e-5). */
   layerScale: number;
-  /** Stochastic depth of the student (DINOv2: 0.3 uniform, batch-subset; here DINO's linear DropPath: see backbone.ts). */
+  /**
+   * Stochastic depth of the student (drop_path_rate 0.3): DINOv2's Block form (models/vit.ts), batch
+   * subsets above 0.1, classic DropPath at or below; every block at this rate with dropPathUniform.
+   */
   dropPathRate: number;
+  /** drop_path_uniform (true): every block at dropPathRate; false: linspace(0, rate, depth). */
+  dropPathUniform: boolean;
   /** dino.head_n_prototypes (65536), head_hidden_dim (2048), head_bottleneck_dim (256), head_nlayers (3). */
   outDim: number;
   headHidden: number;
@@ -118,6 +127,7 @@ export const DINOV2_DEFAULTS: DinoV2Config = {
   numRegisterTokens: 0,
   layerScale: 1e-5,
   dropPathRate: 0.3,
+  dropPathUniform: true,
   outDim: 65536,
   headHidden: 2048,
   headBottleneck: 256,
@@ -160,6 +170,41 @@ export const DINOV2_DEFAULTS: DinoV2Config = {
   seed: 0,
 };
 
+/**
+ * The default of `webdino train --recipe dinov2` without --arch: the size of DINO's CPU default
+ * (train/trainer.ts CPU_DEFAULT_CONFIG: ViT dim 64, depth 4, 2 heads, patch 8 on 32 px global and
+ * 16 px local crops, 6 local crops, batch 32, K = 1024, head hidden 512, bottleneck 128, no
+ * brightness / contrast jitter, 5 epochs of the embedded 5000 images) with DINOv2's recipe on top.
+ * An epoch is a pass over the data (no epochLength: the run takes the data's iterations per
+ * epoch, 156 here). Departures from ssl_default_config, measured in bench/lab/dinov2-recipe-probes.md:
+ * see the values' comments.
+ */
+export const DINOV2_CPU_DEFAULT_CONFIG: Partial<DinoV2Config> = {
+  arch: 'custom',
+  embedDim: 64,
+  depth: 4,
+  numHeads: 2,
+  patchSize: 8,
+  outDim: 1024,
+  headHidden: 512,
+  headBottleneck: 128,
+  ibotOutDim: 1024,
+  ibotHeadHidden: 512,
+  ibotHeadBottleneck: 128,
+  epochs: 5,
+  batchSize: 32,
+  warmupEpochs: 1,
+  warmupTeacherTempEpochs: 1,
+  momentumTeacher: 0.99,
+  globalSize: 32,
+  localSize: 16,
+  localCrops: 6,
+  // As DINO's CPU default: this small model cannot bootstrap from 0.04 (targets drift to uniform).
+  teacherTemp: 0.02,
+  warmupTeacherTemp: 0.02,
+  augment: { brightness: 0, contrast: 0 },
+};
+
 /** Fills the architecture fields from a preset name. */
 export function resolveDinoV2Config(partial: Partial<DinoV2Config> = {}): DinoV2Config {
   const c: DinoV2Config = { ...DINOV2_DEFAULTS, ...partial, lossWeights: { ...DINOV2_DEFAULTS.lossWeights, ...partial.lossWeights } };
@@ -173,6 +218,43 @@ export function resolveDinoV2Config(partial: Partial<DinoV2Config> = {}): DinoV2
   if (!(c.batchSize >= 1 && Number.isInteger(c.epochLength) && c.epochLength >= 1)) throw new Error('DINOv2: batchSize and epochLength must be positive integers');
   if (c.warmupEpochs > c.epochs) throw new Error(`DINOv2: warmupEpochs ${c.warmupEpochs} exceeds epochs ${c.epochs} (the official CosineScheduler asserts the same)`);
   return c;
+}
+
+/** The rules of a DINOv2 config beyond the shared ones (train/validate.ts COMMON_CHECKS). */
+const V2_CHECKS: readonly Check<DinoV2Config>[] = [
+  int('numRegisterTokens', 0, 64),
+  num('layerScale', 0, 1e3),
+  bool('dropPathUniform'),
+  int('headLayers', 1, 8),
+  bool('ibotSeparateHead'),
+  int('ibotOutDim', 1, 1 << 20),
+  int('ibotHeadHidden', 1, 65536),
+  int('ibotHeadBottleneck', 1, 65536),
+  (c) => {
+    const w = c.lossWeights as unknown as Record<string, unknown>;
+    const ok = w !== null && typeof w === 'object' && ['dino', 'koleo', 'ibot'].every((k) => typeof w[k] === 'number' && Number.isFinite(w[k]) && (w[k] as number) >= 0);
+    return ok ? null : `lossWeights = ${JSON.stringify(c.lossWeights)} is not { dino, koleo, ibot } of numbers >= 0`;
+  },
+  num('maskProbability', 0, 1),
+  range('maskRatioMinMax'),
+  int('epochLength', 1, 1e9),
+  num('baseLr', 0, 1e3),
+  num('freezeLastLayerEpochs', 0, 1e7),
+  num('layerwiseDecay', 0, 1),
+  num('patchEmbedLrMult', 0, 1e3),
+  num('adamBeta1', 0, 1),
+  num('adamBeta2', 0, 1),
+  num('finalMomentumTeacher', 0, 1),
+];
+
+/** Every problem of a DINOv2 config (empty when it is valid). */
+export function dinov2ConfigProblems(c: DinoV2Config): string[] {
+  return [...problemsOf(COMMON_CHECKS, c), ...problemsOf(V2_CHECKS, c)];
+}
+
+/** Throws ConfigError listing every problem of `c`; `source` says where it came from. */
+export function validateDinoV2Config(c: DinoV2Config, source = 'DINOv2 training configuration'): void {
+  throwProblems(dinov2ConfigProblems(c), source);
 }
 
 /** The official student/teacher ModuleDict: backbone, dino_head, ibot_head (when separate). */
@@ -189,7 +271,15 @@ export class DinoV2Model extends Module {
         ctx,
         vitConfig(
           { embedDim: c.embedDim, depth: c.depth, numHeads: c.numHeads },
-          { imgSize: c.globalSize, patchSize: c.patchSize, dropPathRate, numRegisterTokens: c.numRegisterTokens, layerScale: c.layerScale },
+          {
+            imgSize: c.globalSize,
+            patchSize: c.patchSize,
+            dropPathRate,
+            dropPathUniform: c.dropPathUniform,
+            stochasticDepth: 'dinov2',
+            numRegisterTokens: c.numRegisterTokens,
+            layerScale: c.layerScale,
+          },
         ),
       ),
     );
@@ -252,6 +342,7 @@ export class DinoV2Trainer {
     config: Partial<DinoV2Config> = {},
   ) {
     const c = (this.config = resolveDinoV2Config(config));
+    validateDinoV2Config(c);
     this.student = new DinoV2Model({ engine, rng: new Rng(c.seed) }, c, c.dropPathRate);
     // The teacher is built without drop path and starts as a copy of the student (the optimizer copies it).
     this.teacher = new DinoV2Model({ engine, rng: new Rng(c.seed) }, c, 0);
@@ -335,7 +426,7 @@ export class DinoV2Trainer {
       // Teacher: unmasked global crops; the head sees the CLS tokens and the masked patch tokens.
       const teacher = e.noGrad(() => {
         const f = this.teacher.backbone.features(globals);
-        const patches = M > 0 ? gatherRows(f.patches.reshape(twoB * hw, D), masks.maskIndices) : null;
+        const patches = M > 0 ? ops.indexSelect(f.patches.reshape(twoB * hw, D), 0, masks.maskIndices) : null;
         const { cls, masked } = this.heads(this.teacher, null, f.cls, patches);
         const clsT = this.dinoTargets.targets(cls, teacherTemp);
         const patchT = masked ? this.ibotTargets.targets(masked, teacherTemp) : null;
@@ -346,7 +437,7 @@ export class DinoV2Trainer {
       const maskT = maskTensor(globals, masks.masks, twoB, hw);
       const sg = this.student.backbone.features(globals, maskT);
       const sl = locals ? this.student.backbone.features(locals) : null;
-      const patches = M > 0 ? gatherRows(sg.patches.reshape(twoB * hw, D), masks.maskIndices) : null;
+      const patches = M > 0 ? ops.indexSelect(sg.patches.reshape(twoB * hw, D), 0, masks.maskIndices) : null;
       const out = this.heads(this.student, sl?.cls ?? null, sg.cls, patches);
       const terms = dinov2Loss(
         { globalCls: out.cls, localCls: out.local, maskedPatches: out.masked, globalClsFeatures: sg.cls },

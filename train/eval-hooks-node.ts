@@ -3,10 +3,16 @@
  * features from the evaluation transform of a training subset and a held-out split.
  */
 import type { Engine } from '../engine/engine.js';
-import { alignClasses, type Dataset } from './data/dataset.js';
+import { alignClasses, type Dataset, evenlySpaced } from './data/dataset.js';
 import { datasetFeatures } from '../eval/features.js';
 import { knnClassify } from '../eval/knn.js';
-import type { DinoTrainer } from './trainer.js';
+import type { VisionTransformer } from '../models/vit.js';
+
+/** What an evaluation hook reads of a trainer of either recipe: the teacher backbone and the crop size. */
+export interface EvalTarget {
+  teacherBackbone: VisionTransformer;
+  config: { globalSize: number };
+}
 
 export interface KnnEvaluatorOptions {
   train: Dataset;
@@ -19,20 +25,8 @@ export interface KnnEvaluatorOptions {
 
 export { firstN } from './data/dataset.js';
 
-/**
- * A subset view of `n` evenly spaced samples (indices ⌊i·length/n⌋): every part of the dataset is
- * represented, also when it is sorted by class (an ImageFolder), which `firstN` is not.
- */
-export function evenlySpaced(ds: Dataset, n: number): Dataset {
-  if (n >= ds.length) return ds;
-  const index = (i: number) => Math.floor((i * ds.length) / n);
-  const view: Dataset = { numClasses: ds.numClasses, classNames: ds.classNames, length: n, get: (i: number) => ds.get(index(i)) };
-  const getSync = ds.getSync?.bind(ds);
-  return getSync ? { ...view, getSync: (i: number) => getSync(index(i)) } : view;
-}
-
 /** Returns an evaluation hook for runTraining: { knn_top1, knn_top5 } of the teacher. */
-export function knnEvaluator(engine: Engine, opts: KnnEvaluatorOptions): (trainer: DinoTrainer) => Promise<Record<string, number>> {
+export function knnEvaluator(engine: Engine, opts: KnnEvaluatorOptions): (trainer: EvalTarget) => Promise<Record<string, number>> {
   const k = opts.k ?? 20;
   return async (trainer) => {
     const backbone = trainer.teacherBackbone;

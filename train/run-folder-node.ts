@@ -15,7 +15,11 @@
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { CHECKPOINT_FORMAT, type CheckpointMeta } from './checkpoint.js';
+import { CHECKPOINT_FORMATS, type CheckpointMeta } from './checkpoint.js';
+import type { DinoV2CheckpointMeta } from './dinov2/checkpoint.js';
+
+/** The metadata of a checkpoint of either recipe (`format` tells which). */
+export type RunMeta = CheckpointMeta | DinoV2CheckpointMeta;
 
 /** The files of a run folder (train/run-node.ts writes them). */
 export const RUN_FILES = {
@@ -29,7 +33,7 @@ export const RUN_FILES = {
 const MAX_HEADER_BYTES = 100_000_000;
 
 /** A checkpoint's metadata from its safetensors header; errors name the file. */
-export function readCheckpointMetaFile(path: string): CheckpointMeta {
+export function readCheckpointMetaFile(path: string): RunMeta {
   const fail = (why: string): never => {
     throw new Error(`checkpoint ${path}: ${why}`);
   };
@@ -55,13 +59,13 @@ export function readCheckpointMetaFile(path: string): CheckpointMeta {
     }
     const raw = header?.__metadata__?.webdino;
     if (typeof raw !== 'string') return fail('not a webdino training checkpoint (no webdino metadata); to evaluate weights use `webdino embed --weights`');
-    let meta: CheckpointMeta;
+    let meta: RunMeta;
     try {
       meta = JSON.parse(raw) as CheckpointMeta;
     } catch (e) {
       return fail(`the webdino metadata is not valid JSON (${(e as Error).message})`);
     }
-    if (meta?.format !== CHECKPOINT_FORMAT) fail(`unknown format '${String(meta?.format)}'`);
+    if (!CHECKPOINT_FORMATS.includes(meta?.format)) fail(`unknown format '${String(meta?.format)}'`);
     return meta;
   } finally {
     closeSync(fd);
@@ -73,7 +77,7 @@ export type RunFolderState =
   | { kind: 'empty' }
   /** metrics.jsonl or a teacher without a checkpoint: a run stopped before it saved anything to resume from. */
   | { kind: 'unsaved' }
-  | { kind: 'interrupted' | 'finished'; meta: CheckpointMeta; iteration: number; total: number };
+  | { kind: 'interrupted' | 'finished'; meta: RunMeta; iteration: number; total: number };
 
 /** The state of the run in `dir` (a folder that does not exist is empty). */
 export function inspectRunFolder(dir: string): RunFolderState {

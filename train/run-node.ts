@@ -1,5 +1,7 @@
 /**
- * A headless DINO training run in Node: what `webdino train` does.
+ * A headless training run in Node, DINO's recipe or DINOv2's (`recipe`): what `webdino train` does.
+ * One loop drives both; what differs (the trainer, its checkpoint, its export, its metrics line)
+ * is a small adapter per recipe (`RecipeOps` below).
  *
  *   out/checkpoint.safetensors        full state, rewritten atomically every `checkpointEvery`
  *                                     iterations and at the end (resume continues exactly)
@@ -25,6 +27,10 @@
  * depend on the iterations per epoch. Data that gives another number of iterations per epoch (or,
  * when the checkpoint records it, another number of images) is refused rather than bending the
  * schedules mid-run. The folder itself (is there a run, who trains in it) is train/run-folder-node.ts's.
+ *
+ * DINOv2's schedules count "epochs" of `epochLength` iterations (OFFICIAL_EPOCH_LENGTH 1250),
+ * independent of the data; a DINOv2 config without `epochLength` takes the data's iterations per
+ * epoch (so an epoch is a pass over the data, as for DINO), recorded in the config from then on.
  */
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
@@ -32,15 +38,28 @@ import { join } from 'node:path';
 import type { Engine } from '../engine/engine.js';
 import { makeDir, removeStaleTempFiles, writeFileAtomic, writeFileAtomicSync } from '../models/io/node-files.js';
 import { DataLoader, type LoaderPosition } from './data/loader.js';
+import type { ImageLike } from '../kernels/augment.js';
 import type { Dataset } from './data/dataset.js';
 import { checkpointBytes, exportTeacherBackbone, readCheckpointMeta, restoreCheckpoint } from './checkpoint.js';
 import { DinoTrainer, itersPerEpochOf, resolveConfig, type StepResult, type TrainConfig } from './trainer.js';
-import { estimateTrainingBytes, formatBytes, validateTrainConfig } from './validate.js';
+import { type DinoV2Config, type DinoV2StepResult, DinoV2Trainer, resolveDinoV2Config, validateDinoV2Config } from './dinov2-trainer.js';
+import { dinov2CheckpointBytes, exportTeacherBackbone as exportDinoV2TeacherBackbone, readDinoV2CheckpointMeta, restoreDinoV2Checkpoint } from './dinov2/checkpoint.js';
+import { estimateTrainingBytes, formatBytes, type ModelShape, validateTrainConfig } from './validate.js';
 import { ema, lineChartPng } from './plot.js';
 import { writeTrainingReport } from './report-node.js';
 
-export interface RunOptions {
-  config: Partial<TrainConfig>;
+/** A trainer of either recipe. */
+export type AnyTrainer = DinoTrainer | DinoV2Trainer;
+/** What a step of either recipe reports. */
+export type AnyStepResult = StepResult | DinoV2StepResult;
+
+/** The recipe and its config: DINO's (the default) or DINOv2's. */
+export type RecipeConfig = { recipe?: 'dino'; config: Partial<TrainConfig> } | { recipe: 'dinov2'; config: Partial<DinoV2Config> };
+
+export type RunOptions = RecipeConfig & RunCommonOptions;
+
+/** The options of a run besides the recipe and its config; `T`: the trainer the hooks receive. */
+export interface RunCommonOptions<T extends AnyTrainer = AnyTrainer> {
   dataset: Dataset;
   outDir: string;
   /** Continue from outDir/checkpoint.safetensors when it exists (its config wins). */
@@ -51,8 +70,8 @@ export interface RunOptions {
   maxIterations?: number;
   /** Evaluation hook, called every `evalEvery` iterations and at the end (e.g. k-NN). */
   evalEvery?: number;
-  evaluate?: (trainer: DinoTrainer) => Promise<Record<string, number>>;
-  onStep?: (r: StepResult & { imagesPerSecond: number; total: number }) => void;
+  evaluate?: (trainer: T) => Promise<Record<string, number>>;
+  onStep?: (r: AnyStepResult & { imagesPerSecond: number; total: number }) => void;
   onLog?: (line: string) => void;
   signal?: AbortSignal;
   /** Write out/report.html at the end (default true); a failure there is logged, not thrown. */
@@ -78,8 +97,8 @@ export class ResumeDataMismatchError extends Error {
   override name = 'ResumeDataMismatchError';
 }
 
-export interface RunResult {
-  trainer: DinoTrainer;
+export interface RunResult<T extends AnyTrainer = AnyTrainer> {
+  trainer: T;
   iterations: number;
   lastLoss: number;
   checkpoint: string;
@@ -95,23 +114,118 @@ export interface RunResult {
 
 const CKPT = 'checkpoint.safetensors';
 
+/**
+ * What the loop needs of a recipe. `create` builds the trainer for data of `itersPerEpoch`
+ * iterations per epoch; `restore` loads a checkpoint into it and returns the recorded schedule
+ * length (itersPerEpoch) and extra state; `line` is the step's metrics.jsonl record (without
+ * images_per_s, which the loop adds last).
+ */
+interface RecipeOps {
+  readMeta(bytes: Uint8Array): { iteration: number; config: object };
+  /** Throws when the config is invalid or would not fit in `limit` bytes. */
+  checkMemory(config: object, limit: number): void;
+  batchSizeAndSeed(config: object): { batchSize: number; seed: number };
+  /** Iterations per schedule epoch: the config's epoch length when it sets one, else one pass over the data. */
+  itersPerEpoch(config: object, batchesPerPass: number): number;
+  create(engine: Engine, config: object, itersPerEpoch: number): AnyTrainer;
+  restore(trainer: AnyTrainer, bytes: Uint8Array): { itersPerEpoch: number; extra: unknown };
+  checkpoint(trainer: AnyTrainer, itersPerEpoch: number, extra: unknown): Promise<Uint8Array>;
+  exportTeacher(trainer: AnyTrainer): Promise<Uint8Array>;
+  step(trainer: AnyTrainer, images: ImageLike[]): Promise<{ result: AnyStepResult; line: Record<string, unknown> }>;
+}
+
+const DINO_OPS: RecipeOps = {
+  readMeta: (bytes) => readCheckpointMeta(bytes),
+  checkMemory: (config, limit) => {
+    const c = resolveConfig(config as Partial<TrainConfig>);
+    validateTrainConfig(c);
+    checkMemory(c, limit);
+  },
+  batchSizeAndSeed: (config) => resolveConfig(config as Partial<TrainConfig>),
+  itersPerEpoch: (config, batches) => itersPerEpochOf(resolveConfig(config as Partial<TrainConfig>), batches),
+  create: (engine, config, itersPerEpoch) => {
+    const t = new DinoTrainer(engine, config as Partial<TrainConfig>);
+    t.setItersPerEpoch(itersPerEpoch);
+    return t;
+  },
+  restore: (trainer, bytes) => {
+    const meta = restoreCheckpoint(trainer as DinoTrainer, bytes);
+    return { itersPerEpoch: meta.itersPerEpoch, extra: meta.extra };
+  },
+  checkpoint: (trainer, itersPerEpoch, extra) => checkpointBytes(trainer as DinoTrainer, itersPerEpoch, extra),
+  exportTeacher: (trainer) => exportTeacherBackbone(trainer as DinoTrainer),
+  step: async (trainer, images) => {
+    const r = await (trainer as DinoTrainer).stepImages(images);
+    return {
+      result: r,
+      line: { type: 'step', iteration: r.iteration, epoch: r.epoch, loss: r.loss, lr: r.lr, wd: r.weightDecay, momentum: r.momentum, teacher_temp: r.teacherTemp, teacher_entropy: r.teacherEntropy, teacher_marginal_entropy: r.teacherMarginalEntropy },
+    };
+  },
+};
+
+const DINOV2_OPS: RecipeOps = {
+  readMeta: (bytes) => readDinoV2CheckpointMeta(bytes),
+  checkMemory: (config, limit) => {
+    // epochLength is filled from the data later; any valid value checks the rest.
+    const c = resolveDinoV2Config({ epochLength: 1, ...(config as Partial<DinoV2Config>) });
+    validateDinoV2Config(c);
+    checkMemory(c, limit);
+  },
+  batchSizeAndSeed: (config) => resolveDinoV2Config({ epochLength: 1, ...(config as Partial<DinoV2Config>) }),
+  itersPerEpoch: (config, batches) => (config as Partial<DinoV2Config>).epochLength || batches,
+  create: (engine, config, itersPerEpoch) => new DinoV2Trainer(engine, { ...(config as Partial<DinoV2Config>), epochLength: itersPerEpoch }),
+  restore: (trainer, bytes) => {
+    const meta = restoreDinoV2Checkpoint(trainer as DinoV2Trainer, bytes);
+    return { itersPerEpoch: meta.itersPerEpoch, extra: meta.extra };
+  },
+  checkpoint: (trainer, _itersPerEpoch, extra) => dinov2CheckpointBytes(trainer as DinoV2Trainer, extra),
+  exportTeacher: (trainer) => exportDinoV2TeacherBackbone(trainer as DinoV2Trainer),
+  step: async (trainer, images) => {
+    const r = await (trainer as DinoV2Trainer).stepImages(images);
+    return {
+      result: r,
+      line: {
+        type: 'step',
+        iteration: r.iteration,
+        epoch: r.epoch,
+        loss: r.loss,
+        ...r.losses,
+        lr: r.lr,
+        last_layer_lr: r.lastLayerLr,
+        wd: r.weightDecay,
+        momentum: r.momentum,
+        teacher_temp: r.teacherTemp,
+        masked_patches: r.maskedPatches,
+        teacher_entropy: r.teacherEntropy.cls,
+        teacher_marginal_entropy: r.teacherMarginalEntropy.cls,
+        teacher_entropy_patch: r.teacherEntropy.patch,
+        teacher_marginal_entropy_patch: r.teacherMarginalEntropy.patch,
+      },
+    };
+  },
+};
+
 /** Trains (or resumes) and returns the trainer, still alive: the caller disposes it. */
-export async function runTraining(engine: Engine, opts: RunOptions): Promise<RunResult> {
+export async function runTraining(engine: Engine, opts: RunCommonOptions<DinoV2Trainer> & { recipe: 'dinov2'; config: Partial<DinoV2Config> }): Promise<RunResult<DinoV2Trainer>>;
+export async function runTraining(engine: Engine, opts: RunCommonOptions<DinoTrainer> & { recipe?: 'dino'; config: Partial<TrainConfig> }): Promise<RunResult<DinoTrainer>>;
+export async function runTraining(engine: Engine, opts: RunOptions): Promise<RunResult>;
+export async function runTraining(engine: Engine, opts: RecipeConfig & RunCommonOptions<never>): Promise<RunResult> {
   const out = opts.outDir;
   makeDir(out);
   const ckptPath = join(out, CKPT);
   const metricsPath = join(out, 'metrics.jsonl');
   const log = opts.onLog ?? (() => {});
+  const ops = opts.recipe === 'dinov2' ? DINOV2_OPS : DINO_OPS;
   // A run killed while writing a checkpoint leaves its temporary file; the checkpoint itself is intact.
   for (const f of removeStaleTempFiles(ckptPath)) log(`removed the unfinished checkpoint write ${f}`);
-  let config = opts.config;
+  let config: object = opts.config;
   let resumeBytes: Uint8Array | null = null;
   let initEval: Record<string, number> | null = null;
   if (opts.resume && existsSync(ckptPath)) {
     resumeBytes = new Uint8Array(readFileSync(ckptPath));
     let meta;
     try {
-      meta = readCheckpointMeta(resumeBytes);
+      meta = ops.readMeta(resumeBytes);
     } catch (e) {
       throw new Error(`${ckptPath}: ${(e as Error).message}`, { cause: e });
     }
@@ -121,26 +235,28 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
   } else if (opts.resume) {
     log(`no checkpoint at ${ckptPath}: starting a new run`);
   }
-  checkMemory(resolveConfig(config), opts.memoryLimit ?? (engine.device.adapter.isCpu ? totalmem() : Infinity));
-  const trainer = new DinoTrainer(engine, config);
+  ops.checkMemory(config, opts.memoryLimit ?? (engine.device.adapter.isCpu ? totalmem() : Infinity));
+  const { batchSize, seed } = ops.batchSizeAndSeed(config);
+  const loader = new DataLoader(opts.dataset, { batchSize, shuffle: true, seed, dropLast: true, onWarning: (m) => log(`warning: ${m}`) });
+  if (loader.batchesPerEpoch === 0) throw new Error(`the dataset has ${opts.dataset.length} images, fewer than one batch of ${batchSize}`);
+  const itersPerEpoch = ops.itersPerEpoch(config, loader.batchesPerEpoch);
+  const trainer = ops.create(engine, config, itersPerEpoch);
   // The trainer is the caller's once returned; on any error on the way it is freed here.
   try {
     const c = trainer.config;
-    const loader = new DataLoader(opts.dataset, { batchSize: c.batchSize, shuffle: true, seed: c.seed, dropLast: true, onWarning: (m) => log(`warning: ${m}`) });
-    if (loader.batchesPerEpoch === 0) throw new Error(`the dataset has ${opts.dataset.length} images, fewer than one batch of ${c.batchSize}`);
-    const itersPerEpoch = itersPerEpochOf(c, loader.batchesPerEpoch);
-    trainer.setItersPerEpoch(itersPerEpoch);
     if (resumeBytes) {
-      const meta = restoreCheckpoint(trainer, resumeBytes);
+      const meta = ops.restore(trainer, resumeBytes);
       const recorded = (meta.extra as { data?: DataRecord } | null)?.data;
-      if (meta.itersPerEpoch !== itersPerEpoch || (recorded && recorded.length !== opts.dataset.length)) {
+      // DINO's schedules follow the data's iterations per epoch; DINOv2's its own epoch length.
+      const schedulesDiffer = opts.recipe !== 'dinov2' && meta.itersPerEpoch !== itersPerEpoch;
+      if (schedulesDiffer || (recorded && recorded.length !== opts.dataset.length)) {
         const was = recorded ? `${recorded.length} images${recorded.spec ? ` of ${recorded.spec}` : ''}, ` : '';
         throw new ResumeDataMismatchError(
           `the run in ${out} was trained on ${was}${meta.itersPerEpoch} iterations per epoch; this data has ${opts.dataset.length} images, ${itersPerEpoch} iterations per epoch. ` +
             'Resuming on it would change the schedules mid-run: resume with the same data, or start a new run',
         );
       }
-      trainer.setItersPerEpoch(itersPerEpoch);
+      if (trainer instanceof DinoTrainer) trainer.setItersPerEpoch(itersPerEpoch);
       const extra = meta.extra as RunCheckpointExtra | null;
       if (extra?.loader) loader.seek(extra.loader);
       initEval = extra?.initEval ?? null;
@@ -155,7 +271,7 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
     const data: DataRecord = { spec: opts.dataSpec, length: opts.dataset.length };
     const save = async () => {
       const extra: RunCheckpointExtra = { loader: position, data, ...(initEval ? { initEval } : {}) };
-      const bytes = await checkpointBytes(trainer, itersPerEpoch, extra);
+      const bytes = await ops.checkpoint(trainer, itersPerEpoch, extra);
       await writeFileAtomic(ckptPath, bytes);
     };
     const evals: Record<string, number>[] = [];
@@ -165,7 +281,7 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
       if (!opts.evaluate) return null;
       let r: Record<string, number>;
       try {
-        r = await opts.evaluate(trainer);
+        r = await opts.evaluate(trainer as never);
       } catch (e) {
         const message = (e as Error).message ?? String(e);
         log(`warning: the evaluation at iteration ${trainer.iteration} failed (training goes on): ${message}`);
@@ -188,7 +304,10 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
     let rate = 0;
     outer: while (trainer.iteration < stopAt && !opts.signal?.aborted) {
       for await (const batch of loader.batches()) {
-        const r = await trainer.stepImages(batch.samples.map((s) => s.image));
+        const { result: r, line } = await ops.step(
+          trainer,
+          batch.samples.map((s) => s.image),
+        );
         position = batch.next;
         lastLoss = r.loss;
         imagesSince += r.images;
@@ -198,10 +317,7 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
           t0 = performance.now();
           imagesSince = 0;
         }
-        appendFileSync(
-          metricsPath,
-          JSON.stringify({ type: 'step', iteration: r.iteration, epoch: r.epoch, loss: r.loss, lr: r.lr, wd: r.weightDecay, momentum: r.momentum, teacher_temp: r.teacherTemp, teacher_entropy: r.teacherEntropy, teacher_marginal_entropy: r.teacherMarginalEntropy, images_per_s: +rate.toFixed(2) }) + '\n',
-        );
+        appendFileSync(metricsPath, JSON.stringify({ ...line, images_per_s: +rate.toFixed(2) }) + '\n');
         opts.onStep?.({ ...r, imagesPerSecond: rate, total });
         const it = trainer.iteration;
         if (opts.checkpointEvery && it % opts.checkpointEvery === 0 && it < stopAt) await save();
@@ -211,7 +327,7 @@ export async function runTraining(engine: Engine, opts: RunOptions): Promise<Run
     }
     await save();
     const teacherPath = join(out, 'teacher_backbone.safetensors');
-    await writeFileAtomic(teacherPath, await exportTeacherBackbone(trainer));
+    await writeFileAtomic(teacherPath, await ops.exportTeacher(trainer));
     writeLossCurve(metricsPath, join(out, 'loss.png'));
     const stoppedBy = opts.signal?.aborted && trainer.iteration < stopAt ? (opts.signal.reason ?? 'aborted') : null;
     if (stoppedBy === null && (trainer.iteration >= total || opts.evalEvery)) await runEval();
@@ -240,8 +356,7 @@ interface RunCheckpointExtra {
 }
 
 /** Refuses, with the figures, a configuration that would not fit in `limit` bytes. */
-function checkMemory(c: TrainConfig, limit: number): void {
-  validateTrainConfig(c);
+function checkMemory(c: ModelShape, limit: number): void {
   const need = estimateTrainingBytes(c);
   if (need > limit) {
     throw new Error(

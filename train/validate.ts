@@ -18,23 +18,33 @@ export class ConfigError extends Error {
   }
 }
 
-type Check = (c: TrainConfig) => string | null;
+/** One rule of a config of type C: the problem as a sentence, or null. */
+export type Check<C = TrainConfig> = (c: C) => string | null;
 
-const int = (field: keyof TrainConfig, lo: number, hi: number): Check => (c) => {
+/** `field` is an integer in [lo, hi]. */
+export const int = <C>(field: keyof C & string, lo: number, hi: number): Check<C> => (c) => {
   const v = c[field];
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= lo && v <= hi ? null : `${field} = ${JSON.stringify(v)} is not an integer in [${lo}, ${hi}]`;
 };
-const num = (field: keyof TrainConfig, lo: number, hi: number): Check => (c) => {
+/** `field` is a finite number in [lo, hi]. */
+export const num = <C>(field: keyof C & string, lo: number, hi: number): Check<C> => (c) => {
   const v = c[field];
   return typeof v === 'number' && Number.isFinite(v) && v >= lo && v <= hi ? null : `${field} = ${JSON.stringify(v)} is not a number in [${lo}, ${hi}]`;
 };
-const range = (field: 'globalScale' | 'localScale'): Check => (c) => {
-  const v = c[field];
+/** `field` is a boolean. */
+export const bool = <C>(field: keyof C & string): Check<C> => (c) => (typeof c[field] === 'boolean' ? null : `${field} = ${JSON.stringify(c[field])} is not a boolean`);
+/** `field` is a crop-scale range [lo, hi] with 0 < lo ≤ hi ≤ 1. */
+export const range = <C>(field: keyof C & string): Check<C> => (c) => {
+  const v = c[field] as unknown;
   const ok = Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'number' && x > 0 && x <= 1) && v[0] <= v[1];
   return ok ? null : `${field} = ${JSON.stringify(v)} is not a range [lo, hi] with 0 < lo <= hi <= 1`;
 };
 
-const CHECKS: readonly Check[] = [
+/** The fields every recipe's config shares (the backbone, the crops, the batch, the seed). */
+type CommonFields = Pick<TrainConfig, 'embedDim' | 'depth' | 'numHeads' | 'patchSize' | 'dropPathRate' | 'outDim' | 'headHidden' | 'headBottleneck' | 'epochs' | 'batchSize' | 'minLr' | 'warmupEpochs' | 'weightDecay' | 'weightDecayEnd' | 'momentumTeacher' | 'clipGrad' | 'studentTemp' | 'teacherTemp' | 'warmupTeacherTemp' | 'warmupTeacherTempEpochs' | 'centerMomentum' | 'centering' | 'globalSize' | 'localSize' | 'localCrops' | 'globalScale' | 'localScale' | 'augment' | 'seed'>;
+
+/** The rules of the shared fields (DINO's and DINOv2's configs both run them). */
+export const COMMON_CHECKS: readonly Check<CommonFields>[] = [
   int('embedDim', 1, 16384),
   int('depth', 1, 256),
   int('numHeads', 1, 512),
@@ -44,17 +54,14 @@ const CHECKS: readonly Check[] = [
   int('outDim', 1, 1 << 20),
   int('headHidden', 1, 65536),
   int('headBottleneck', 1, 65536),
-  (c) => (typeof c.normLastLayer === 'boolean' ? null : `normLastLayer = ${JSON.stringify(c.normLastLayer)} is not a boolean`),
   int('epochs', 1, 1e7),
   int('batchSize', 1, 1 << 20),
-  num('lr', 0, 1e3),
   num('minLr', 0, 1e3),
   num('warmupEpochs', 0, 1e7),
   num('weightDecay', 0, 1e3),
   num('weightDecayEnd', 0, 1e3),
   num('momentumTeacher', 0, 1),
   num('clipGrad', 0, 1e12),
-  num('freezeLastLayer', 0, 1e7),
   num('studentTemp', 1e-6, 1e6),
   num('teacherTemp', 1e-6, 1e6),
   num('warmupTeacherTemp', 1e-6, 1e6),
@@ -73,10 +80,17 @@ const CHECKS: readonly Check[] = [
   (c) => (c.localCrops > 0 && Number.isSafeInteger(c.localSize) && c.localSize < c.patchSize ? `localSize ${c.localSize} is smaller than patchSize ${c.patchSize}` : null),
 ];
 
-/** Every problem of `c` (empty when it is valid). */
-export function configProblems(c: TrainConfig): string[] {
+const V1_CHECKS: readonly Check[] = [
+  bool('normLastLayer'),
+  num('lr', 0, 1e3),
+  num('freezeLastLayer', 0, 1e7),
+];
+
+
+/** Every problem `checks` find in `c` (empty when it is valid); a rule that throws is a problem too. */
+export function problemsOf<C>(checks: readonly Check<C>[], c: C): string[] {
   const out: string[] = [];
-  for (const check of CHECKS) {
+  for (const check of checks) {
     let why: string | null;
     try {
       why = check(c);
@@ -88,14 +102,26 @@ export function configProblems(c: TrainConfig): string[] {
   return out;
 }
 
-/** Throws ConfigError listing every problem of `c`; `source` says where it came from. */
-export function validateTrainConfig(c: TrainConfig, source = 'training configuration'): void {
-  const problems = configProblems(c);
+/** Every problem of a DINO config (empty when it is valid). */
+export function configProblems(c: TrainConfig): string[] {
+  return [...problemsOf(COMMON_CHECKS, c), ...problemsOf(V1_CHECKS, c)];
+}
+
+/** Throws ConfigError listing `problems` (at most 8) after `source`. */
+export function throwProblems(problems: readonly string[], source: string): void {
   if (problems.length) throw new ConfigError(`${source}: ${problems.slice(0, 8).join('; ')}${problems.length > 8 ? `; and ${problems.length - 8} more` : ''}`);
 }
 
+/** Throws ConfigError listing every problem of `c`; `source` says where it came from. */
+export function validateTrainConfig(c: TrainConfig, source = 'training configuration'): void {
+  throwProblems(configProblems(c), source);
+}
+
+/** What the memory estimate reads of a config (DINO's and DINOv2's both have it). */
+export type ModelShape = Pick<TrainConfig, 'embedDim' | 'depth' | 'patchSize' | 'globalSize' | 'localSize' | 'localCrops' | 'batchSize' | 'headHidden' | 'headBottleneck' | 'outDim'>;
+
 /** Parameters of the ViT backbone and the DINO head of `c` (what DinoTrainer builds, counted). */
-export function parameterCount(c: TrainConfig): { backbone: number; head: number } {
+export function parameterCount(c: ModelShape): { backbone: number; head: number } {
   const D = c.embedDim;
   const grid = Math.floor(c.globalSize / c.patchSize);
   const hidden = 4 * D;
@@ -116,7 +142,7 @@ export function parameterCount(c: TrainConfig): { backbone: number; head: number
  * 4D hidden before and after GELU, residuals; attention itself is fused and keeps no N×N matrix),
  * and per crop the head's hidden layers and 4 rows of K (logits, softmax, targets, gradient).
  */
-export function estimateTrainingBytes(c: TrainConfig): number {
+export function estimateTrainingBytes(c: ModelShape): number {
   const { backbone, head } = parameterCount(c);
   const persistent = 5 * 4 * (backbone + head);
   const tokens = (size: number) => Math.floor(size / c.patchSize) ** 2 + 1;

@@ -14,6 +14,7 @@
  *   attention.ts      attention attentionPacked
  *   rope.ts           rope ropePacked (rotary position embedding)
  *   cross-entropy.ts  softCrossEntropy
+ *   gather.ts         indexSelect
  *   conv2d.ts         conv2d maxPool2d
  *
  * Two tiers (as tinygrad and llm.c do): primitives carry gradient rules composed of other kernels
@@ -30,4 +31,5 @@ export { layerNorm, l2Normalize } from './layernorm.js';
 export { attention, attentionPacked, type AttentionOptions } from './attention.js';
 export { rope, ropePacked, type RopeTables } from './rope.js';
 export { softCrossEntropy, type CrossEntropyOptions } from './cross-entropy.js';
+export { indexSelect } from './gather.js';
 export { conv2d, maxPool2d, type Conv2dOptions, type MaxPool2dOptions } from './conv2d.js';

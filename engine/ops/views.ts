@@ -10,7 +10,7 @@
  *   concat  → g cut back into the pieces (a contiguous copy each)
  */
 import { record } from '../autograd.js';
-import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, inferReshape, normAxis, sameShape, type Shape, ShapeError } from '../shape.js';
+import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, inferReshape, normAxis, reshapeStrides, sameShape, type Shape, ShapeError } from '../shape.js';
 import { checkTensor, type Tensor } from '../tensor.js';
 import { copyRaw, stridedCopy } from '../../kernels/elementwise.js';
 import { sumTo } from '../../kernels/reduce.js';
@@ -26,13 +26,23 @@ export function contiguous(x: Tensor): Tensor {
   return copy(x);
 }
 
-/** Same elements, new shape (one dimension may be -1); copies only when the layout requires it. */
+/**
+ * Same elements, new shape (one dimension may be -1): a view whenever x's layout allows it (a
+ * contiguous tensor always; a permuted or sliced one when the dimensions being merged or split are
+ * laid out back to back, `reshapeStrides`), else a contiguous copy.
+ */
 export function reshape(x: Tensor, shape: Shape): Tensor {
   checkTensor(x, 'reshape');
   const target = inferReshape(x.shape, shape);
-  const src = x.isContiguous ? x : copyRaw(x);
-  const y = src.view(target, contiguousStrides(target), 0);
-  if (src !== x) src.dispose();
+  const strides = reshapeStrides(x.shape, x.strides, target);
+  let y: Tensor;
+  if (strides) {
+    y = x.view(target, strides, x.offset);
+  } else {
+    const src = copyRaw(x);
+    y = src.view(target, contiguousStrides(target), 0);
+    src.dispose();
+  }
   return record(y, { name: 'reshape', inputs: [x], backward: (g) => [reshape(g, x.shape)] });
 }
 

@@ -1,9 +1,11 @@
 /**
- * Node only: `webdino curate`, the whole data-curation pipeline as one function, `curate(engine,
- * opts, log)`, plus the option declaration and `runCurate(values, io)` that the CLI wires up.
+ * Node only: the whole data-curation pipeline of `webdino curate` as one function,
+ * `curate(engine, opts, log)`, its typed options (`CurateOptions`, `CURATE_DEFAULTS`) and the
+ * cross-option check `checkCurateOptions` (bin/commands/curate.ts parses the command line).
  *
  * Pipeline (each stage optional, in this order)
- *   0. open and check the inputs: --embeddings shards (same width, non-empty, numeric), --paths
+ *   0. open and check the inputs: --embeddings shards (same width, non-empty, numeric; a
+ *      manifest of `webdino embed --shard-size` stands for its shards and paths files), --paths
  *      (one line per row), --dedup-against and --queries (same width), --target ≤ pool rows; one
  *      pass reads every row once so a NaN/∞ row fails at the start, naming file and row;
  *   1. deduplication (--dedup T): first "relative" against --dedup-against (pool rows whose
@@ -35,7 +37,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { Engine } from '../../engine/engine.js';
+import type { Engine } from '../../engine/engine.js';
 import { decodeImage, encodePng, type RgbImage } from '../../models/io/image.js';
 import { removeStaleTempFiles, writeFileAtomic } from '../../models/io/node-files.js';
 import { parseNpy, writeNpy } from '../../models/io/npy.js';
@@ -45,54 +47,27 @@ import { assignPass, type CentroidStore, hierarchicalKmeans, type KmeansInit, ty
 import { type ReportCluster, renderCurateReport, sizeStats } from './report.js';
 import { retrieveFromClusters, retrieveNearest } from './retrieve.js';
 import { flatSizes, hierarchicalSample } from './sample.js';
-import { assignShard, parseShard } from './shard-node.js';
-import { NpyShards, readPaths, type ShardInfo } from './shards-node.js';
+import { expandEmbeddings, NpyShards, readPaths, type ShardInfo } from './shards-node.js';
 import { ArraySource, CurateInputError, type RowSource, SubsetSource } from './source.js';
 
 // -------------------------------------------------------------------------------------------------
 // Options
 
-/** One command-line option; the same shape as bin/command.ts's OptionSpec. */
-export interface CurateOptionSpec {
-  type: 'string' | 'boolean';
-  value?: string;
-  description: string;
-}
-
-/** The options of `webdino curate`, for the CLI to declare as they are. */
-export const CURATE_OPTIONS: Record<string, CurateOptionSpec> = {
-  embeddings: { type: 'string', value: '<a.npy[,b.npy…]>', description: 'Pool embeddings [N, D]: one or more .npy shards, rows in order (required)' },
-  paths: { type: 'string', value: '<file.txt>', description: 'One path per pool row: listed in selected.txt; image paths also give the report thumbnails' },
-  out: { type: 'string', value: '<dir>', description: 'Output folder; re-running into it resumes from its checkpoints (required)' },
-  dedup: { type: 'string', value: '<T>', description: 'Remove near-duplicates: cosine ≥ T among each row’s nearest neighbours (e.g. 0.9)' },
-  'dedup-k': { type: 'string', value: '<k>', description: 'Neighbours per row for --dedup (default 64)' },
-  'dedup-against': { type: 'string', value: '<e.npy[,…]>', description: 'Also remove pool rows with cosine ≥ T to any row of these (e.g. eval sets); needs --dedup' },
-  queries: { type: 'string', value: '<q.npy[,…]>', description: 'Query embeddings for --retrieve / --cluster-retrieve' },
-  retrieve: { type: 'string', value: '<N>', description: 'Take the N most similar pool rows of each query (DINOv2 "sample")' },
-  'cluster-retrieve': { type: 'string', value: '<M>', description: 'Take M random rows of each query’s level-1 cluster (DINOv2 "cluster")' },
-  levels: { type: 'string', value: '<k1,k2,…>', description: 'Clusters per k-means level (default: one level, k = √N)' },
-  resample: { type: 'string', value: '<T1,T2,…>', description: 'Resampling steps per level; 1 = plain k-means (default 1 each)' },
-  sample: { type: 'string', value: '<r1,r2,…>', description: 'Points per cluster in resampling steps (default: half the mean cluster size)' },
-  iters: { type: 'string', value: '<n>', description: 'Lloyd iterations per k-means (default 50)' },
-  init: { type: 'string', value: '<kmeans++|random>', description: 'k-means initialisation (default kmeans++)' },
-  target: { type: 'string', value: '<S>', description: 'Balanced hierarchical sampling of S rows' },
-  seed: { type: 'string', value: '<n>', description: 'Random seed (default 0)' },
-  'chunk-rows': { type: 'string', value: '<n>', description: 'Rows per GPU chunk (default: 64 MiB worth, a multiple of 256)' },
-  'gpu-memory': { type: 'string', value: '<MiB>', description: 'GPU memory for resident rows and k-means++ (default 1024)' },
-  'checkpoint-seconds': { type: 'string', value: '<s>', description: 'Least seconds between Lloyd checkpoints (default 60)' },
-  shard: { type: 'string', value: '<i/n>', description: 'Fan-out job: only assign pool rows of part i of n to --centroids, write DIR/shards/part-i-of-n.*' },
-  centroids: { type: 'string', value: '<c.npy>', description: 'Centroids [k, D] for --shard (e.g. DIR/levels/level-1-centroids.npy)' },
-};
-
-/** A bad option value: the CLI reports it with the usage (exit 2). */
+/** A combination of options that cannot run: the CLI reports it with the usage (exit 2). */
 export class CurateUsageError extends Error {
   override name = 'CurateUsageError';
 }
 
 export interface CurateOptions {
+  /**
+   * Pool embeddings: .npy shards [rows, D], rows in the order given, or manifests of `webdino
+   * embed --shard-size` (.json: their shards, and their paths files when --paths is not given).
+   */
   embeddings: string[];
+  /** One path per pool row (a text file). */
   paths?: string;
   out: string;
+  /** Deduplication threshold: cosine similarity in [−1, 1]. */
   dedup?: number;
   dedupK: number;
   dedupAgainst: string[];
@@ -109,93 +84,54 @@ export interface CurateOptions {
   chunkRows?: number;
   gpuBytes: number;
   checkpointSeconds: number;
+  /** A fan-out assignment job (shard-node.ts): part i of n of the pool, assigned to `centroids`. */
+  shard?: { i: number; n: number };
+  centroids?: string;
 }
 
-type Values = Record<string, string | boolean | undefined>;
+/** The defaults of the options that have one (the CLI declares these as its defaults). */
+export const CURATE_DEFAULTS = {
+  dedupK: 64,
+  iters: 50,
+  init: 'kmeans++',
+  seed: 0,
+  gpuBytes: DEFAULT_RESIDENT_BYTES,
+  checkpointSeconds: 60,
+  dedupAgainst: [],
+  queries: [],
+} as const satisfies Partial<CurateOptions>;
 
-function str(v: Values, name: string): string | undefined {
-  const x = v[name];
-  if (x === undefined) return undefined;
-  if (typeof x !== 'string' || x.trim() === '') throw new CurateUsageError(`--${name} needs a value`);
-  return x.trim();
-}
-
-function int(v: Values, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
-  const s = str(v, name);
-  if (s === undefined) return undefined;
-  if (!/^\d+$/.test(s) || Number(s) < min || Number(s) > max) throw new CurateUsageError(`--${name} must be an integer from ${min} to ${max}, got '${s}'`);
-  return Number(s);
-}
-
-function intList(v: Values, name: string, min: number): number[] | undefined {
-  const s = str(v, name);
-  if (s === undefined) return undefined;
-  const items = s.split(',').map((t) => t.trim());
-  if (items.some((t) => !/^\d+$/.test(t) || Number(t) < min)) throw new CurateUsageError(`--${name} must be a comma-separated list of integers ≥ ${min}, got '${s}'`);
-  return items.map(Number);
-}
-
-function files(v: Values, name: string): string[] {
-  const s = str(v, name);
-  return s === undefined ? [] : s.split(',').map((t) => t.trim()).filter(Boolean);
-}
-
-/** Parses and cross-checks the option values (strings as given on the command line). */
-export function parseCurateOptions(v: Values): CurateOptions {
-  const embeddings = files(v, 'embeddings');
-  if (!embeddings.length) throw new CurateUsageError('--embeddings is required');
-  const out = str(v, 'out');
-  if (!out) throw new CurateUsageError('--out is required');
-  let dedup: number | undefined;
-  const d = str(v, 'dedup');
-  if (d !== undefined) {
-    dedup = Number(d);
-    if (!Number.isFinite(dedup) || dedup < -1 || dedup > 1) throw new CurateUsageError(`--dedup must be a cosine similarity in [-1, 1], got '${d}'`);
-  }
-  const dedupAgainst = files(v, 'dedup-against');
-  if (dedupAgainst.length && dedup === undefined) throw new CurateUsageError('--dedup-against needs --dedup T (the cosine threshold)');
-  const queries = files(v, 'queries');
-  const retrieve = int(v, 'retrieve', 1, 1023);
-  const clusterRetrieve = int(v, 'cluster-retrieve', 1);
-  if (retrieve !== undefined && clusterRetrieve !== undefined) throw new CurateUsageError('--retrieve and --cluster-retrieve are exclusive: pick one retrieval mode');
-  if ((retrieve !== undefined || clusterRetrieve !== undefined) && !queries.length) throw new CurateUsageError('--retrieve / --cluster-retrieve need --queries');
-  if (queries.length && retrieve === undefined && clusterRetrieve === undefined) throw new CurateUsageError('--queries needs --retrieve N or --cluster-retrieve M');
-  const levels = intList(v, 'levels', 1);
-  const resample = intList(v, 'resample', 1);
-  const sample = intList(v, 'sample', 1);
+/**
+ * Throws CurateUsageError for a combination of options that cannot run: both retrieval modes, a
+ * retrieval mode without queries or queries without one, per-level lists whose length is not the
+ * number of levels, --dedup-against without --dedup, --shard without --centroids (or the other way
+ * round) or with pipeline stages. Values themselves (ranges) are the caller's to check.
+ */
+export function checkCurateOptions(o: CurateOptions): void {
+  if (!o.embeddings.length) throw new CurateUsageError('--embeddings: no file given');
+  if (o.dedup !== undefined && !(o.dedup >= -1 && o.dedup <= 1)) throw new CurateUsageError(`--dedup must be a cosine similarity in [-1, 1], got ${o.dedup}`);
+  if (o.dedupAgainst.length && o.dedup === undefined) throw new CurateUsageError('--dedup-against needs --dedup T (the cosine threshold)');
+  if (o.retrieve !== undefined && o.clusterRetrieve !== undefined) throw new CurateUsageError('--retrieve and --cluster-retrieve are exclusive: pick one retrieval mode');
+  if ((o.retrieve !== undefined || o.clusterRetrieve !== undefined) && !o.queries.length) throw new CurateUsageError('--retrieve / --cluster-retrieve need --queries');
+  if (o.queries.length && o.retrieve === undefined && o.clusterRetrieve === undefined) throw new CurateUsageError('--queries needs --retrieve N or --cluster-retrieve M');
   for (const [name, list] of [
-    ['resample', resample],
-    ['sample', sample],
+    ['resample', o.resample],
+    ['sample', o.sample],
   ] as const) {
-    if (list && !levels) throw new CurateUsageError(`--${name} needs --levels`);
-    if (list && levels && list.length !== levels.length) throw new CurateUsageError(`--${name} has ${list.length} values for ${levels.length} levels`);
+    if (list && !o.levels) throw new CurateUsageError(`--${name} needs --levels`);
+    if (list && o.levels && list.length !== o.levels.length) throw new CurateUsageError(`--${name} has ${list.length} values for ${o.levels.length} levels`);
   }
-  const init = str(v, 'init') ?? 'kmeans++';
-  if (init !== 'kmeans++' && init !== 'random') throw new CurateUsageError(`--init must be kmeans++ or random, got '${init}'`);
-  const secs = str(v, 'checkpoint-seconds');
-  const checkpointSeconds = secs === undefined ? 60 : Number(secs);
-  if (!(checkpointSeconds >= 0)) throw new CurateUsageError(`--checkpoint-seconds must be ≥ 0, got '${secs}'`);
-  return {
-    embeddings,
-    paths: str(v, 'paths'),
-    out,
-    dedup,
-    dedupK: int(v, 'dedup-k', 1, 1023) ?? 64,
-    dedupAgainst,
-    queries,
-    retrieve,
-    clusterRetrieve,
-    levels,
-    resample,
-    sample,
-    iters: int(v, 'iters', 0, 100000) ?? 50,
-    init,
-    target: int(v, 'target', 1),
-    seed: int(v, 'seed', 0, 2 ** 32 - 1) ?? 0,
-    chunkRows: int(v, 'chunk-rows', 1),
-    gpuBytes: (int(v, 'gpu-memory', 1) ?? DEFAULT_RESIDENT_BYTES / 2 ** 20) * 2 ** 20,
-    checkpointSeconds,
-  };
+  if ((o.shard === undefined) !== (o.centroids === undefined)) throw new CurateUsageError('--shard and --centroids go together');
+  if (o.shard) {
+    const stages = [
+      ['--dedup', o.dedup],
+      ['--target', o.target],
+      ['--retrieve', o.retrieve],
+      ['--cluster-retrieve', o.clusterRetrieve],
+      ['--levels', o.levels],
+    ].filter(([, x]) => x !== undefined);
+    if (stages.length) throw new CurateUsageError(`--shard i/n --centroids C runs only an assignment job: ${stages.map(([n]) => n).join(', ')} do not apply`);
+  }
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -301,11 +237,13 @@ export async function curate(engine: Engine, o: CurateOptions, log: (line: strin
   };
   try {
     // 0. Inputs.
-    const pool = open(o.embeddings, '--embeddings');
+    const inputs = expandEmbeddings(o.embeddings);
+    const pool = open(inputs.npy, '--embeddings');
     const N = pool.rows;
     const dim = pool.dim;
-    log(`pool: ${N} rows of width ${dim} from ${o.embeddings.length} file${o.embeddings.length > 1 ? 's' : ''}`);
-    const paths = o.paths ? readPaths(o.paths, N) : null;
+    log(`pool: ${N} rows of width ${dim} from ${inputs.npy.length} file${inputs.npy.length > 1 ? 's' : ''}`);
+    const pathFiles = o.paths ? [o.paths] : inputs.paths;
+    const paths = pathFiles ? readPaths(pathFiles, N, o.paths ? '--paths' : 'the manifests’ paths files') : null;
     if (o.target !== undefined && o.target > N) throw new CurateInputError(`--target ${o.target} is larger than the pool (${N} rows)`);
     const against = o.dedupAgainst.length ? open(o.dedupAgainst, '--dedup-against') : null;
     const queries = o.queries.length ? open(o.queries, '--queries') : null;
@@ -460,7 +398,7 @@ export async function curate(engine: Engine, o: CurateOptions, log: (line: strin
 
     // 4. Outputs.
     const summary: CurateSummary = {
-      pool: { rows: N, dim, files: o.embeddings },
+      pool: { rows: N, dim, files: inputs.npy },
       dedup: dedupSummary,
       levels: levels.map((l, i) => ({
         level: i + 1,
@@ -567,49 +505,4 @@ function reportClusters(paths: string[], kept: Int32Array, level1: LevelResult, 
       }),
     };
   });
-}
-
-/** Where `runCurate` writes. */
-export interface CurateIo {
-  out(line: string): void;
-  err(line: string): void;
-}
-
-/**
- * `webdino curate`: parses `values` (throws CurateUsageError for bad options: the CLI turns it
- * into its usage error, exit 2), runs the pipeline on a new engine (or, with --shard i/n and
- * --centroids, only that fan-out assignment job: shard-node.ts), prints progress; returns 0, or 1
- * after printing the message of a CurateInputError (bad input data).
- */
-export async function runCurate(values: Values, io: CurateIo): Promise<number> {
-  const opts = parseCurateOptions(values);
-  const shardText = str(values, 'shard');
-  const centroids = str(values, 'centroids');
-  if ((shardText === undefined) !== (centroids === undefined)) throw new CurateUsageError('--shard and --centroids go together');
-  let shard: { i: number; n: number } | undefined;
-  try {
-    shard = shardText === undefined ? undefined : parseShard(shardText);
-  } catch (e) {
-    throw new CurateUsageError((e as Error).message);
-  }
-  const engine = await Engine.create();
-  try {
-    io.out(`adapter: ${engine.device.adapterName()} (${engine.device.variants} kernels)`);
-    if (shard && centroids) {
-      const r = await assignShard(engine, { embeddings: opts.embeddings, centroids, shard, out: opts.out, chunkRows: opts.chunkRows, gpuBytes: opts.gpuBytes });
-      io.out(`shard ${shard.i}/${shard.n}: rows [${r.start}, ${r.end}) assigned, objective ${r.objective.toPrecision(8)}`);
-      return 0;
-    }
-    const s = await curate(engine, opts, (line) => io.out(line));
-    io.out(`done in ${s.seconds.total} s: ${s.selected} rows selected`);
-    return 0;
-  } catch (e) {
-    if (e instanceof CurateInputError) {
-      io.err(`webdino curate: ${e.message}`);
-      return 1;
-    }
-    throw e;
-  } finally {
-    engine.destroy();
-  }
 }

@@ -19,7 +19,7 @@ import { writeFileAtomic } from '../../models/io/node-files.js';
 import { parseNpy, readNpyHeader, writeNpy } from '../../models/io/npy.js';
 import { ChunkedRows } from './chunks.js';
 import { assignPass } from './kmeans.js';
-import { NpyShards } from './shards-node.js';
+import { expandEmbeddings, NpyShards } from './shards-node.js';
 import { CurateInputError, RangeSource } from './source.js';
 
 /** Rows [start, end) of job i of n over `rows` rows. */
@@ -27,18 +27,10 @@ export function shardRange(rows: number, i: number, n: number): [number, number]
   return [Math.round((rows * i) / n), Math.round((rows * (i + 1)) / n)];
 }
 
-/** Parses "i/n" (0 ≤ i < n). */
-export function parseShard(text: string): { i: number; n: number } {
-  const m = /^(\d+)\/(\d+)$/.exec(text.trim());
-  const i = m ? Number(m[1]) : NaN;
-  const n = m ? Number(m[2]) : NaN;
-  if (!m || n < 1 || i >= n) throw new CurateInputError(`--shard must be i/n with 0 ≤ i < n, got '${text}'`);
-  return { i, n };
-}
-
 const partName = (i: number, n: number) => `part-${i}-of-${n}`;
 
 export interface AssignShardOptions {
+  /** .npy shards or embed manifests, as CurateOptions.embeddings. */
   embeddings: string[];
   /** A .npy of centroids [k, D] (e.g. levels/level-1-centroids.npy, or a Lloyd checkpoint). */
   centroids: string;
@@ -50,7 +42,7 @@ export interface AssignShardOptions {
 
 /** Runs job `shard.i` of `shard.n` (see the file header); returns its rows and objective. */
 export async function assignShard(engine: Engine, o: AssignShardOptions): Promise<{ start: number; end: number; objective: number }> {
-  const pool = new NpyShards(o.embeddings, '--embeddings');
+  const pool = new NpyShards(expandEmbeddings(o.embeddings).npy, '--embeddings');
   try {
     const c = parseNpy(new Uint8Array(readFileSync(o.centroids)));
     if (c.shape.length !== 2 || c.shape[1] !== pool.dim) {

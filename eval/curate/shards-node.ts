@@ -1,5 +1,6 @@
 /**
- * Node only: .npy embedding shards as one row source. `POOL.npy,POOL2.npy,…` are the rows of
+ * Node only: .npy embedding shards as one row source (and the expansion of `webdino embed`
+ * manifests into their shards). `POOL.npy,POOL2.npy,…` are the rows of
  * each file in turn (pool row r of the second file is rows(first) + its own row). Only the
  * headers are read up front; `read` fetches the bytes of a row range with positioned reads, so
  * memory stays bounded by the chunk however large the files are.
@@ -12,6 +13,7 @@
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { ELEMENT_BYTES, type ElementType, toFloat32 } from '../../models/io/dtypes.js';
 import { NpyError, parseDescr, readNpyHeader } from '../../models/io/npy.js';
+import { EmbedManifestError, readEmbedManifest } from '../embed-shards-node.js';
 import { checkFinite, CurateInputError, type RowSource } from './source.js';
 
 interface Shard {
@@ -139,20 +141,55 @@ export class NpyShards implements RowSource {
 }
 
 /**
- * The lines of a paths file (one per pool row); trailing empty lines are ignored. Throws when the
- * count differs from `rows`.
+ * The pool's .npy files from --embeddings: each .json item is a manifest of `webdino embed
+ * --shard-size` (eval/embed-shards-node.ts) and stands for its shards, in order; other items are
+ * .npy files. `paths` lists the manifests' paths files (one per shard, in row order) when every
+ * item was a manifest, else null.
  */
-export function readPaths(path: string, rows: number): string[] {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new CurateInputError(`--paths: cannot read ${path}: ${(e as Error).message}`);
+export function expandEmbeddings(items: readonly string[]): { npy: string[]; paths: string[] | null } {
+  const npy: string[] = [];
+  const paths: string[] = [];
+  let allManifests = items.length > 0;
+  for (const item of items) {
+    if (!/\.json$/i.test(item)) {
+      npy.push(item);
+      allManifests = false;
+      continue;
+    }
+    let m;
+    try {
+      m = readEmbedManifest(item);
+    } catch (e) {
+      if (e instanceof EmbedManifestError) throw new CurateInputError(`--embeddings: ${e.message}`);
+      throw e;
+    }
+    npy.push(...m.npy);
+    paths.push(...m.paths);
   }
-  const lines = text.split(/\r?\n/);
-  while (lines.length && lines[lines.length - 1] === '') lines.pop();
+  return { npy, paths: allManifests ? paths : null };
+}
+
+/**
+ * The lines of one or more paths files, concatenated (one line per pool row); trailing empty
+ * lines of each file are ignored. Throws when the count differs from `rows`; `what` names the
+ * source in messages.
+ */
+export function readPaths(files: readonly string[], rows: number, what = '--paths'): string[] {
+  const lines: string[] = [];
+  for (const path of files) {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (e) {
+      throw new CurateInputError(`${what}: cannot read ${path}: ${(e as Error).message}`);
+    }
+    const own = text.split(/\r?\n/);
+    while (own.length && own[own.length - 1] === '') own.pop();
+    lines.push(...own);
+  }
   if (lines.length !== rows) {
-    throw new CurateInputError(`--paths: ${path} has ${lines.length} lines but the embeddings have ${rows} rows (one path per row)`);
+    const src = files.length === 1 ? `${files[0]} has` : `${files.length} files have`;
+    throw new CurateInputError(`${what}: ${src} ${lines.length} lines but the embeddings have ${rows} rows (one path per row)`);
   }
   return lines;
 }

@@ -13,17 +13,17 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { build } from 'esbuild';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../index.js';
 import { encodePng } from '../../models/io/image.js';
 import { parseNpy, writeNpy } from '../../models/io/npy.js';
-import { curate, type CurateOptions, CurateUsageError, parseCurateOptions, runCurate } from '../../eval/curate/run-node.js';
+import { checkCurateOptions, curate, CURATE_DEFAULTS, type CurateOptions, CurateUsageError } from '../../eval/curate/run-node.js';
 import { ChunkedRows } from '../../eval/curate/chunks.js';
 import { assignPass } from '../../eval/curate/kmeans.js';
-import { assignShard, mergeShards, parseShard } from '../../eval/curate/shard-node.js';
+import { assignShard, mergeShards } from '../../eval/curate/shard-node.js';
 import { NpyShards } from '../../eval/curate/shards-node.js';
+import { bundleChild } from '../child-bundle.js';
 import { getEngine } from '../helpers.js';
 import { blobs, cosine, nearCopy, saveNpy } from './curate-data.js';
 
@@ -77,24 +77,27 @@ function plantedPool(dir: string) {
   return { x, shards, evalPath, pathsFile, rows, nBase, dupRows: dupOf.map((_, i) => nBase + i), evalOf };
 }
 
+/** Options with the library's defaults for what `o` leaves out. */
+function opts(o: Pick<CurateOptions, 'embeddings' | 'out'> & Partial<CurateOptions>): CurateOptions {
+  return { ...CURATE_DEFAULTS, dedupAgainst: [], queries: [], ...o };
+}
+
 function options(out: string, data: ReturnType<typeof plantedPool>, extra: Partial<CurateOptions> = {}): CurateOptions {
-  return {
-    ...parseCurateOptions({
-      embeddings: data.shards.join(','),
-      paths: data.pathsFile,
-      out,
-      dedup: '0.99',
-      'dedup-k': '8',
-      'dedup-against': data.evalPath,
-      levels: '24,6',
-      resample: '3,2',
-      sample: '10,2',
-      iters: '8',
-      target: '400',
-      seed: '5',
-    }),
+  return opts({
+    embeddings: data.shards,
+    paths: data.pathsFile,
+    out,
+    dedup: 0.99,
+    dedupK: 8,
+    dedupAgainst: [data.evalPath],
+    levels: [24, 6],
+    resample: [3, 2],
+    sample: [10, 2],
+    iters: 8,
+    target: 400,
+    seed: 5,
     ...extra,
-  };
+  });
 }
 
 function outputs(dir: string): Record<string, string> {
@@ -164,11 +167,11 @@ describe('curate pipeline', () => {
     const q = new Float32Array(3 * dim);
     [10, 20, 30].forEach((r, t) => q.set(pool.subarray(r * dim, (r + 1) * dim), t * dim));
     const qPath = saveNpy(dir, 'q.npy', q, dim);
-    const base = { embeddings: data.shards.join(','), out: join(dir, 'r'), queries: qPath, iters: '3' };
-    const s1 = await curate(e, parseCurateOptions({ ...base, retrieve: '1' }), () => undefined);
+    const base = { embeddings: data.shards, out: join(dir, 'r'), queries: [qPath], iters: 3 };
+    const s1 = await curate(e, opts({ ...base, retrieve: 1 }), () => undefined);
     expect(s1.selected).toBe(3);
     expect(readFileSync(join(dir, 'r', 'selected.txt'), 'utf8')).toBe('10\n20\n30\n');
-    const s2 = await curate(e, parseCurateOptions({ ...base, out: join(dir, 'c'), 'cluster-retrieve': '5', levels: '12' }), () => undefined);
+    const s2 = await curate(e, opts({ ...base, out: join(dir, 'c'), clusterRetrieve: 5, levels: [12] }), () => undefined);
     expect(s2.retrieval!.mode).toBe('cluster');
     expect(s2.selected).toBe(5 * s2.retrieval!.clustersHit!);
   });
@@ -179,7 +182,7 @@ describe('fanned-out assignment', () => {
     const e = await getEngine();
     const out = join(tempDir(), 'sharded');
     const centroids = join(outA, 'levels', 'level-1-centroids.npy');
-    for (let i = 0; i < 3; i++) await assignShard(e, { embeddings: data.shards, centroids, shard: parseShard(`${i}/3`), out, chunkRows: 256 });
+    for (let i = 0; i < 3; i++) await assignShard(e, { embeddings: data.shards, centroids, shard: { i, n: 3 }, out, chunkRows: 256 });
     const merged = mergeShards(out, 3);
     const pool = new NpyShards(data.shards, 'pool');
     const C = parseNpy(new Uint8Array(readFileSync(centroids))).data;
@@ -192,7 +195,6 @@ describe('fanned-out assignment', () => {
     for (let q = 0; q < one.sums!.length; q++) expect(Math.abs(merged.sums[q] - one.sums![q])).toBeLessThanOrEqual(1e-9 * (1 + Math.abs(one.sums![q])));
     expect(Math.abs(merged.objective - one.objective) / one.objective).toBeLessThan(1e-12);
     expect(() => mergeShards(out, 4)).toThrow(/shard 0\/4 has not finished/);
-    expect(() => parseShard('3/3')).toThrow(/--shard must be i\/n/);
   });
 });
 
@@ -200,25 +202,7 @@ describe('resume after a kill', () => {
   let childScript = '';
   beforeAll(async () => {
     childScript = join(tempDir(), 'curate-kill-child.mjs');
-    await build({
-      entryPoints: [fileURLToPath(new URL('./curate-kill-child.ts', import.meta.url))],
-      outfile: childScript,
-      bundle: true,
-      format: 'esm',
-      platform: 'node',
-      target: 'node20',
-      // Dawn's native module cannot be bundled: import it by absolute path, since the bundle
-      // lives in a temporary folder outside this package.
-      plugins: [
-        {
-          name: 'webgpu-absolute',
-          setup(b) {
-            b.onResolve({ filter: /^webgpu$/ }, () => ({ path: pathToFileURL(fileURLToPath(new URL('../../node_modules/webgpu/index.js', import.meta.url))).href, external: true }));
-          },
-        },
-      ],
-      logLevel: 'warning',
-    });
+    await bundleChild(new URL('./curate-kill-child.ts', import.meta.url), childScript);
   });
 
   it('a run killed mid-level and re-run writes the same outputs as an uninterrupted run', async () => {
@@ -262,41 +246,50 @@ describe('bad inputs', () => {
     const e = await getEngine();
     const dir = tempDir();
     const good = saveNpy(dir, 'good.npy', new Float32Array(40 * 8).fill(1), 8);
-    const run = (v: Record<string, string>) => curate(e, parseCurateOptions({ out: join(dir, 'o'), ...v }), () => undefined);
+    const run = (v: Pick<CurateOptions, 'embeddings'> & Partial<CurateOptions>) => curate(e, opts({ out: join(dir, 'o'), ...v }), () => undefined);
     const empty = join(dir, 'empty.npy');
     writeFileSync(empty, '');
-    await expect(run({ embeddings: empty })).rejects.toThrow(/empty\.npy is empty \(0 bytes\)/);
+    await expect(run({ embeddings: [empty] })).rejects.toThrow(/empty\.npy is empty \(0 bytes\)/);
     const zero = join(dir, 'zero.npy');
     writeFileSync(zero, writeNpy({ shape: [0, 8], data: new Float32Array(0) }));
-    await expect(run({ embeddings: zero })).rejects.toThrow(/zero\.npy is empty \(shape \(0, 8\)\)/);
+    await expect(run({ embeddings: [zero] })).rejects.toThrow(/zero\.npy is empty \(shape \(0, 8\)\)/);
     const flat = join(dir, 'flat.npy');
     writeFileSync(flat, writeNpy({ shape: [8], data: new Float32Array(8) }));
-    await expect(run({ embeddings: flat })).rejects.toThrow(/must be 2-D \[N, D\]/);
+    await expect(run({ embeddings: [flat] })).rejects.toThrow(/must be 2-D \[N, D\]/);
     const wide = saveNpy(dir, 'wide.npy', new Float32Array(10 * 9), 9);
-    await expect(run({ embeddings: `${good},${wide}` })).rejects.toThrow(/wide\.npy has rows of width 9, but .*good\.npy has 8/);
-    await expect(run({ embeddings: good, queries: wide, retrieve: '2' })).rejects.toThrow(/--queries rows have width 9 but the pool's have 8/);
+    await expect(run({ embeddings: [good, wide] })).rejects.toThrow(/wide\.npy has rows of width 9, but .*good\.npy has 8/);
+    await expect(run({ embeddings: [good], queries: [wide], retrieve: 2 })).rejects.toThrow(/--queries rows have width 9 but the pool's have 8/);
     const nan = new Float32Array(40 * 8).fill(0.5);
     nan[17 * 8 + 3] = NaN;
     const nanPath = saveNpy(dir, 'nan.npy', nan, 8);
-    await expect(run({ embeddings: `${good},${nanPath}` })).rejects.toThrow(/nan\.npy row 17 \(pool row 57\) has a non-finite value \(NaN\) in column 3/);
-    await expect(run({ embeddings: good, target: '41' })).rejects.toThrow(/--target 41 is larger than the pool \(40 rows\)/);
+    await expect(run({ embeddings: [good, nanPath] })).rejects.toThrow(/nan\.npy row 17 \(pool row 57\) has a non-finite value \(NaN\) in column 3/);
+    await expect(run({ embeddings: [good], target: 41 })).rejects.toThrow(/--target 41 is larger than the pool \(40 rows\)/);
     // All 40 rows are identical: dedup keeps one, so a target of 2 cannot be met.
-    await expect(run({ embeddings: good, dedup: '0.9', target: '2' })).rejects.toThrow(/--target 2 is larger than the 1 rows left after deduplication/);
-    await expect(run({ embeddings: good, levels: '50' })).rejects.toThrow(/level 1 asks for 50 clusters but has only 40 pool rows/);
+    await expect(run({ embeddings: [good], dedup: 0.9, target: 2 })).rejects.toThrow(/--target 2 is larger than the 1 rows left after deduplication/);
+    await expect(run({ embeddings: [good], levels: [50] })).rejects.toThrow(/level 1 asks for 50 clusters but has only 40 pool rows/);
     const paths = join(dir, 'paths.txt');
     writeFileSync(paths, 'a\nb\n');
-    await expect(run({ embeddings: good, paths })).rejects.toThrow(/paths\.txt has 2 lines but the embeddings have 40 rows/);
-    await expect(run({ embeddings: join(dir, 'missing.npy') })).rejects.toThrow(/cannot open .*missing\.npy/);
+    await expect(run({ embeddings: [good], paths })).rejects.toThrow(/paths\.txt has 2 lines but the embeddings have 40 rows/);
+    await expect(run({ embeddings: [join(dir, 'missing.npy')] })).rejects.toThrow(/cannot open .*missing\.npy/);
+  });
 
-    expect(() => parseCurateOptions({ embeddings: good })).toThrow(CurateUsageError);
-    expect(() => parseCurateOptions({ embeddings: good, out: dir, dedup: '1.5' })).toThrow(/--dedup must be a cosine similarity/);
-    expect(() => parseCurateOptions({ embeddings: good, out: dir, retrieve: '3' })).toThrow(/need --queries/);
-    expect(() => parseCurateOptions({ embeddings: good, out: dir, levels: '4,2', resample: '3' })).toThrow(/--resample has 1 values for 2 levels/);
-    expect(() => parseCurateOptions({ embeddings: good, out: dir, 'dedup-against': good })).toThrow(/needs --dedup/);
-
-    const io = { lines: [] as string[], out(l: string) { this.lines.push(l); }, err(l: string) { this.lines.push(`ERR ${l}`); } };
-    expect(await runCurate({ embeddings: nanPath, out: join(dir, 'o2') }, io)).toBe(1);
-    expect(io.lines.at(-1)).toMatch(/^ERR webdino curate: .*nan\.npy row 17 has a non-finite value/);
+  it('refuses combinations of options that cannot run', () => {
+    const base = opts({ embeddings: ['pool.npy'], out: 'o' });
+    const check = (o: Partial<CurateOptions>) => () => checkCurateOptions({ ...base, ...o });
+    expect(check({})).not.toThrow();
+    expect(check({ dedup: 1.5 })).toThrow(/--dedup must be a cosine similarity/);
+    expect(check({ retrieve: 3 })).toThrow(CurateUsageError);
+    expect(check({ retrieve: 3 })).toThrow(/need --queries/);
+    expect(check({ queries: ['q.npy'] })).toThrow(/--queries needs --retrieve N or --cluster-retrieve M/);
+    expect(check({ queries: ['q.npy'], retrieve: 3, clusterRetrieve: 2 })).toThrow(/exclusive/);
+    expect(check({ levels: [4, 2], resample: [3] })).toThrow(/--resample has 1 values for 2 levels/);
+    expect(check({ levels: [4, 2], sample: [3, 3, 3] })).toThrow(/--sample has 3 values for 2 levels/);
+    expect(check({ sample: [3] })).toThrow(/--sample needs --levels/);
+    expect(check({ dedupAgainst: ['e.npy'] })).toThrow(/needs --dedup/);
+    expect(check({ shard: { i: 0, n: 2 } })).toThrow(/--shard and --centroids go together/);
+    expect(check({ centroids: 'c.npy' })).toThrow(/--shard and --centroids go together/);
+    expect(check({ shard: { i: 0, n: 2 }, centroids: 'c.npy', target: 5 })).toThrow(/runs only an assignment job: --target/);
+    expect(check({ shard: { i: 0, n: 2 }, centroids: 'c.npy' })).not.toThrow();
   });
 
   it('refuses to resume from checkpoints of other options', async () => {
@@ -304,11 +297,11 @@ describe('bad inputs', () => {
     const dir = tempDir();
     const { x } = blobs([50, 50], 8, 3);
     const p = saveNpy(dir, 'p.npy', x, 8);
-    const v = { embeddings: p, out: join(dir, 'o'), levels: '4', iters: '2' };
-    await curate(e, parseCurateOptions(v), () => undefined);
-    await expect(curate(e, parseCurateOptions({ ...v, seed: '1' }), () => undefined)).rejects.toThrow(/holds clustering checkpoints of a run with other inputs or options/);
+    const v = opts({ embeddings: [p], out: join(dir, 'o'), levels: [4], iters: 2 });
+    await curate(e, v, () => undefined);
+    await expect(curate(e, { ...v, seed: 1 }, () => undefined)).rejects.toThrow(/holds clustering checkpoints of a run with other inputs or options/);
     // Selection options are free to change.
-    const s = await curate(e, parseCurateOptions({ ...v, target: '10' }), () => undefined);
+    const s = await curate(e, { ...v, target: 10 }, () => undefined);
     expect(s.selected).toBe(10);
   });
 });

@@ -11,7 +11,10 @@
  * tested, plus views the kernels must copy first (d-stride ≠ 1, misaligned rows, three batch levels).
  *
  * Both kernel variants run: 'cpu' at every shape; 'gpu' (the same kernels with constant chunk loops,
- * which lavapipe's LLVM unrolls and compiles very slowly at d = 32/64) at d = 8 and 6.
+ * which lavapipe's LLVM unrolls and compiles very slowly at d = 32/64) at d = 8 and 6. Both launches
+ * (AttentionOptions.packed: several batch-heads per workgroup, or one per workgroup row) are forced
+ * in turn on the main shapes. attentionPacked's layouts (token-major out, the qkv gradient written
+ * in the projection's layout, and its copy fallback) are checked for values and for copies.
  *
  * Tolerances: scores are d-term f32 dot products and every output sums up to Nk f32 terms; the
  * observed max errors are 3e-7–5e-7 at unit-variance inputs (N = 197, d = 64) and up to 2e-5 on
@@ -51,14 +54,14 @@ function data(c: Case, seed: number) {
 }
 
 /** Forward (with probs) and backward of one contiguous case against the float64 references. */
-async function checkCase(wd: Engine, c: Case, seed: number, opts: { backward?: boolean; probs?: boolean } = {}): Promise<void> {
+async function checkCase(wd: Engine, c: Case, seed: number, opts: { backward?: boolean; probs?: boolean; packed?: boolean } = {}): Promise<void> {
   const { qs, ks, vs, gs } = data(c, seed);
-  const what = label(c);
+  const what = `${label(c)}${opts.packed === undefined ? '' : opts.packed ? ' packed' : ' unpacked'}`;
   await wd.scope(async () => {
     const q = wd.tensor(qs, [c.B, c.H, c.nq, c.d], { requiresGrad: true });
     const k = wd.tensor(ks, [c.B, c.H, c.nk, c.d], { requiresGrad: true });
     const v = wd.tensor(vs, [c.B, c.H, c.nk, c.d], { requiresGrad: true });
-    const { out, probs } = attention(q, k, v, { scale: c.scale, returnProbs: opts.probs ?? true });
+    const { out, probs } = attention(q, k, v, { scale: c.scale, returnProbs: opts.probs ?? true, packed: opts.packed });
     expect(out.shape).toEqual([c.B, c.H, c.nq, c.d]);
     const ref = attentionRef(qs, ks, vs, dimsOf(c), c.scale);
     expectClose(await read(out), ref.out, 1e-4, 2e-5, `out ${what}`);
@@ -94,11 +97,14 @@ for (const variant of ['cpu', 'gpu'] as const) {
 
     if (heavy) {
       for (const d of [32, 64]) {
-        it(`forward + backward vs float64, N ∈ {1, 17, 197}, d = ${d}`, async () => {
+        it(`forward + backward vs float64, N ∈ {1, 17, 197}, d = ${d}, both launches`, async () => {
           const wd = await getEngine(variant);
-          await checkCase(wd, { B: 2, H: 3, nq: 1, nk: 1, d }, 10 + d);
-          await checkCase(wd, { B: 2, H: 3, nq: 17, nk: 17, d }, 20 + d);
-          await checkCase(wd, { B: 1, H: 2, nq: 197, nk: 197, d }, 30 + d);
+          for (const packed of [true, false]) {
+            await checkCase(wd, { B: 2, H: 3, nq: 1, nk: 1, d }, 10 + d, { packed });
+            await checkCase(wd, { B: 2, H: 3, nq: 17, nk: 17, d }, 20 + d, { packed });
+            // 197 rows once per launch (the slowest case): packed at d = 32, per-batch-head at d = 64.
+            if (packed === (d === 32)) await checkCase(wd, { B: 1, H: 2, nq: 197, nk: 197, d }, 30 + d, { packed });
+          }
         });
       }
 
@@ -122,11 +128,13 @@ for (const variant of ['cpu', 'gpu'] as const) {
         await checkCase(wd, { B: 1, H: 1, nq: 9, nk: 9, d: 10, scale: -0.7 }, 8);
       });
     } else {
-      it('forward + backward vs float64 at d = 8 (vec4) and d = 6 (scalar), ragged N', async () => {
+      it('forward + backward vs float64 at d = 8 (vec4) and d = 6 (scalar), ragged N, both launches', async () => {
         const wd = await getEngine(variant);
-        for (const [nq, nk] of [[1, 1], [17, 17], [67, 67], [6, 31]]) {
-          await checkCase(wd, { B: 2, H: 2, nq, nk, d: 8 }, nq + 100);
-          await checkCase(wd, { B: 1, H: 3, nq, nk, d: 6, scale: 0.5 }, nq + 200);
+        for (const packed of [undefined, true, false]) {
+          for (const [nq, nk] of [[1, 1], [17, 17], [67, 67], [6, 31]]) {
+            await checkCase(wd, { B: 2, H: 2, nq, nk, d: 8 }, nq + 100, { packed });
+            await checkCase(wd, { B: 1, H: 3, nq, nk, d: 6, scale: 0.5 }, nq + 200, { packed });
+          }
         }
       });
     }
@@ -430,6 +438,85 @@ describe('attentionPacked', () => {
       expectClose(a[0], b[0], 1e-6, 1e-7, 'out');
       expectClose(a[1], b[1], 1e-6, 1e-7, 'probs');
       expectClose(a[2], b[2], 1e-6, 1e-7, 'grad');
+    });
+  });
+
+  it("ViT's path costs no copies: out is token-major, the qkv gradient lands in the projection's layout", async () => {
+    const wd = await getEngine('cpu');
+    await wd.scope(async () => {
+      const B = 2, N = 9, H = 3, d = 8;
+      const xs = randn(B * N * 3 * H * d, 33);
+      const gs = randn(B * N * H * d, 34);
+      const x = wd.tensor(xs, [B, N, 3 * H * d], { requiresGrad: true });
+      const g = wd.tensor(gs, [B, N, H * d]);
+      const stats = () => ({ ...wd.device.stats });
+      const s0 = stats();
+      const qkv = x.reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4); // (3, B, H, N, d): views
+      const { out } = attentionPacked(qkv);
+      const merged = out.reshape(B, H, N, d).transpose(1, 2).reshape(B, N, H * d); // (B, N, H·d): views
+      const s1 = stats();
+      expect(s1.dispatches - s0.dispatches, 'the forward is one dispatch').toBe(1);
+      expect(merged.strides).toEqual([N * H * d, H * d, 1]);
+      merged.backward(g);
+      const s2 = stats();
+      // dq, then dk and dv: two dispatches, no buffer copies, no copy kernels.
+      expect(s2.dispatches - s1.dispatches).toBe(2);
+      expect(s2.copies - s1.copies).toBe(0);
+      expect(x.grad!.isContiguous).toBe(true);
+      // Values against the float64 reference of the three slices.
+      const [qs, ks, vs] = [0, 1, 2].map((i) => splitQkv(xs, B, N, H, d, i));
+      const dims = { bh: B * H, nq: N, nk: N, d };
+      const toBhnd = (a: ArrayLike<number>) => {
+        const o = new Float64Array(a.length);
+        for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) for (let h = 0; h < H; h++) for (let e = 0; e < d; e++) o[((b * H + h) * N + n) * d + e] = a[((b * N + n) * H + h) * d + e];
+        return o;
+      };
+      const ref = attentionRef(qs, ks, vs, dims);
+      expectClose(toBhnd(await merged.contiguous().toArray()), ref.out, 1e-4, 2e-5, 'merged out');
+      const want = attentionVjpRef(qs, ks, vs, toBhnd(gs), dims);
+      const parts = [want.dq, want.dk, want.dv];
+      const wantX = new Float64Array(xs.length);
+      for (let b = 0; b < B; b++)
+        for (let n = 0; n < N; n++)
+          for (let w = 0; w < 3; w++)
+            for (let h = 0; h < H; h++)
+              for (let e = 0; e < d; e++) wantX[(((b * N + n) * 3 + w) * H + h) * d + e] = parts[w][((b * H + h) * N + n) * d + e];
+      expectClose(await x.grad!.toArray(), wantX, 1e-4, 2e-5, 'qkv grad');
+    });
+  });
+
+  it('qkv views with three batch levels: the gradient is computed aside and copied into the layout', async () => {
+    const wd = await getEngine('cpu');
+    await wd.scope(async () => {
+      // x [A, N, B, 3, H, d] viewed as (3, A, B, H, N, d): A, B and H cannot merge (N > 1).
+      const A = 2, N = 5, B = 2, H = 2, d = 4;
+      const xs = randn(A * N * B * 3 * H * d, 35);
+      const gs = randn(A * B * H * N * d, 36);
+      const x = wd.tensor(xs, [A, N, B, 3, H, d], { requiresGrad: true });
+      const qkv = x.permute(3, 0, 2, 4, 1, 5);
+      const at = (a: number, n: number, b: number, w: number, h: number, e: number) => xs[((((a * N + n) * B + b) * 3 + w) * H + h) * d + e];
+      const part = (w: number) => {
+        const o = new Float32Array(A * B * H * N * d);
+        for (let a = 0; a < A; a++) for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let n = 0; n < N; n++) for (let e = 0; e < d; e++) o[((((a * B + b) * H + h) * N + n) * d) + e] = at(a, n, b, w, h, e);
+        return o;
+      };
+      const dims = { bh: A * B * H, nq: N, nk: N, d };
+      const { out } = attentionPacked(qkv);
+      out.mul(wd.tensor(gs, out.shape)).sum().backward();
+      expectClose(await out.contiguous().toArray(), attentionRef(part(0), part(1), part(2), dims).out, 1e-4, 2e-5, 'out');
+      const want = attentionVjpRef(part(0), part(1), part(2), gs, dims);
+      const gx = await x.grad!.toArray();
+      const parts = [want.dq, want.dk, want.dv];
+      for (let a = 0; a < A; a++)
+        for (let n = 0; n < N; n++)
+          for (let b = 0; b < B; b++)
+            for (let w = 0; w < 3; w++)
+              for (let h = 0; h < H; h++)
+                for (let e = 0; e < d; e++) {
+                  const got = gx[((((a * N + n) * B + b) * 3 + w) * H + h) * d + e];
+                  const exp = parts[w][((((a * B + b) * H + h) * N + n) * d) + e];
+                  expect(Math.abs(got - exp), `grad at ${[a, n, b, w, h, e]}`).toBeLessThanOrEqual(2e-5 + 1e-4 * Math.abs(exp));
+                }
     });
   });
 });

@@ -1,8 +1,9 @@
 /**
  * Soft-target cross-entropy at a temperature: the fused forward (per-row loss) against the float64
  * reference, the backward to the logits (random upstream g per row) against the reference VJP and
- * against central finite differences of the float64 forward, in both row-kernel layouts. Targets are
- * softmax-normalised (DINO's teacher) and also unnormalised (Σ target ≠ 1).
+ * against central finite differences of the float64 forward, in every row layout and the automatic
+ * choice (helpers ROW_CONFIGS), scalar and vec4 rows. Targets are softmax-normalised (DINO's
+ * teacher) and also unnormalised (Σ target ≠ 1).
  *
  * Tolerances: the loss is T·log S + Σ t·(M − z) (two non-negative terms); each carries f32 rounding
  * of z = (l − M)/τ (≈ 2⁻²⁴·|z|) and of the blocked row sums, so rtol 1e-5 with an absolute floor of
@@ -13,11 +14,10 @@ import { describe, expect, it } from 'vitest';
 import { softCrossEntropyRef, softCrossEntropyVjpRef } from '../../kernels/cross-entropy.js';
 import { softmaxRef } from '../../kernels/softmax.js';
 import { ops } from '../../index.js';
-import { getEngine, randn, randu, read } from '../helpers.js';
+import { getEngine, randn, randu, read, ROW_CONFIGS } from '../helpers.js';
 
 const { softCrossEntropy } = ops;
 
-const VARIANTS = ['cpu', 'gpu'] as const;
 
 function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
@@ -122,15 +122,15 @@ interface Case {
   scale?: number;
 }
 
-describe.each(VARIANTS)('softCrossEntropy, %s layout', (variant) => {
+describe.each(ROW_CONFIGS)('softCrossEntropy, $name layout', ({ variants, rowLayout }) => {
   const cases: Case[] = [];
-  for (const shape of [[1], [7], [13, 31], [64, 67], [5, 300], [2, 3, 5], [3, 1]]) {
+  for (const shape of [[1], [7], [13, 31], [64, 67], [5, 300], [2, 3, 5], [3, 1], [70, 36], [3, 1028]]) {
     cases.push({ shape, temperature: 0.1, normalised: true }, { shape, temperature: 1, normalised: false });
   }
   cases.push({ shape: [2, 65537], temperature: 0.1, normalised: true }, { shape: [13, 31], temperature: 0.04, normalised: true, scale: 100 });
 
   it.each(cases)('forward and backward %o', async (c) => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.scope(async () => {
       const D = c.shape[c.shape.length - 1];
       const n = numel(c.shape);
@@ -159,7 +159,7 @@ describe.each(VARIANTS)('softCrossEntropy, %s layout', (variant) => {
   });
 
   it('τ = 0.04 with logits ±1000: finite loss and gradient', async () => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.scope(async () => {
       const ts = Float32Array.from(targets(7 * 31, 31, 9, true));
       const ls = randn(7 * 31, 10, 1000);
@@ -176,7 +176,7 @@ describe.each(VARIANTS)('softCrossEntropy, %s layout', (variant) => {
   });
 
   it('non-contiguous target and logits (transposed views)', async () => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.scope(async () => {
       // Stored as [D, rows] = [31, 13]; the op sees the [13, 31] transposes.
       const tsT = randu(31 * 13, 11, 0, 1);
@@ -212,7 +212,7 @@ describe.each(VARIANTS)('softCrossEntropy, %s layout', (variant) => {
   });
 
   it('no gradient reaches the target, even when it requires one', async () => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.scope(async () => {
       const target = wd.tensor(Float32Array.from(targets(3 * 7, 7, 1, true)), [3, 7], { requiresGrad: true });
       const logits = wd.randn([3, 7], { seed: 2, requiresGrad: true });
@@ -226,7 +226,7 @@ describe.each(VARIANTS)('softCrossEntropy, %s layout', (variant) => {
   });
 
   it('frees every temporary, including the saved row statistics', async () => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.sync();
     const before = wd.memory().liveBytes;
     await wd.scope(async () => {

@@ -2,9 +2,10 @@
  * Elementwise kernels against float64 references. The gradient tables are iterated: every entry of
  * UNARY_GRADS and BINARY_GRADS (engine/ops/elementwise.ts) is checked, forward against the kernel
  * table's float64 reference and backward against its float64 derivative and against central
- * finite differences, so a new op is tested without a test of its own. Also: binary broadcasting,
- * strided views read in place, scalar variants, and launches large enough to fold the grid into
- * two dimensions.
+ * finite differences, so a new op is tested without a test of its own. Also: binary broadcasting
+ * (in the strided kernel and, at multiples of 4 elements, in the vec4 kernel's broadcast modes),
+ * strided views and views at offsets read in place, scalar variants, and launches large enough to
+ * fold the grid into two dimensions.
  */
 import { describe, expect, it } from 'vitest';
 import { BINARY_GRADS, binary, UNARY_GRADS, unary } from '../../engine/ops/elementwise.js';
@@ -134,6 +135,13 @@ describe('binary ops: every entry of the gradient table', () => {
     [[4, 1, 6], [5, 1]],
     [[1], [3, 7]],
     [[2, 3, 5, 7], [3, 1, 7]],
+    // Multiples of 4 elements: the vec4 kernel with each operand flat, broadcast over leading dims
+    // ('inner': a bias, a position embedding) or over trailing dims ('outer': a per-sample scale).
+    [[6, 8], [8]],
+    [[3, 4, 8], [3, 1, 1]],
+    [[1, 4, 8], [5, 4, 8]],
+    [[2, 5, 12], [1, 5, 12]],
+    [[4, 1], [4, 12]],
   ];
   it('the table has a rule for exactly the ops with float64 partial derivatives', () => {
     const withPartials = Object.entries(BINARY)
@@ -215,6 +223,29 @@ describe('strided views read in place', () => {
       const sum = s.add(p.slice(0, 0, 4).permute(1, 2, 0).slice(1, 0, 3)); // both strided
       const pv = await p.slice(0, 0, 4).permute(1, 2, 0).slice(1, 0, 3).contiguous().toArray();
       expectClose(await sum.toArray(), sw.map((v, i) => v + pv[i]), 1e-6, 1e-7, 'strided + strided');
+    });
+  });
+
+  it('views at offsets: a multiple of 4 takes the vec4 kernel, others the strided one', async () => {
+    const wd = await getEngine();
+    await wd.scope(async () => {
+      const xs = randn(6 * 8, 21);
+      const ys = randn(4 * 8, 22);
+      const x = wd.tensor(xs, [6, 8]);
+      const y = wd.tensor(ys, [4, 8]);
+      for (const start of [1, 2]) {
+        // rows start..start+4 of x: offset 8 (vec4) and 16; then an offset of 3 elements (strided).
+        const got = await x.slice(0, start, start + 4).mul(y).toArray();
+        expectClose(got, ys.map((v, i) => v * xs[start * 8 + i]), 1e-6, 0, `slice at row ${start} · y`);
+      }
+      const flat = wd.tensor(xs, [48]);
+      const got = await flat.slice(0, 3, 35).add(wd.tensor(ys, [32])).toArray();
+      expectClose(got, ys.map((v, i) => v + xs[3 + i]), 1e-6, 0, 'offset 3 + y');
+      // An 'outer' operand at an offset: a per-row scale read from the middle of a vector.
+      const s = wd.tensor(randn(10, 23), [10]);
+      const sv = await s.toArray();
+      const scaled = await y.mul(s.slice(0, 4, 8).reshape(4, 1)).toArray();
+      expectClose(scaled, ys.map((v, i) => v * sv[4 + Math.floor(i / 8)]), 1e-6, 0, 'y · s[4:8] per row');
     });
   });
 

@@ -1,9 +1,12 @@
 /**
  * LayerNorm (optional affine, configurable eps) and L2 normalisation: forward against the float64
  * references, backward (random upstream g) against the reference VJPs and against central finite
- * differences of the float64 forward, in both row-kernel layouts. Row lengths 1, 7, 31, 67 (a 'cpu'
- * block of 64 plus a tail), 300 (a 'gpu' stride of 256 plus a tail) and 1000; row counts up to 197
- * (the parameter-gradient kernel sums 64-row chunks: 197 = 3 full chunks and a partial one).
+ * differences of the float64 forward, in every row layout forced in turn and in the automatic
+ * choice (helpers ROW_CONFIGS). Row lengths 1, 7, 31, 67 (a serial block of 64 plus a tail), 300 (a
+ * wide stride of 256 plus a tail) and 1000; vec4 rows 8, 12, 64, 68, 256, 300, 1000, of which the
+ * short ones, 64+ rows at a time, take the serial layout with a register cache under 'auto'; row
+ * counts up to 197 (the parameter-gradient kernel sums 64-row chunks: 197 = 3 full chunks and a
+ * partial one).
  *
  * Tolerances: x̂ carries f32 rounding of x − μ and of the blocked sums (a few 1e-7 relative);
  * y = x̂·w + b is compared with rtol 1e-5 and atol 1e-5·(1 + |w|·|x̂| + |b|) scale. The backward
@@ -13,9 +16,8 @@
 import { describe, expect, it } from 'vitest';
 import { l2NormalizeRef, l2NormalizeVjpRef, layerNormRef, layerNormVjpRef } from '../../kernels/layernorm.js';
 import type { Tensor } from '../../index.js';
-import { dot, expectClose, finiteDiff, getEngine, randn, read } from '../helpers.js';
+import { dot, expectClose, finiteDiff, getEngine, randn, read, ROW_CONFIGS } from '../helpers.js';
 
-const VARIANTS = ['cpu', 'gpu'] as const;
 
 function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
@@ -47,16 +49,17 @@ interface LnCase {
   eps: number;
 }
 
-describe.each(VARIANTS)('layerNorm, %s layout', (variant) => {
+describe.each(ROW_CONFIGS)('layerNorm, $name layout', ({ variants, rowLayout }) => {
   const cases: LnCase[] = [];
-  for (const shape of [[1], [7], [13, 31], [64, 67], [3, 300], [2, 3, 5], [197, 13], [4, 1000]]) {
+  // vec4 rows (D % 4 = 0): 8, 64 and 68 (serial register caches of 2, 16 slots and none), 300, 1000.
+  for (const shape of [[1], [7], [13, 31], [64, 67], [3, 300], [2, 3, 5], [197, 13], [4, 1000], [70, 8], [66, 64], [65, 68]]) {
     cases.push({ shape, affine: 'both', eps: 1e-6 });
   }
   cases.push({ shape: [13, 31], affine: 'none', eps: 1e-5 }, { shape: [13, 31], affine: 'weight', eps: 1e-5 }, { shape: [13, 31], affine: 'bias', eps: 1e-6 });
   cases.push({ shape: [5, 1], affine: 'both', eps: 1e-5 });
 
   it.each(cases)('forward and backward %o', async (c) => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.scope(async () => {
       const D = c.shape[c.shape.length - 1];
       const n = numel(c.shape);
@@ -91,7 +94,7 @@ describe.each(VARIANTS)('layerNorm, %s layout', (variant) => {
   });
 
   it('rows with |mean| ≫ std: two passes around a shift keep the digits (E[x²] − μ² would not)', async () => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.scope(async () => {
       // mean 1000, std 1: E[x²] − μ² in f32 loses ~2⁻²⁴·10⁶ ≈ 0.06 of a variance of 1.
       const D = 384;
@@ -103,7 +106,7 @@ describe.each(VARIANTS)('layerNorm, %s layout', (variant) => {
   });
 
   it('only the parameter gradients (x constant), and only the input gradient (parameters constant)', async () => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.scope(async () => {
       const D = 31;
       const xs = randn(13 * D, 21);
@@ -122,7 +125,7 @@ describe.each(VARIANTS)('layerNorm, %s layout', (variant) => {
   });
 
   it('non-contiguous input (a transposed view)', async () => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.scope(async () => {
       const xs = randn(31 * 13, 31);
       const gs = randn(13 * 31, 32);
@@ -143,7 +146,7 @@ describe.each(VARIANTS)('layerNorm, %s layout', (variant) => {
   });
 
   it('non-contiguous upstream gradient (the output used through a transpose)', async () => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.scope(async () => {
       const xs = randn(13 * 31, 35);
       const gs = randn(13 * 31, 36);
@@ -163,7 +166,7 @@ describe.each(VARIANTS)('layerNorm, %s layout', (variant) => {
   });
 
   it('frees every temporary, including the saved mean and rstd', async () => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.sync();
     const before = wd.memory().liveBytes;
     const params: Tensor[] = [];
@@ -187,11 +190,11 @@ describe.each(VARIANTS)('layerNorm, %s layout', (variant) => {
   });
 });
 
-describe.each(VARIANTS)('l2Normalize, %s layout', (variant) => {
-  const shapes = [[1], [7], [13, 31], [64, 67], [3, 300], [2, 3, 5], [4, 1000]].map((shape) => ({ shape }));
+describe.each(ROW_CONFIGS)('l2Normalize, $name layout', ({ variants, rowLayout }) => {
+  const shapes = [[1], [7], [13, 31], [64, 67], [3, 300], [2, 3, 5], [4, 1000], [70, 12], [66, 64], [3, 256]].map((shape) => ({ shape }));
 
   it.each(shapes)('forward and backward %o', async ({ shape }) => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.scope(async () => {
       const D = shape[shape.length - 1];
       const n = numel(shape);
@@ -211,7 +214,7 @@ describe.each(VARIANTS)('l2Normalize, %s layout', (variant) => {
   });
 
   it('rows with ‖x‖ ≤ eps: y = x/eps and dx = g/eps (the zero row included)', async () => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.scope(async () => {
       const D = 7;
       const eps = 1e-3;
@@ -233,7 +236,7 @@ describe.each(VARIANTS)('l2Normalize, %s layout', (variant) => {
   });
 
   it('non-contiguous input (a transposed view)', async () => {
-    const wd = await getEngine(variant);
+    const wd = await getEngine(variants, rowLayout);
     await wd.scope(async () => {
       const xs = randn(31 * 13, 61);
       const x = wd.tensor(xs, [31, 13]);

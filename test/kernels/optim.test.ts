@@ -202,6 +202,67 @@ describe('AdamW', () => {
     arena.dispose();
   });
 
+  it('parameter groups in one arena: per-parameter lr and weight-decay multipliers match float64, one dispatch per chunk', async () => {
+    const wd = await getEngine();
+    // DINOv2-like groups: layer-decayed blocks, a patch-embed factor, no decay on biases and
+    // LayerScale, a last layer whose lr multiplier is 0 for the first steps (frozen: m, v still move).
+    const groups: Record<string, { lr: number; wd: number }> = {
+      'patch_embed.proj.weight': { lr: 0.2 * 0.9 ** 3, wd: 1 },
+      'blocks.0.ls1.gamma': { lr: 0.9 ** 2, wd: 0 },
+      'blocks.1.attn.qkv.weight': { lr: 0.9, wd: 1 },
+      'blocks.1.attn.qkv.bias': { lr: 0.9, wd: 0 },
+      'head.last_layer.weight_g': { lr: 0, wd: 1 },
+      'norm.weight': { lr: 1, wd: 0.5 },
+    };
+    const shapes: Record<string, number[]> = {
+      'patch_embed.proj.weight': [5, 3, 2, 2],
+      'blocks.0.ls1.gamma': [5],
+      'blocks.1.attn.qkv.weight': [15, 5],
+      'blocks.1.attn.qkv.bias': [15],
+      'head.last_layer.weight_g': [33, 1],
+      'norm.weight': [5],
+    };
+    const { arena, refs } = makeArena(
+      wd,
+      Object.keys(groups).map((name) => ({ name, shape: shapes[name], decay: true })),
+      61,
+      { capacity: 256 }, // several chunks: the multipliers follow each parameter into its chunk
+    );
+    expect(arena.numChunks).toBeGreaterThan(1);
+    const opt = new AdamW(arena, { lr: 0, multipliers: (n) => groups[n] });
+    expect(opt.multipliersOf('blocks.0.ls1.gamma')).toEqual({ lr: 0.81, wd: 0 });
+    const names = arena.names;
+    const dispatches: number[] = [];
+    for (let s = 0; s < 4; s++) {
+      if (s === 2) opt.setMultipliers('head.last_layer.weight_g', { lr: 1 }); // unfrozen
+      const h: AdamWHyper = { lr: 0.05 / (s + 1), beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.04 + 0.1 * s };
+      Object.assign(opt, h);
+      const gs = setGrads(wd, arena, 300 + s);
+      arena.gatherGrads();
+      const before = wd.device.stats.dispatches;
+      opt.step();
+      dispatches.push(wd.device.stats.dispatches - before);
+      opt.zeroGrad();
+      refs.forEach((r, k) => {
+        const m = opt.multipliersOf(names[k]);
+        adamwRef(r.p, gs[k]!, r.m, r.v, ++r.t, h, m.wd, m.lr);
+      });
+      await expectArenaMatches(arena, refs, `step ${s + 1}`);
+      if (s < 2) expect(await arena.get('head.last_layer.weight_g').toArray(), 'lr multiplier 0 keeps the weights').toEqual(Float32Array.from(randn(33, 65)));
+    }
+    expect(dispatches.every((d) => d === arena.numChunks), `AdamW dispatches per step ${dispatches} for ${arena.numChunks} chunks`).toBe(true);
+    const st = opt.state();
+    expect(st.paramSteps, 'every parameter stepped, the frozen one too').toEqual(names.map(() => 4));
+    // m of the frozen-then-trained last layer moved during the frozen steps too.
+    expectClose(await st.m.toArray(), concat(refs.map((r) => r.m)), 1e-6, 2e-7, 'm');
+    st.m.dispose();
+    st.v.dispose();
+    expect(() => new AdamW(arena, { lr: 0, wdMask: () => true, multipliers: () => ({ lr: 1, wd: 1 }) })).toThrow(/either/);
+    expect(() => opt.setMultipliers('norm.weight', { lr: -1 })).toThrow(/≥ 0/);
+    opt.dispose();
+    arena.dispose();
+  });
+
   it('state export / import reproduces the next step exactly', async () => {
     const wd = await getEngine();
     const opts: AdamWOptions = { lr: 3e-3, weightDecay: 0.05, beta2: 0.99 };
@@ -352,26 +413,34 @@ describe('kernels with grids folded past the per-dimension cap', () => {
   it('adamw, lerp, norms and clip over x·y grids with idle slots', async () => {
     const wd = await getEngine();
     await wd.scope(async () => {
-      // 7000 elements = 1750 vec4 = 7 workgroups of 256; cap 3 → a 3×3 grid with 2 idle groups.
+      // AdamW: 7000 elements = 1750 vec4 = 438 invocations of 4 vec4 = 2 workgroups of 256; cap 1
+      // → a 1×2 grid. The second segment starts at 4100, inside the invocation of vec4 1024–1027
+      // (elements 4096–4111), which then looks up each vec4's segment on its own.
       const n = 7000;
-      const opts = { maxGroupsPerDim: 3 };
+      const opts = { maxGroupsPerDim: 1 };
       const p0 = randn(n, 1);
       const g0 = randn(n, 2);
       const p = wd.tensor(p0);
       const g = wd.tensor(g0);
       const m = wd.zeros([n]);
       const v = wd.zeros([n]);
-      const layout = new SegmentLayout(wd, [0, 4096], [4000, n - 4096]);
+      const layout = new SegmentLayout(wd, [0, 4100], [4000, n - 4100]);
       const h: AdamWHyper = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 };
       const hyper = wd.tensor([1, 1, 1 - 0.9, 1 - 0.999, 1, 0, 1 - 0.9, 1 - 0.999]);
       adamwRaw(p, g, m, v, layout, hyper, h, opts);
-      const want = [Float64Array.from(p0.subarray(0, 4096)), Float64Array.from(p0.subarray(4096))];
-      want.forEach((w, s) => adamwRef(w, g0.subarray(s * 4096, s * 4096 + w.length), new Float64Array(w.length), new Float64Array(w.length), 1, h, s === 0));
+      // Elements 4000–4099 are padding of segment 0 (decayed AdamW of p with g: the reference covers them too).
+      const want = [Float64Array.from(p0.subarray(0, 4100)), Float64Array.from(p0.subarray(4100))];
+      want.forEach((w, s) => adamwRef(w, g0.subarray(s * 4100, s * 4100 + w.length), new Float64Array(w.length), new Float64Array(w.length), 1, h, s === 0));
       expectClose(await p.toArray(), concat(want), 1e-6, 1e-7, 'adamw folded');
 
       const d = wd.tensor(p0);
-      lerpRaw(wd, d.buffer, 0, g.buffer, 0, n, 0.75, { maxGroupsPerDim: 2 }); // 28 groups on a 2×14 grid
+      lerpRaw(wd, d.buffer, 0, g.buffer, 0, n, 0.75, { maxGroupsPerDim: 2 }); // vec4: 7 groups on a 2×4 grid
       expectClose(await d.toArray(), lerpRef(p0, g0, 0.75), 1e-6, 1e-7, 'lerp folded');
+      const d1 = wd.tensor(p0);
+      lerpRaw(wd, d1.buffer, 1, g.buffer, 2, n - 3, 0.75, { maxGroupsPerDim: 2 }); // scalar (odd offsets): 28 groups on 2×14
+      const want1 = Float64Array.from(p0);
+      want1.set(lerpRef(p0.subarray(1, n - 2), g0.subarray(2, n - 1), 0.75), 1);
+      expectClose(await d1.toArray(), want1, 1e-6, 1e-7, 'lerp folded, scalar');
 
       // Norm blocks: segment sizes around NORM_BLOCK multiples; many blocks on a folded grid.
       const sizes = [1, 255, 256, 257, 65537];

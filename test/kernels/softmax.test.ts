@@ -1,9 +1,12 @@
 /**
  * Softmax / log-softmax with temperature and center: forward against the float64 reference, the
  * backward (random upstream g) against the reference VJP and against central finite differences of
- * the float64 forward, in both kernel layouts ('cpu': one invocation per row, 'gpu': one workgroup
- * per row). Row lengths 1, 7, 31, 67 (< one 'gpu' stride of 256, and 67 = one 'cpu' block of 64
- * plus a tail), 300 (a 'gpu' stride plus a tail) and 65 537 (many blocks and a partial one).
+ * the float64 forward, in every row layout forced in turn ('serial': one invocation per row,
+ * 'subgroup': one 8-lane subgroup per row, 'workgroup' and 'workgroup-subgroup': one 256-lane
+ * workgroup per row; helpers ROW_CONFIGS) and in the automatic choice. Row lengths 1, 7, 31, 67
+ * (< one wide stride of 256, and 67 = one serial block of 64 plus a tail), 300 (a wide stride plus
+ * a tail) and 65 537 (many blocks and a partial one), scalar; 8, 36, 300 and 1028 as vec4 rows
+ * (D % 4 = 0), the online max/sum stepping 4 vec4 at a time with a masked tail.
  *
  * Tolerances (f32 kernels vs float64): an output element carries ≈ |z_j − m|·2⁻²³ relative error
  * from forming z in f32, plus the error of the row sum (blocked, ~1e-7 relative even at K = 65 537),
@@ -13,9 +16,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Engine } from '../../index.js';
 import { logSoftmaxRef, logSoftmaxVjpRef, softmaxRef, softmaxVjpRef, type SoftmaxRefOptions } from '../../kernels/softmax.js';
-import { dot, expectClose, finiteDiff, getEngine, randn, read } from '../helpers.js';
+import { dot, expectClose, finiteDiff, getEngine, randn, read, ROW_CONFIGS } from '../helpers.js';
 
-const VARIANTS = ['cpu', 'gpu'] as const;
 
 function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
@@ -105,11 +107,13 @@ const ref = (log: boolean, x: ArrayLike<number>, D: number, o: SoftmaxRefOptions
 const vjpRef = (log: boolean, x: ArrayLike<number>, D: number, g: ArrayLike<number>, o: SoftmaxRefOptions) =>
   log ? logSoftmaxVjpRef(x, D, g, o) : softmaxVjpRef(x, D, g, o);
 
-describe.each(VARIANTS)('softmax family, %s layout', (variant) => {
-  const engine = (): Promise<Engine> => getEngine(variant);
+describe.each(ROW_CONFIGS)('softmax family, $name layout', ({ variants, rowLayout }) => {
+  const engine = (): Promise<Engine> => getEngine(variants, rowLayout);
 
   const forwardCases: Case[] = [];
-  for (const shape of [[1], [7], [13, 31], [64, 67], [5, 300], [2, 3, 5], [4, 1]]) {
+  // Scalar rows (D % 4 ≠ 0) and vec4 rows (D % 4 = 0: 8, 36, 300, 1028), short and long; 70 rows
+  // of 36 take the serial layout under 'auto', 3 rows of 1028 the subgroup one.
+  for (const shape of [[1], [7], [13, 31], [64, 67], [5, 300], [2, 3, 5], [4, 1], [3, 8], [70, 36], [3, 1028]]) {
     for (const log of [false, true]) {
       forwardCases.push({ shape, log });
       forwardCases.push({ shape, log, temperature: 0.1, center: true, scale: 2 });

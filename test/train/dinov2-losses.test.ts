@@ -1,6 +1,5 @@
 /**
  * The DINOv2 recipe's pieces against float64 references (train/dinov2/*):
- * - row gathering (the iBOT selection): exact forward, scatter-add backward, slabs;
  * - the iBOT patch loss: value and gradient vs the float64 forward_masked; the weights reproduce
  *   the official unmasked form (mean over 2B images of per-image means, unmasked images 0);
  * - teacher targets: centering (softmax with center, EMA over the rows) and Sinkhorn-Knopp with
@@ -22,7 +21,6 @@ import { Rng } from '../../engine/random.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { sinkhornKnoppRef } from '../../train/loss.js';
 import { clipGradNorm, clipGradNormRef } from '../../train/dinov2/clip.js';
-import { gatherRows } from '../../train/dinov2/gather.js';
 import { ibotPatchLoss, ibotPatchLossRef, ibotPatchLossVjpRef } from '../../train/dinov2/ibot-loss.js';
 import { KOLEO_EPS, koleoLoss, koleoRef, koleoVjpRef } from '../../train/dinov2/koleo.js';
 import { dinov2Loss, loggedLosses } from '../../train/dinov2/loss.js';
@@ -83,32 +81,6 @@ async function valueAndGrads(
 }
 
 // -------------------------------------------------------------------------------------------------
-
-describe('gatherRows (the iBOT selection)', () => {
-  it('selects rows exactly and scatter-adds the gradient (repeated indices, several slabs)', async () => {
-    const wd = await getEngine();
-    const R = 29;
-    const D = 11;
-    const x = randn(R * D, 1);
-    const idx = [3, 0, 28, 3, 17, 5, 5, 5, 11];
-    const gy = randn(idx.length * D, 2);
-    for (const slab of [1 << 20, 4 * R * 2]) {
-      // slab of 2 rows: 5 matmuls and a concat
-      const { grads } = await valueAndGrads(wd, [{ data: x, shape: [R, D] }], ([t]) => {
-        const y = gatherRows(t, idx, slab);
-        return y.mul(wd.tensor(gy, [idx.length, D])).sum();
-      });
-      const want = new Float64Array(R * D);
-      idx.forEach((r, j) => {
-        for (let k = 0; k < D; k++) want[r * D + k] += gy[j * D + k];
-      });
-      expectClose(grads[0], want, 1e-6, 1e-6, `gather gradient (slab ${slab})`);
-      const y = await wd.scope(() => gatherRows(wd.tensor(x, [R, D]), idx, slab).toArray());
-      expect(Array.from(y)).toEqual(idx.flatMap((r) => Array.from(x.subarray(r * D, r * D + D))));
-    }
-    expect(() => gatherRows(wd.tensor(x, [R, D]), [R])).toThrow(/outside/);
-  });
-});
 
 describe('iBOT patch loss (forward_masked)', () => {
   const K = 53;

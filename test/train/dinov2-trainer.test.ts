@@ -62,22 +62,21 @@ async function readState(tr: DinoV2Trainer): Promise<V2State> {
   const m = new Map<string, Float64Array>();
   const v = new Map<string, Float64Array>();
   const steps = new Map<string, number>();
-  for (const g of tr.optimizer.groups) {
-    await readArena(g.student, student);
-    await readArena(g.teacher, teacher);
-    const st = g.adamw.state();
-    const mFlat = await st.m.toArray();
-    const vFlat = await st.v.toArray();
-    st.m.dispose();
-    st.v.dispose();
-    let off = 0;
-    g.student.entries().forEach(([name, t], i) => {
-      m.set(name, Float64Array.from(mFlat.subarray(off, off + t.size)));
-      v.set(name, Float64Array.from(vFlat.subarray(off, off + t.size)));
-      steps.set(name, st.paramSteps[i]);
-      off += t.size;
-    });
-  }
+  const opt = tr.optimizer;
+  await readArena(opt.student, student);
+  await readArena(opt.teacher, teacher);
+  const st = opt.state();
+  const mFlat = await st.m.toArray();
+  const vFlat = await st.v.toArray();
+  st.m.dispose();
+  st.v.dispose();
+  let off = 0;
+  opt.student.entries().forEach(([name, t], i) => {
+    m.set(name, Float64Array.from(mFlat.subarray(off, off + t.size)));
+    v.set(name, Float64Array.from(vFlat.subarray(off, off + t.size)));
+    steps.set(name, st.paramSteps[i]);
+    off += t.size;
+  });
   return {
     student,
     teacher,
@@ -91,12 +90,10 @@ async function readState(tr: DinoV2Trainer): Promise<V2State> {
 
 async function readGrads(tr: DinoV2Trainer): Promise<Map<string, Float64Array>> {
   const out = new Map<string, Float64Array>();
-  for (const g of tr.optimizer.groups) {
-    for (const name of g.student.names) {
-      const t = g.student.gradOf(name);
-      out.set(name, Float64Array.from(await t.toArray()));
-      t.dispose();
-    }
+  for (const name of tr.optimizer.student.names) {
+    const t = tr.optimizer.student.gradOf(name);
+    out.set(name, Float64Array.from(await t.toArray()));
+    t.dispose();
   }
   return out;
 }
@@ -170,6 +167,8 @@ describe.each([
     const ref: V2RefConfig = { ...c };
     expect(tr.student.namedParameters().every(([, t]) => t.requiresGrad)).toBe(true); // weight_g too
     expect(tr.student.namedParameters().map(([n]) => n)).toContain('backbone.mask_token');
+    // One arena per model: AdamW and the EMA are one dispatch each (the groups are multipliers).
+    expect([tr.optimizer.student.numChunks, tr.optimizer.teacher.numChunks]).toEqual([1, 1]);
     const hw = (c.globalSize / c.patchSize) ** 2;
     const maskLists = [
       [[], [0, 1, 3, 4], [], [8]],

@@ -1,10 +1,13 @@
 /**
  * `webdino train`'s options → TrainConfig: the small CPU recipe by default, DINO's own recipe for a
  * named ViT, the user's options on top of either; options are parsed from a command line as the CLI
- * does (bin/options.ts), so defaults come from their one declaration.
+ * does (bin/options.ts), so defaults come from their one declaration. `--recipe dinov2` likewise
+ * gives DinoV2Config: its CPU default, ssl_default_config for a named ViT, shared and DINOv2-only
+ * options on top (nested fields keep their other half), DINOv2 options refused without it.
  */
 import { describe, expect, it } from 'vitest';
-import { checkResumeOptions, train, trainConfig } from '../../bin/commands/train.js';
+import { checkResumeOptions, recipeConfig, train, trainConfig } from '../../bin/commands/train.js';
+import { DINOV2_CPU_DEFAULT_CONFIG, DINOV2_DEFAULTS, resolveDinoV2Config } from '../../train/dinov2-trainer.js';
 import { parseOptions } from '../../bin/options.js';
 import { CPU_DEFAULT_CONFIG, DINO_DEFAULTS, resolveConfig } from '../../train/trainer.js';
 
@@ -44,7 +47,7 @@ describe('webdino train options', () => {
     const lines = Object.entries(train.options).map(([name, spec]) => [name, 'derived' in spec ? spec.derived : undefined] as const);
     const derived = Object.fromEntries(lines);
     // The recipe defaults shown are the resolved CPU recipe's, and DINO's where a named ViT differs.
-    expect(derived['teacher-temp']).toBe("0.02; with a named --arch, DINO's 0.04");
+    expect(derived['teacher-temp']).toBe("0.02; with a named --arch, DINO's 0.04; --recipe dinov2: 0.02, with a named --arch 0.07");
     expect(derived['batch-size']).toBe(`${CPU_DEFAULT_CONFIG.batchSize}; with a named --arch, DINO's ${DINO_DEFAULTS.batchSize}`);
     expect(parse()['checkpoint-every']).toBe(100);
     expect(parse().out).toBe('/work/runs/dino');
@@ -62,5 +65,30 @@ describe('webdino train options', () => {
     expect(checkResumeOptions(parse('--epochs', '10'), recorded, 156)).toEqual([
       '--epochs 10: the run is extended from 5 to 10 epochs; its cosine schedules now end at iteration 1560 instead of 780',
     ]);
+  });
+
+  it('--recipe dinov2: its CPU default, its named-ViT default, options on top; its options need it', () => {
+    const cpu = recipeConfig(parse('--recipe', 'dinov2'));
+    expect(cpu.recipe).toBe('dinov2');
+    const r = resolveDinoV2Config({ ...cpu.config, epochLength: 156 });
+    const want = resolveDinoV2Config({ ...DINOV2_CPU_DEFAULT_CONFIG, epochLength: 156 });
+    expect(r).toEqual(want);
+    expect([r.embedDim, r.depth, r.patchSize, r.globalSize, r.outDim, r.lossWeights.ibot, r.lossWeights.koleo]).toEqual([64, 4, 8, 32, 1024, 1, 0.1]);
+    expect((cpu.config as { epochLength?: number }).epochLength, "the data's epoch").toBeUndefined();
+    const named = resolveDinoV2Config(recipeConfig(parse('--recipe', 'dinov2', '--arch', 'vit_small')).config);
+    expect([named.patchSize, named.outDim, named.epochLength, named.teacherTemp, named.layerScale, named.dropPathRate]).toEqual([14, 65536, 1250, 0.07, 1e-5, 0.3]);
+    expect(named.augment).toEqual(DINOV2_DEFAULTS.augment);
+    const o = recipeConfig(
+      parse('--recipe', 'dinov2', '--ibot-weight', '0.5', '--ibot-mask-ratio-max', '0.4', '--ibot-head', 'separate', '--drop-path-rule', 'linear', '--lr', '0.002', '--registers', '4', '--epoch-length', '100', '--layer-decay', '0.75'),
+    ).config as Partial<import('../../train/dinov2-trainer.js').DinoV2Config>;
+    const ro = resolveDinoV2Config(o);
+    expect([ro.lossWeights.ibot, ro.lossWeights.koleo, ro.maskRatioMinMax, ro.ibotSeparateHead, ro.dropPathUniform, ro.baseLr, ro.numRegisterTokens, ro.epochLength, ro.layerwiseDecay]).toEqual([
+      0.5, 0.1, [0.1, 0.4], true, false, 0.002, 4, 100, 0.75,
+    ]);
+    expect(() => recipeConfig(parse('--ibot-weight', '2', '--registers', '4'))).toThrow(/--ibot-weight, --registers belong to DINOv2's recipe: add --recipe dinov2/);
+    expect(recipeConfig(parse()).config).toEqual(CPU_DEFAULT_CONFIG);
+    // Resume checks read the DINOv2 fields, nested ones included.
+    expect(checkResumeOptions(parse('--koleo-weight', '0.1', '--lr', String(r.baseLr)), r, 156, 'dinov2')).toEqual([]);
+    expect(() => checkResumeOptions(parse('--ibot-weight', '2', '--ibot-head', 'separate'), r, 156, 'dinov2')).toThrow(/--ibot-weight 2 \(the run has 1\), --ibot-head separate \(the run has shared\)/);
   });
 });

@@ -58,6 +58,18 @@ export function firstN(ds: Dataset, n: number): Dataset {
 }
 
 /**
+ * A subset view of `n` evenly spaced samples (indices ⌊i·length/n⌋): every part of the dataset is
+ * represented, also when it is sorted by class (an ImageFolder), which `firstN` is not.
+ */
+export function evenlySpaced(ds: Dataset, n: number): Dataset {
+  if (n >= ds.length) return ds;
+  const index = (i: number) => Math.floor((i * ds.length) / n);
+  const view: Dataset = { numClasses: ds.numClasses, classNames: ds.classNames, length: n, get: (i: number) => ds.get(index(i)) };
+  const getSync = ds.getSync?.bind(ds);
+  return getSync ? { ...view, getSync: (i: number) => getSync(index(i)) } : view;
+}
+
+/**
  * `evaluated` with its labels renumbered to `reference`'s classes by name, so that label k means
  * the same class in both (two ImageFolders number their own sorted class folders: a held-out
  * folder missing one class would shift every label after it). Returns `evaluated` itself when the

@@ -11,11 +11,11 @@
  * units, which agrees with Python's code-point order except for characters outside the BMP.
  */
 
-import { readdirSync, realpathSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 
 import { ImageFolder, type ImageFolderListing } from './dataset.js';
-import { IMAGE_EXTENSIONS } from './image-files-node.js';
+import { compareStrings, IMAGE_EXTENSIONS, walkFiles } from './image-files-node.js';
 import { createNodeImageReader, type NodeImageReaderOptions } from './loader-node.js';
 
 /** Image extensions torchvision accepts that we cannot decode: reported, not silently dropped. */
@@ -77,7 +77,7 @@ export function scanImageFolder(root: string, options: ScanImageFolderOptions = 
   const empty: string[] = [];
   classNames.forEach((name, label) => {
     const before = files.length;
-    walk(
+    walkFiles(
       join(root, name),
       (path) => {
         const ext = extname(path).toLowerCase();
@@ -95,62 +95,12 @@ export function scanImageFolder(root: string, options: ScanImageFolderOptions = 
   return { root, classNames, files, unsupported, special };
 }
 
-/**
- * Visits the regular files under `dir` (recursively, symlinks followed, cycles cut; FIFOs, sockets
- * and devices go to `special`, never to `visit`: reading one could block forever) in the order of Python's
- * `for root, _, fnames in sorted(os.walk(dir)): for fname in sorted(fnames)`: directories by their
- * full path string, files by name within one directory.
- */
-function walk(dir: string, visit: (path: string) => void, special?: (path: string) => void): void {
-  const dirs: { path: string; files: string[] }[] = [];
-  const seen = new Set<string>();
-  const collect = (d: string): void => {
-    let real: string;
-    try {
-      real = realpathSync(d);
-    } catch {
-      return;
-    }
-    if (seen.has(real)) return; // a symlink cycle
-    seen.add(real);
-    const files: string[] = [];
-    const subdirs: string[] = [];
-    for (const entry of readdirSync(d, { withFileTypes: true })) {
-      const path = join(d, entry.name);
-      const kind = entry.isSymbolicLink() ? kindOf(path) : entry.isDirectory() ? 'dir' : entry.isFile() ? 'file' : 'special';
-      if (kind === 'dir') subdirs.push(path);
-      else if (entry.name.startsWith('.')) continue;
-      else if (kind === 'file') files.push(entry.name);
-      else if (kind === 'special') special?.(path);
-    }
-    dirs.push({ path: d, files: files.sort(compareStrings) });
-    for (const sub of subdirs) collect(sub);
-  };
-  collect(dir);
-  dirs.sort((a, b) => compareStrings(a.path, b.path));
-  for (const d of dirs) for (const f of d.files) visit(join(d.path, f));
-}
-
-/** What a path is after following symlinks; 'special' for FIFOs, sockets and devices. */
-function kindOf(path: string): 'dir' | 'file' | 'special' | 'missing' {
-  try {
-    const st = statSync(path);
-    return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'special';
-  } catch {
-    return 'missing'; // a dangling symlink
-  }
-}
-
 function isDirectory(path: string): boolean {
   try {
     return statSync(path).isDirectory();
   } catch {
     return false; // a dangling symlink
   }
-}
-
-function compareStrings(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function describeExtensions(paths: string[]): string {

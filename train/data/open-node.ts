@@ -5,6 +5,8 @@
  *   <dir>                      an ImageFolder (class sub-folders of JPEG/PNG), a folder that holds
  *                              the CIFAR-10/100 binary files, or one that holds MNIST-style IDX files
  *                              (train-… for training, t10k-… held out; data/idx-node.ts)
+ *   <file>                     a list of image files, one per line (file-list-node.ts: PATH,
+ *                              PATH<TAB>LABEL, or `webdino curate`'s selected.txt ROW<TAB>PATH)
  *   cifar10:<dir>, cifar100:<dir>[:train|test]
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -14,6 +16,7 @@ import { SyntheticShapes } from './synthetic.js';
 import { openImageFolder } from './image-folder-node.js';
 import { openCifar } from './cifar-node.js';
 import { hasIdxTestSplit, looksLikeIdx, openIdx } from './idx-node.js';
+import { openFileList } from './file-list-node.js';
 
 export interface OpenDatasetOptions {
   /** Split used when the spec names none ('train' for training, 'val' for evaluation). */
@@ -63,7 +66,8 @@ export function openDataset(spec: string, opts: OpenDatasetOptions): Dataset {
   const cm = CIFAR_SPEC.exec(spec);
   const split = opts.defaultSplit === 'train' ? 'train' : 'test';
   if (cm) return openCifar(cm[2], { variant: cm[1] as 'cifar10' | 'cifar100', split: (cm[3] as 'train' | 'test') ?? split });
-  if (!existsSync(spec)) throw new Error(`dataset '${spec}' not found: give 'synthetic', 'synthetic:val', 'synthetic-scene:val', an image folder, or a CIFAR folder`);
+  if (!existsSync(spec)) throw new Error(`dataset '${spec}' not found: give 'synthetic', 'synthetic:val', 'synthetic-scene:val', an image folder, a CIFAR folder, or a file listing images`);
+  if (!statSync(spec).isDirectory()) return openFileList(spec);
   const cifar = looksLikeCifar(spec);
   if (cifar) return openCifar(spec, { variant: cifar, split });
   if (looksLikeIdx(spec)) return openIdx(spec, split);
