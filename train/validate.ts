@@ -68,7 +68,6 @@ export const COMMON_CHECKS: readonly Check<CommonFields>[] = [
   num('warmupTeacherTempEpochs', 0, 1e7),
   num('centerMomentum', 0, 1),
   (c) => (c.centering === 'center' || c.centering === 'sinkhorn_knopp' ? null : `centering = ${JSON.stringify(c.centering)} is not 'center' or 'sinkhorn_knopp'`),
-  num('koleoWeight', 0, 1e6),
   int('globalSize', 1, 8192),
   int('localSize', 1, 8192),
   int('localCrops', 0, 256),
@@ -84,6 +83,7 @@ const V1_CHECKS: readonly Check[] = [
   bool('normLastLayer'),
   num('lr', 0, 1e3),
   num('freezeLastLayer', 0, 1e7),
+  num('koleoWeight', 0, 1e6),
 ];
 
 
