@@ -189,7 +189,8 @@ export const CPU_DEFAULT_CONFIG: Partial<TrainConfig> = {
   localScale: [0.05, 0.4],
   teacherTemp: 0.02,
   warmupTeacherTemp: 0.02,
-  augment: { brightness: 0, contrast: 0 },
+  koleoWeight: 0.5,
+  augment: { blurSigma: [0.1, 0.5] },
 };
 
 /** The iterations per epoch of a run whose data loader gives `batchesPerPass` batches per pass. */

@@ -14,12 +14,13 @@ import { CPU_DEFAULT_CONFIG, DINO_DEFAULTS, resolveConfig } from '../../train/tr
 const parse = (...args: string[]) => parseOptions(train.options, args, '/work');
 
 describe('webdino train options', () => {
-  it('no options: the CPU default (teacher 0.02, no brightness/contrast jitter, patch 8)', () => {
+  it('no options: the CPU default (teacher 0.02, blur sized to 32 px crops, KoLeo, patch 8)', () => {
     const c = trainConfig(parse());
     expect(c).toEqual(CPU_DEFAULT_CONFIG);
     const r = resolveConfig(c);
     expect([r.arch, r.embedDim, r.patchSize, r.teacherTemp, r.warmupTeacherTemp]).toEqual(['custom', 64, 8, 0.02, 0.02]);
-    expect(r.augment).toEqual({ brightness: 0, contrast: 0 });
+    expect(r.augment).toEqual({ blurSigma: [0.1, 0.5] });
+    expect(r.koleoWeight).toBe(0.5);
     // Targets that neither flatten nor collapse on real images, and a run length independent of the data.
     expect([r.useBnInHead, r.centering, r.outDim, r.epochLength, r.epochs]).toEqual([true, 'sinkhorn_knopp', 64, 156, 5]);
   });
