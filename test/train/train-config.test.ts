@@ -50,6 +50,7 @@ describe('webdino train options', () => {
     // The recipe defaults shown are the resolved CPU recipe's, and DINO's where a named ViT differs.
     expect(derived['teacher-temp']).toBe("0.02; with a named --arch, DINO's 0.04; --recipe dinov2: 0.02, with a named --arch 0.07");
     expect(derived['batch-size']).toBe(`${CPU_DEFAULT_CONFIG.batchSize}; with a named --arch, DINO's ${DINO_DEFAULTS.batchSize}`);
+    expect(derived['koleo-weight']).toBe("0.5; with a named --arch, DINO's 0; --recipe dinov2: 0.1");
     expect(parse()['checkpoint-every']).toBe(100);
     expect(parse().out).toBe('/work/runs/dino');
   });
@@ -66,6 +67,15 @@ describe('webdino train options', () => {
     expect(checkResumeOptions(parse('--epochs', '10'), recorded, 156)).toEqual([
       '--epochs 10: the run is extended from 5 to 10 epochs; its cosine schedules now end at iteration 1560 instead of 780',
     ]);
+    // --koleo-weight is DINOv2's option that DINO's recipe takes too.
+    expect(checkResumeOptions(parse('--koleo-weight', '0.5'), recorded, 156)).toEqual([]);
+    expect(() => checkResumeOptions(parse('--koleo-weight', '0'), recorded, 156)).toThrow(/--koleo-weight 0 \(the run has 0\.5\)/);
+  });
+
+  it('--koleo-weight sets the KoLeo term of the DINO recipe (0 turns it off)', () => {
+    expect(recipeConfig(parse('--koleo-weight', '0'))).toEqual({ recipe: 'dino', config: { ...CPU_DEFAULT_CONFIG, koleoWeight: 0 } });
+    expect(resolveConfig(trainConfig(parse('--arch', 'vit_tiny', '--koleo-weight', '0.1'))).koleoWeight).toBe(0.1);
+    expect(resolveConfig(trainConfig(parse('--arch', 'vit_tiny'))).koleoWeight).toBe(0);
   });
 
   it('--recipe dinov2: its CPU default, its named-ViT default, options on top; its options need it', () => {
