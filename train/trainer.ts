@@ -161,6 +161,8 @@ export const DINO_DEFAULTS: TrainConfig = {
  *   same root cause as the BatchNorm above, attacked in the backbone, whose CLS token is what
  *   k-NN and the other evaluations read. On Fashion-MNIST (8000 images, 300-step probes) it
  *   lifts k-NN at 150 steps from 59.85 % (weight 0.1) to 62.0 % (0.5), both with the jitter below.
+ *   With both, the default run on Fashion-MNIST (60 000 images) ends at 71.7 % k-NN against
+ *   60.2 % at initialisation (+11.5 points; without them +3.75).
  * - DINO's brightness and contrast jitter (on grey images the only photometric augmentation;
  *   without it two crops of an image can be matched by their intensity histogram) and Gaussian
  *   blur σ 0.1–0.5 px instead of 0.1–2.0: DINO's range is for 224 px crops, and σ = 2 px on a
