@@ -123,7 +123,7 @@ const DINOV2_OPTIONS = {
     min: 0,
     max: 100,
     value: '<w>',
-    derived: `${RESOLVED_CPU.koleoWeight}; with a named --arch, DINO's ${DINO_DEFAULTS.koleoWeight}; --recipe dinov2: ${v2recipe('lossWeights', (w) => String((w as { koleo: number }).koleo))}`,
+    derived: `${RESOLVED_CPU.koleoWeight === DINO_DEFAULTS.koleoWeight ? RESOLVED_CPU.koleoWeight : `${RESOLVED_CPU.koleoWeight}; with a named --arch, DINO's ${DINO_DEFAULTS.koleoWeight}`}; --recipe dinov2: ${v2recipe('lossWeights', (w) => String((w as { koleo: number }).koleo))}`,
     help: "Weight of the KoLeo regulariser on the student's global-crop CLS outputs (0: off; both recipes)",
   }),
   'ibot-mask-probability': num({ min: 0, max: 1, value: '<p>', derived: v2recipe('maskProbability'), help: 'DINOv2: fraction of the global crops that are masked' }),

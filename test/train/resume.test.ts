@@ -148,7 +148,7 @@ describe('resume', () => {
 
   it('BatchNorm in the head, Sinkhorn-Knopp targets, KoLeo, a fixed epoch length and an evaluation at initialisation: still bitwise', async () => {
     // 5 iterations per epoch (the data gives 6 batches per pass, so the loader's passes and the
-    // schedule's epochs do not line up), 2 epochs. KoLeo as in the CPU default (batch 4: each
+    // schedule's epochs do not line up), 2 epochs. KoLeo at 0.1 (batch 4: each
     // global crop's 4 CLS tokens).
     const config: Partial<TrainConfig> = { ...CONFIG, useBnInHead: true, centering: 'sinkhorn_knopp', koleoWeight: 0.1, outDim: 16, epochLength: 5 };
     // An evaluation hook that reads the teacher (as k-NN does) at the start and every 3 iterations.
