@@ -30,6 +30,7 @@ import { MultiCropAugmenter, type MultiCropOptions } from './augment.js';
 import type { ImageLike } from '../kernels/augment.js';
 import { DinoLoss } from './loss.js';
 import { dinoSchedules, type DinoSchedules } from './schedules.js';
+import { koleoLoss } from './dinov2/koleo.js';
 
 /** Everything that defines a run. Defaults are DINO's except where the CPU default config says. */
 export interface TrainConfig {
@@ -73,6 +74,11 @@ export interface TrainConfig {
   centerMomentum: number;
   /** Teacher targets: 'center' (DINO's EMA centering + softmax) or 'sinkhorn_knopp' (DINOv2). */
   centering: 'center' | 'sinkhorn_knopp';
+  /**
+   * Weight of DINOv2's KoLeo regulariser on the student's global-crop CLS backbone outputs, one
+   * crop at a time (train/dinov2/koleo.ts); 0 (DINO) leaves it out of the step altogether.
+   */
+  koleoWeight: number;
   globalSize: number;
   localSize: number;
   localCrops: number;
@@ -116,6 +122,7 @@ export const DINO_DEFAULTS: TrainConfig = {
   warmupTeacherTempEpochs: 0,
   centerMomentum: 0.9,
   centering: 'center',
+  koleoWeight: 0,
   globalSize: 224,
   localSize: 96,
   localCrops: 8,
@@ -151,6 +158,9 @@ export const DINO_DEFAULTS: TrainConfig = {
  * - No brightness or contrast jitter (saturation 0.2 and hue 0.1 stay): with it, a model this
  *   small cannot yet predict the teacher across differently lit views, and uniform collapse follows
  *   within 75 steps even on plain grey shapes; without it the same run sharpens (measured).
+ *   (With KoLeo 0.5, DINO's jitter and blur σ 0.1–0.5 px, Fashion-MNIST gains 11.5 points over
+ *   initialisation instead of 3.75, but the embedded data falls to 28.7 % k-NN, below its 31.5 %
+ *   at initialisation: bench/lab/real-data-probes.md. Not the default.)
  * - 5 epochs of 156 iterations (780 steps): one pass over the embedded 5000 training images per
  *   epoch, and the same length on any other data (epochLength), so a large set such as
  *   Fashion-MNIST (60 000 images, 1875 batches per pass) keeps the 15-minute budget and its
@@ -347,14 +357,15 @@ export class DinoTrainer {
     let teacherMarginalEntropy = NaN;
     const lossValue = await e.scope(async () => {
       const teacherOut = e.noGrad(() => this.teacher.forward([globals]));
-      const studentOut = this.student.forward(locals ? [globals, locals] : [globals]);
+      const studentOut = c.koleoWeight > 0 ? this.studentWithKoleo(globals, locals) : { out: this.student.forward(locals ? [globals, locals] : [globals]), koleo: null };
       // The loss updates the center as it runs (DINO's order); keep the old one so that a
       // non-finite loss leaves the state as it was (a NaN teacher output would poison the center).
       // Sinkhorn-Knopp never touches the center, so nothing needs saving then.
       const center = this.loss.center;
       const savedCenter = c.centering === 'sinkhorn_knopp' ? null : e.empty(center.shape, { label: 'center-saved' });
       if (savedCenter) e.device.copy(center.buffer, center.offset * 4, savedCenter.buffer, 0, center.size * 4);
-      const loss = this.loss.forward(studentOut, teacherOut, teacherTemp);
+      const dinoLoss = this.loss.forward(studentOut.out, teacherOut, teacherTemp);
+      const loss = studentOut.koleo ? dinoLoss.add(studentOut.koleo.mul(c.koleoWeight)) : dinoLoss;
       // One readback per step: the loss and the teacher entropy together.
       const ent = this.loss.lastTeacherEntropy ?? e.full([], NaN);
       const marg = this.loss.lastTeacherMarginalEntropy ?? e.full([], NaN);
@@ -381,6 +392,20 @@ export class DinoTrainer {
     e.device.flush();
     this.iteration++;
     return { iteration: it, epoch, loss: lossValue, lr, weightDecay, momentum, teacherTemp, images: globals.shape[0] / 2, teacherEntropy, teacherMarginalEntropy };
+  }
+
+  /**
+   * The student's forward of MultiCropWrapper, keeping the global crops' backbone outputs for the
+   * KoLeo term: the sum over the two global crops of the KoLeo loss of each crop's B CLS tokens
+   * (DINOv2's ssl_meta_arch: two crops of one image are never each other's neighbour).
+   */
+  private studentWithKoleo(globals: Tensor, locals: Tensor | null): { out: Tensor; koleo: Tensor } {
+    const { backbone, head } = this.student;
+    const g = backbone.forward(globals); // (2B, D), crop-major
+    const feats = locals ? ops.concat([g, backbone.forward(locals)], 0) : g;
+    const b = g.shape[0] / 2;
+    const koleo = koleoLoss(g.slice(0, 0, b)).add(koleoLoss(g.slice(0, b, 2 * b)));
+    return { out: head.forward(feats), koleo };
   }
 
   /** The teacher backbone (what evaluation uses, as DINO's scripts do). */

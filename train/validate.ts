@@ -83,6 +83,7 @@ const V1_CHECKS: readonly Check[] = [
   bool('normLastLayer'),
   num('lr', 0, 1e3),
   num('freezeLastLayer', 0, 1e7),
+  num('koleoWeight', 0, 1e6),
 ];
 
 

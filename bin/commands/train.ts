@@ -120,7 +120,13 @@ const CONFIG_KEYS = {
 /** Options of the DINOv2 recipe only (`--recipe dinov2`). */
 const DINOV2_OPTIONS = {
   'ibot-weight': num({ min: 0, max: 100, value: '<w>', derived: v2recipe('lossWeights', (w) => String((w as { ibot: number }).ibot)), help: 'DINOv2: weight of the iBOT masked-patch loss (0: off)' }),
-  'koleo-weight': num({ min: 0, max: 100, value: '<w>', derived: v2recipe('lossWeights', (w) => String((w as { koleo: number }).koleo)), help: 'DINOv2: weight of the KoLeo regulariser (0: off)' }),
+  'koleo-weight': num({
+    min: 0,
+    max: 100,
+    value: '<w>',
+    derived: `${RESOLVED_CPU.koleoWeight === DINO_DEFAULTS.koleoWeight ? RESOLVED_CPU.koleoWeight : `${RESOLVED_CPU.koleoWeight}; with a named --arch, DINO's ${DINO_DEFAULTS.koleoWeight}`}; --recipe dinov2: ${v2recipe('lossWeights', (w) => String((w as { koleo: number }).koleo))}`,
+    help: "Weight of the KoLeo regulariser on the student's global-crop CLS outputs (0: off; both recipes)",
+  }),
   'ibot-mask-probability': num({ min: 0, max: 1, value: '<p>', derived: v2recipe('maskProbability'), help: 'DINOv2: fraction of the global crops that are masked' }),
   'ibot-mask-ratio-min': num({ min: 0.001, max: 1, value: '<r>', derived: v2recipe('maskRatioMinMax', (r) => String((r as number[])[0])), help: 'DINOv2: lowest masked fraction of a masked crop' }),
   'ibot-mask-ratio-max': num({ min: 0.001, max: 1, value: '<r>', derived: v2recipe('maskRatioMinMax', (r) => String((r as number[])[1])), help: 'DINOv2: highest masked fraction of a masked crop' }),
@@ -164,10 +170,13 @@ export function givenConfig(v: ConfigValues): Partial<TrainConfig> {
   return c as Partial<TrainConfig>;
 }
 
-/** The DINOv2-only options given on the command line. */
+/** The DINOv2 options given on the command line. */
 function givenV2Options(v: V2Values): (keyof V2Values)[] {
   return (Object.keys(DINOV2_FIELDS) as (keyof V2Values)[]).filter((o) => v[o] !== undefined);
 }
+
+/** The DINOv2 options that DINO's recipe takes too (TrainConfig field each sets). */
+const V1_FROM_V2 = { 'koleo-weight': 'koleoWeight' } as const satisfies { [K in keyof V2Values]?: keyof TrainConfig };
 
 /** The DinoV2Config fields given on the command line (shared and DINOv2 options), on top of `base`. */
 function applyV2Options(base: Partial<DinoV2Config>, v: ConfigValues & V2Values): Partial<DinoV2Config> {
@@ -188,12 +197,16 @@ function applyV2Options(base: Partial<DinoV2Config>, v: ConfigValues & V2Values)
 export type RecipeRequest = { recipe: 'dino'; config: Partial<TrainConfig> } | { recipe: 'dinov2'; config: Partial<DinoV2Config> };
 
 /** The TrainConfig of the parsed `webdino train` options for DINO's recipe (exported for tests). */
-export function trainConfig(v: ConfigValues): Partial<TrainConfig> {
+export function trainConfig(v: ConfigValues & Partial<Pick<V2Values, keyof typeof V1_FROM_V2>>): Partial<TrainConfig> {
   // A named ViT trains with DINO's own recipe (K 65536, τt 0.04, full colour jitter, 224/96 px
   // crops, ...); without --arch (or with custom) the small CPU default applies, whose departures
   // from DINO are for a tiny model in a 15-minute run (see CPU_DEFAULT_CONFIG).
   const base: Partial<TrainConfig> = v.arch !== undefined && v.arch !== 'custom' ? { ...DINO_DEFAULTS } : { ...CPU_DEFAULT_CONFIG };
   const c = { ...base, ...givenConfig(v) };
+  for (const [option, key] of Object.entries(V1_FROM_V2)) {
+    const val = v[option as keyof typeof V1_FROM_V2];
+    if (val !== undefined) c[key] = val;
+  }
   checkArch(v, c);
   return c;
 }
@@ -212,7 +225,7 @@ export function dinov2TrainConfig(v: ConfigValues & V2Values): Partial<DinoV2Con
 /** The recipe and config of the parsed options. */
 export function recipeConfig(v: ConfigValues & V2Values & { recipe?: 'dino' | 'dinov2' }): RecipeRequest {
   if (v.recipe === 'dinov2') return { recipe: 'dinov2', config: dinov2TrainConfig(v) };
-  const v2 = givenV2Options(v);
+  const v2 = givenV2Options(v).filter((o) => !(o in V1_FROM_V2));
   if (v2.length) throw new UsageError(`${v2.map((o) => `--${o}`).join(', ')} ${v2.length > 1 ? 'belong' : 'belongs'} to DINOv2's recipe: add --recipe dinov2`);
   return { recipe: 'dino', config: trainConfig(v) };
 }
@@ -238,6 +251,7 @@ export function checkResumeOptions(v: ConfigValues & Partial<V2Values>, recorded
     if (want !== undefined) pairs.push([option, want, (recorded as unknown as Record<string, unknown>)[recipe === 'dinov2' ? k2 : k1]]);
   }
   if (recipe === 'dinov2') for (const o of givenV2Options(v as V2Values)) pairs.push([o, v[o], DINOV2_FIELDS[o].get(recorded as DinoV2Config)]);
+  else for (const [o, key] of Object.entries(V1_FROM_V2)) if (v[o as keyof typeof V1_FROM_V2] !== undefined) pairs.push([o, v[o as keyof typeof V1_FROM_V2], (recorded as TrainConfig)[key]]);
   for (const [option, want, had] of pairs) {
     if (want === had) continue;
     // A DINOv2 run records the epoch length it took from the data, not the 0 that asked for it.

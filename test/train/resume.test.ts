@@ -146,10 +146,11 @@ describe('resume', () => {
     expect(altered.losses.get(4), 'a different drop-path state changes the loss').not.toBe(full.losses.get(4));
   });
 
-  it('BatchNorm in the head, Sinkhorn-Knopp targets, a fixed epoch length and an evaluation at initialisation: still bitwise', async () => {
+  it('BatchNorm in the head, Sinkhorn-Knopp targets, KoLeo, a fixed epoch length and an evaluation at initialisation: still bitwise', async () => {
     // 5 iterations per epoch (the data gives 6 batches per pass, so the loader's passes and the
-    // schedule's epochs do not line up), 2 epochs.
-    const config: Partial<TrainConfig> = { ...CONFIG, useBnInHead: true, centering: 'sinkhorn_knopp', outDim: 16, epochLength: 5 };
+    // schedule's epochs do not line up), 2 epochs. KoLeo at 0.1 (batch 4: each
+    // global crop's 4 CLS tokens).
+    const config: Partial<TrainConfig> = { ...CONFIG, useBnInHead: true, centering: 'sinkhorn_knopp', koleoWeight: 0.1, outDim: 16, epochLength: 5 };
     // An evaluation hook that reads the teacher (as k-NN does) at the start and every 3 iterations.
     const evaluate = async (t: { teacher: { namedParameters(): [string, { toArray(): Promise<Float32Array> }][] } }) => {
       const [, w] = t.teacher.namedParameters()[0]!;

@@ -18,6 +18,8 @@
  * Loss (DINOLoss, V crops, rows crop-major):
  *   q_i = softmax((t_i − c)/τt) (i = the 2 global crops), log p_v = log_softmax(s_v/τs)
  *   L = mean over the 2(V − 1) pairs (i, v ≠ i) of mean_b −Σ_k q_i·log p_v
+ *   + w·(KoLeo(f_g1) + KoLeo(f_g2)) with koleoWeight w > 0: the KoLeo loss (train/dinov2/koleo.ts
+ *     koleoRef) of each global crop's B backbone CLS outputs
  *
  * Step (train_one_epoch order):
  *   g = ∂L/∂θ by Richardson-extrapolated central differences of the float64 loss,
@@ -33,6 +35,7 @@
  *   center ← cm·center + (1 − cm)·mean_rows(teacher outputs of this step)
  */
 import { bicubicWeights1d } from '../../models/interpolate.js';
+import { koleoRef } from '../../train/dinov2/koleo.js';
 
 /** The architecture of the tiny model (the TrainConfig fields the forward needs). */
 export interface RefModelConfig {
@@ -330,6 +333,8 @@ export interface RefHyper {
   adamEps?: number;
   /** Finite-difference step h of the Richardson pair (h, h/2) (default 1e-5). */
   fdStep?: number;
+  /** Weight of the KoLeo term on the global crops' backbone CLS outputs, one crop at a time (0: none). */
+  koleoWeight?: number;
 }
 
 /** What the reference step produced (the new state plus the intermediate values tests compare). */
@@ -370,9 +375,16 @@ function studentLoss(c: RefModelConfig, crops: RefCrops, teacherOut: Float64Arra
   const V = 2 + (crops.locals ? crops.localCrops : 0);
   const rows = V * crops.B;
   const lossOfOut = (out: Float64Array) => dinoLoss64(out, teacherOut, center, V, crops.B, c.outDim, h.studentTemp, h.teacherTemp);
+  // KoLeo of each global crop's B CLS features (rows 0..B−1 and B..2B−1): it depends on the
+  // backbone only, so the head parameters see it as a constant.
+  const D = c.embedDim;
+  const B = crops.B;
+  const koleo = (feats: Float64Array) =>
+    h.koleoWeight ? h.koleoWeight * (koleoRef(feats.subarray(0, B * D), B, D).loss + koleoRef(feats.subarray(B * D, 2 * B * D), B, D).loss) : 0;
+  const lossOfFeats = (p: RefParams, feats: Float64Array) => lossOfOut(headForwardRef(p, c, feats, rows)) + koleo(feats);
   return {
-    full: (p: RefParams) => lossOfOut(headForwardRef(p, c, multiCropFeaturesRef(p, c, crops), rows)),
-    fromFeatures: (p: RefParams, feats: Float64Array) => lossOfOut(headForwardRef(p, c, feats, rows)),
+    full: (p: RefParams) => lossOfFeats(p, multiCropFeaturesRef(p, c, crops)),
+    fromFeatures: lossOfFeats,
   };
 }
 

@@ -14,12 +14,13 @@ import { CPU_DEFAULT_CONFIG, DINO_DEFAULTS, resolveConfig } from '../../train/tr
 const parse = (...args: string[]) => parseOptions(train.options, args, '/work');
 
 describe('webdino train options', () => {
-  it('no options: the CPU default (teacher 0.02, no brightness/contrast jitter, patch 8)', () => {
+  it('no options: the CPU default (teacher 0.02, no brightness/contrast jitter, no KoLeo, patch 8)', () => {
     const c = trainConfig(parse());
     expect(c).toEqual(CPU_DEFAULT_CONFIG);
     const r = resolveConfig(c);
     expect([r.arch, r.embedDim, r.patchSize, r.teacherTemp, r.warmupTeacherTemp]).toEqual(['custom', 64, 8, 0.02, 0.02]);
     expect(r.augment).toEqual({ brightness: 0, contrast: 0 });
+    expect(r.koleoWeight).toBe(0);
     // Targets that neither flatten nor collapse on real images, and a run length independent of the data.
     expect([r.useBnInHead, r.centering, r.outDim, r.epochLength, r.epochs]).toEqual([true, 'sinkhorn_knopp', 64, 156, 5]);
   });
@@ -50,6 +51,7 @@ describe('webdino train options', () => {
     expect(derived['teacher-temp']).toBe("0.02; with a named --arch, DINO's 0.04; --recipe dinov2: 0.02, with a named --arch 0.07");
     expect(derived['epoch-length']).toBe("156; with a named --arch, DINO's 0; --recipe dinov2: one pass over the data, with a named --arch 1250");
     expect(derived['batch-size']).toBe(`${CPU_DEFAULT_CONFIG.batchSize}; with a named --arch, DINO's ${DINO_DEFAULTS.batchSize}`);
+    expect(derived['koleo-weight']).toBe('0; --recipe dinov2: 0.1');
     expect(parse()['checkpoint-every']).toBe(100);
     expect(parse().out).toBe('/work/runs/dino');
   });
@@ -66,6 +68,15 @@ describe('webdino train options', () => {
     expect(checkResumeOptions(parse('--epochs', '10'), recorded, 156)).toEqual([
       '--epochs 10: the run is extended from 5 to 10 epochs; its cosine schedules now end at iteration 1560 instead of 780',
     ]);
+    // --koleo-weight is DINOv2's option that DINO's recipe takes too.
+    expect(checkResumeOptions(parse('--koleo-weight', '0'), recorded, 156)).toEqual([]);
+    expect(() => checkResumeOptions(parse('--koleo-weight', '0.5'), recorded, 156)).toThrow(/--koleo-weight 0\.5 \(the run has 0\)/);
+  });
+
+  it('--koleo-weight sets the KoLeo term of the DINO recipe (0, the default, leaves it out)', () => {
+    expect(recipeConfig(parse('--koleo-weight', '0.5'))).toEqual({ recipe: 'dino', config: { ...CPU_DEFAULT_CONFIG, koleoWeight: 0.5 } });
+    expect(resolveConfig(trainConfig(parse('--arch', 'vit_tiny', '--koleo-weight', '0.1'))).koleoWeight).toBe(0.1);
+    expect(resolveConfig(trainConfig(parse('--arch', 'vit_tiny'))).koleoWeight).toBe(0);
   });
 
   it('--recipe dinov2: its CPU default, its named-ViT default, options on top; its options need it', () => {

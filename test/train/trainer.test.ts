@@ -5,6 +5,8 @@
  *   freeze_last_layer, AdamW with per-tensor step counts, teacher EMA, center) of a tiny ViT equals
  *   the float64 reference of step-reference.ts, for a step in epoch 0 (last layer frozen) and one
  *   in epoch 1 (last layer trained, its own bias correction t = 1 while the rest is at t = 2);
+ *   and the same with DINOv2's KoLeo term added (koleoWeight 0.1, the gradient through the
+ *   backbone by finite differences of the float64 loss);
  * - a non-finite loss throws NonFiniteLossError and changes nothing: parameters, teacher, center,
  *   optimizer state, iteration (the center check caught the loss updating the center before the
  *   finiteness check; the trainer now restores it); in a run, the last checkpoint on disk stays
@@ -164,10 +166,16 @@ const TINY: Partial<TrainConfig> = {
   seed: 5,
 };
 
-describe.each(['cpu', 'gpu'] as const)('one DINO step equals the float64 reference (%s kernel variants)', (variants) => {
+// KoLeo (koleoWeight > 0) adds the regulariser of train/dinov2/koleo.ts on the global crops' CLS
+// outputs; with 3 images per crop the nearest neighbour is a real choice (with 2 it is the other row).
+describe.each([
+  ['cpu', 0],
+  ['gpu', 0],
+  ['cpu', 0.1],
+] as const)('one DINO step equals the float64 reference (%s kernel variants, KoLeo weight %s)', (variants, koleoWeight) => {
   it('epoch 0 (last layer frozen), then epoch 1 (last layer trained)', async () => {
     const wd = await getEngine(variants);
-    const tr = new DinoTrainer(wd, TINY);
+    const tr = new DinoTrainer(wd, { ...TINY, koleoWeight });
     const c = tr.config;
     tr.setItersPerEpoch(1); // iteration 0 is epoch 0, iteration 1 is epoch 1
     const model: RefModelConfig = c;
@@ -176,7 +184,7 @@ describe.each(['cpu', 'gpu'] as const)('one DINO step equals the float64 referen
     const nTrainable = tr.studentParams.entries().reduce((a, [n, t]) => a + (trainable.has(n) ? t.size : 0), 0);
     expect(nTrainable).toBeLessThan(5000);
     const sched = dinoSchedules({ ...c, itersPerEpoch: 1 });
-    const B = 2;
+    const B = koleoWeight > 0 ? 3 : 2;
     try {
       for (const it of [0, 1]) {
         const crops: RefCrops = {
@@ -208,6 +216,7 @@ describe.each(['cpu', 'gpu'] as const)('one DINO step equals the float64 referen
           centerMomentum: c.centerMomentum,
           clipGrad: c.clipGrad,
           freezeLastLayer: frozen,
+          koleoWeight,
         };
         // The reference starts from the trainer's state before this step (so each step is checked on its own).
         const ref = referenceStep(before, model, crops, h, (n) => trainable.has(n));
