@@ -48,7 +48,7 @@ export interface DeviceOptions {
    * (kernels/common.ts `rowConsts`): on CPU drivers 'serial' for rows of up to 4096 elements when
    * there are at least 64 of them, else 'subgroup' when the adapter has subgroups of at least 8
    * lanes (barriers cost more than they save there); on GPUs 'workgroup-subgroup' with subgroups,
-   * else 'workgroup'. Measurements: bench/lab/row-kernels.md. Forcing a layout the adapter cannot
+   * else 'workgroup'. Measurements: bench/lab/row-probe.ts (figures: bench/lab/memory-bound.md). Forcing a layout the adapter cannot
    * run throws.
    */
   rowLayout?: RowLayout | 'auto';
@@ -305,7 +305,7 @@ export class Device {
 
   /**
    * The row layout for rows×D rows (DeviceOptions.rowLayout): the forced one, or the 'auto' rule.
-   * The CPU rule is measured (bench/lab/row-kernels.md); the GPU one is the usual practice
+   * The CPU rule is measured (bench/lab/row-probe.ts (figures: bench/lab/memory-bound.md)); the GPU one is the usual practice
    * (subgroup reductions, then workgroup memory), not measured here.
    */
   rowLayoutFor(rows: number, D: number): RowLayout {

@@ -88,7 +88,7 @@ export function f32Lit(x: number): string {
 //   the subgroup's index), as every Vulkan, Metal and D3D12 driver lays them out.
 // Which one runs is the device's choice for the row shape (Device.rowLayoutFor: per variant family
 // and row length; tests force each layout in turn). Why these four and what each costs:
-// bench/lab/row-kernels.md.
+// bench/lab/row-probe.ts (figures: bench/lab/memory-bound.md).
 //
 // Vector width: when D % 4 == 0 the row data are bound as array<vec4<f32>> and a row is D/4 vec4
 // elements (VEC = 4); otherwise f32 (VEC = 1). The body is written over the alias `T` (f32 or
@@ -134,7 +134,7 @@ export const ROW_CACHE_MAX = 16;
  * most ROW_CACHE_MAX T elements in the 'serial' layout get a register cache of the next power of
  * two of their length, so at most log₂ ROW_CACHE_MAX + 1 pipelines per kernel, whatever D. (The
  * cache made the serial LayerNorm ~1.5× faster at D = 64 and the subgroup one slower at
- * D = 384: bench/lab/row-kernels.md.)
+ * D = 384: bench/lab/row-probe.ts (figures: bench/lab/memory-bound.md).)
  */
 export function rowConsts(dev: Pick<Device, 'rowLayoutFor'>, rows: number, D: number, cacheable = false): RowConsts {
   const layout = dev.rowLayoutFor(rows, D);

@@ -27,7 +27,7 @@
  * index arithmetic) or `flat4` (flat with a multiple of 4 elements: each invocation loads and
  * stores one vec4 per operand and applies the op to its 4 components; on lavapipe every storage
  * access costs a per-lane sequence, so a vec4 access costs about what a scalar one does: ~3× the
- * throughput of `flat`, bench/lab/row-kernels.md). One pipeline per (op, arity, shape kind, rank):
+ * throughput of `flat`, bench/lab/row-probe.ts (figures: bench/lab/memory-bound.md)). One pipeline per (op, arity, shape kind, rank):
  * shapes never enter the source. Outputs are new contiguous tensors.
  */
 import { Uniforms } from '../engine/device.js';

@@ -19,7 +19,7 @@
  * - Two passes over the row: an online max and sum (kernels/common.ts `rowMaxSumExpWgsl`: 4
  *   elements per step, one rescale of the running sum per step, sums blocked so K = 65 536-long
  *   rows stay accurate to ~1e-7 relative), then the write. The exps are the cost on a CPU driver
- *   (~2.25 per element here; bench/lab/row-kernels.md has the three-pass variants that lost).
+ *   (~2.25 per element here, measured with bench/lab/row-probe.ts).
  * - Rows are independent; the input is read through `dense()` (views are copied first); the output
  *   is a new contiguous tensor. The backward saves only the output y (and τ).
  *
