@@ -143,6 +143,26 @@ function tileDots(t: KmeansCpuTile, sg: number, aRow: (e: string) => string, bRo
 }
 
 /**
+ * WGSL: the final argmin of one point row `m0 + local` over the `width` partial (value, index)
+ * pairs its lanes left in workgroup memory rv/ri (slots local·width …), ties to the lower index,
+ * written to OI/OD. Shared by both assign kernels.
+ */
+function rowArgminWgsl(local: string, width: number): string {
+  return `let row = m0 + ${local};
+    if (row < u.n) {
+      var v = rv[${local} * ${width}u];
+      var i = ri[${local} * ${width}u];
+      for (var l = 1u; l < ${width}u; l++) {
+        let w = rv[${local} * ${width}u + l];
+        let j = ri[${local} * ${width}u + l];
+        if (w < v || (w == v && j < i)) { v = w; i = j; }
+      }
+      OI[row] = i;
+      OD[row] = v;
+    }`;
+}
+
+/**
  * WGSL of the 'cpu' assign kernel (see the file header). Bindings: OI (u32 argmin), OD (partial
  * distance p), A = points, B = centroids, CN. Pure function of the tile and `sg`.
  */
@@ -186,18 +206,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   ${rows.map((r) => `rv[${r * W}u + lane] = bv${r}; ri[${r * W}u + lane] = bi${r};`).join('\n  ')}
   workgroupBarrier();
   for (var r = lane; r < ${TM}u; r += ${W}u) {
-    let row = m0 + r;
-    if (row < u.n) {
-      var v = rv[r * ${W}u];
-      var i = ri[r * ${W}u];
-      for (var l = 1u; l < ${W}u; l++) {
-        let w = rv[r * ${W}u + l];
-        let j = ri[r * ${W}u + l];
-        if (w < v || (w == v && j < i)) { v = w; i = j; }
-      }
-      OI[row] = i;
-      OD[row] = v;
-    }
+    ${rowArgminWgsl('r', W)}
   }
 }`;
 }
@@ -265,18 +274,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   workgroupBarrier();
   if (tid < ${BM}u) {
-    let row = m0 + tid;
-    if (row < u.n) {
-      var v = rv[tid * ${T}u];
-      var i = ri[tid * ${T}u];
-      for (var l = 1u; l < ${T}u; l++) {
-        let w = rv[tid * ${T}u + l];
-        let j = ri[tid * ${T}u + l];
-        if (w < v || (w == v && j < i)) { v = w; i = j; }
-      }
-      OI[row] = i;
-      OD[row] = v;
-    }
+    ${rowArgminWgsl('tid', T)}
   }
 }`;
 }
