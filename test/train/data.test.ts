@@ -14,12 +14,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { decodeImage, encodePng } from '../../models/io/image.js';
 import { openCifar } from '../../train/data/cifar-node.js';
-import { Cifar, type Dataset, ReaderFailedError, type Sample, SampleReadError } from '../../train/data/dataset.js';
+import { Cifar, type Dataset, isGreyscale, ReaderFailedError, type Sample, SampleReadError } from '../../train/data/dataset.js';
 import { openImageFolder, scanImageFolder } from '../../train/data/image-folder-node.js';
 import { type Batch, DataLoader } from '../../train/data/loader.js';
 import { DecodePool } from '../../train/data/loader-node.js';
 import { renderSampleGrid, SHAPE_CLASSES, SyntheticShapes } from '../../train/data/synthetic.js';
-import { openDataset } from '../../train/data/open-node.js';
+import { heldOutSpec, openDataset } from '../../train/data/open-node.js';
 
 const tmpRoots: string[] = [];
 function tempDir(): string {
@@ -626,6 +626,14 @@ describe('CIFAR', () => {
     const test = openCifar(dir, { split: 'test' });
     expect(test.length).toBe(4);
     expect([0, 1, 2, 3].map((i) => test.getSync(i).label)).toEqual([9, 8, 7, 6]);
+    // The held-out split of a CIFAR training spec is its test batch (webdino train evaluates on it).
+    const parent = join(dir, '..');
+    expect(heldOutSpec(parent)).toBe(`cifar10:${parent}:test`);
+    expect(heldOutSpec(`cifar10:${dir}`)).toBe(`cifar10:${dir}:test`);
+    expect(heldOutSpec(`cifar10:${dir}:test`)).toBeNull();
+    expect(openDataset(heldOutSpec(parent)!, { defaultSplit: 'train' }).length).toBe(4);
+    rmSync(join(dir, 'test_batch.bin'));
+    expect(heldOutSpec(parent)).toBeNull();
   });
 
   it('reads CIFAR-100 fine and coarse labels, class names from the archive when present', () => {
@@ -655,5 +663,31 @@ describe('CIFAR', () => {
     expect(() => new Cifar({ variant: 'cifar10', files: [{ name: 'z.bin', bytes: asTen }] })).toThrow(/fits cifar100 records: wrong variant/);
     const badLabel = cifarRecords(2, () => [10]);
     expect(() => new Cifar({ variant: 'cifar10', files: [{ name: 'w.bin', bytes: badLabel }] })).toThrow(/label 10, expected < 10/);
+  });
+});
+
+describe('isGreyscale', () => {
+  /** A dataset of 1×2 images whose pixel bytes are given; `bad` indices cannot be read. */
+  function pixels(images: number[][], bad: number[] = []): Dataset {
+    return {
+      numClasses: 1,
+      classNames: ['a'],
+      length: images.length,
+      get: async (i) => {
+        if (bad.includes(i)) throw new SampleReadError(`img${i}`, 'corrupt');
+        return { image: { width: 2, height: 1, data: Uint8Array.from(images[i]) }, label: 0 };
+      },
+    };
+  }
+  it('is true when every sampled pixel has R = G = B, false at the first coloured pixel', async () => {
+    expect(await isGreyscale(pixels([[0, 0, 0, 9, 9, 9], [200, 200, 200, 255, 255, 255]]))).toBe(true);
+    expect(await isGreyscale(pixels([[0, 0, 0, 9, 9, 9], [200, 200, 200, 255, 255, 254]]))).toBe(false);
+    expect(await isGreyscale(pixels([[0, 1, 0, 9, 9, 9]]))).toBe(false);
+    // Unreadable samples are passed over; none readable is not grey.
+    expect(await isGreyscale(pixels([[1, 1, 1, 2, 2, 2], [0, 9, 0, 0, 0, 0]], [1]))).toBe(true);
+    expect(await isGreyscale(pixels([[1, 1, 1, 2, 2, 2]], [0]))).toBe(false);
+  });
+  it('calls the embedded shapes coloured', async () => {
+    expect(await isGreyscale(new SyntheticShapes({ length: 50 }))).toBe(false);
   });
 });

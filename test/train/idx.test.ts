@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { findIdxFiles, idxBytes, IdxDataset, openIdx, parseIdx } from '../../train/data/idx-node.js';
 import { heldOutSpec, openDataset } from '../../train/data/open-node.js';
+import { isGreyscale } from '../../train/data/dataset.js';
 
 const roots: string[] = [];
 function tempDir(): string {
@@ -80,6 +81,8 @@ describe('IDX', () => {
     expect(openDataset(dir, { defaultSplit: 'train' }).length).toBe(4);
     expect(openDataset(dir, { defaultSplit: 'val' }).length).toBe(2);
     expect(heldOutSpec(dir)).toBe(dir);
+    // IDX images are grey (webdino train's CPU default adapts its augmentation to that).
+    expect(await isGreyscale(test)).toBe(true);
   });
 
   it("accepts 'test-' and the dotted names; a folder without t10k files has no held-out split", () => {

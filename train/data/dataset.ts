@@ -70,6 +70,30 @@ export function evenlySpaced(ds: Dataset, n: number): Dataset {
 }
 
 /**
+ * Whether the images carry no colour: every pixel of `samples` evenly spaced images has R = G = B
+ * (MNIST, Fashion-MNIST, scans, X-rays; a grey PNG decodes to such RGB). One coloured pixel in the
+ * sampled images is enough to say no. Samples that cannot be read are passed over; a dataset none of
+ * whose sampled images can be read is not called grey.
+ */
+export async function isGreyscale(ds: Dataset, samples = 32): Promise<boolean> {
+  const view = evenlySpaced(ds, samples);
+  let seen = 0;
+  for (let i = 0; i < view.length; i++) {
+    let image: RgbImage;
+    try {
+      image = (await view.get(i)).image;
+    } catch (e) {
+      if (e instanceof SampleReadError) continue;
+      throw e;
+    }
+    const d = image.data;
+    for (let p = 0; p < d.length; p += 3) if (d[p] !== d[p + 1] || d[p] !== d[p + 2]) return false;
+    seen++;
+  }
+  return seen > 0;
+}
+
+/**
  * `evaluated` with its labels renumbered to `reference`'s classes by name, so that label k means
  * the same class in both (two ImageFolders number their own sorted class folders: a held-out
  * folder missing one class would shift every label after it). Returns `evaluated` itself when the

@@ -11,7 +11,7 @@
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
-import type { Dataset } from './dataset.js';
+import { cifarFileNames, type CifarVariant, type Dataset } from './dataset.js';
 import { SyntheticShapes } from './synthetic.js';
 import { openImageFolder } from './image-folder-node.js';
 import { openCifar } from './cifar-node.js';
@@ -76,11 +76,23 @@ export function openDataset(spec: string, opts: OpenDatasetOptions): Dataset {
 
 /**
  * The held-out split that belongs to a training spec, or null when it has none: 'synthetic[-scene]'
- * → its ':val' split, an IDX folder → its t10k files (when present). Image folders carry no split.
+ * → its ':val' split, an IDX folder → its t10k files, a CIFAR folder → its test batch (when
+ * present). Image folders carry no split.
  */
 export function heldOutSpec(spec: string): string | null {
   const m = /^(synthetic(?:-scene)?)(?::(?:train|val))?$/.exec(spec);
   if (m) return `${m[1]}:val`;
-  if (existsSync(spec) && statSync(spec).isDirectory() && looksLikeIdx(spec) && hasIdxTestSplit(spec)) return spec;
+  const cm = CIFAR_SPEC.exec(spec);
+  if (cm) return cm[3] !== 'test' && hasCifarTestSplit(cm[2], cm[1] as CifarVariant) ? `${cm[1]}:${cm[2]}:test` : null;
+  if (!existsSync(spec) || !statSync(spec).isDirectory()) return null;
+  const cifar = looksLikeCifar(spec);
+  if (cifar) return hasCifarTestSplit(spec, cifar) ? `${cifar}:${spec}:test` : null;
+  if (looksLikeIdx(spec) && hasIdxTestSplit(spec)) return spec;
   return null;
+}
+
+/** Whether a CIFAR folder (or its unpacked archive sub-folder) holds the test split's file. */
+function hasCifarTestSplit(dir: string, variant: CifarVariant): boolean {
+  const sub = variant === 'cifar10' ? 'cifar-10-batches-bin' : 'cifar-100-binary';
+  return cifarFileNames(variant, 'test').every((n) => existsSync(join(dir, n)) || existsSync(join(dir, sub, n)));
 }
