@@ -55,7 +55,7 @@ export { decodeImage, encodePng, ImageDecodeError } from './models/io/image.js';
 export type { RgbImage } from './models/io/image.js';
 
 // DINO training and evaluation (browser-safe; the Node-only run loop is `webdino train`).
-export { DinoTrainer, DINO_DEFAULTS, CPU_DEFAULT_CONFIG, NonFiniteLossError, resolveConfig } from './train/trainer.js';
+export { DinoTrainer, DINO_DEFAULTS, CPU_DEFAULT_CONFIG, CPU_GREY_IMAGE_CONFIG, cpuDefaultConfig, NonFiniteLossError, resolveConfig } from './train/trainer.js';
 export type { TrainConfig, StepResult } from './train/trainer.js';
 export { DinoLoss, sinkhornKnopp } from './train/loss.js';
 export { cosineScheduler, teacherTempSchedule, dinoSchedules } from './train/schedules.js';
@@ -75,6 +75,7 @@ export {
 export { SyntheticShapes, SHAPE_CLASSES } from './train/data/synthetic.js';
 export { DataLoader } from './train/data/loader.js';
 export type { Dataset, Sample } from './train/data/dataset.js';
+export { isGreyscale } from './train/data/dataset.js';
 export { knnClassify, extractFeatures } from './eval/knn.js';
 export { datasetFeatures } from './eval/features.js';
 export { evaluateSegmentation, datasetSegmentationSource, clsAttention } from './eval/segment.js';

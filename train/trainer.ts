@@ -158,9 +158,10 @@ export const DINO_DEFAULTS: TrainConfig = {
  * - No brightness or contrast jitter (saturation 0.2 and hue 0.1 stay): with it, a model this
  *   small cannot yet predict the teacher across differently lit views, and uniform collapse follows
  *   within 75 steps even on plain grey shapes; without it the same run sharpens (measured).
- *   (With KoLeo 0.5, DINO's jitter and blur σ 0.1–0.5 px, Fashion-MNIST gains 11.5 points over
- *   initialisation instead of 3.75, but the embedded data falls to 28.7 % k-NN, below its 31.5 %
- *   at initialisation: bench/lab/real-data-probes.md. Not the default.)
+ *   On the coloured embedded data, with the jitter (and KoLeo 0.5, blur σ 0.1–0.5 px) k-NN falls to
+ *   28.7 %, below its 31.5 % at initialisation. Grey images are another matter: without the jitter
+ *   they get no photometric augmentation at all, and CPU_GREY_IMAGE_CONFIG puts it back for them
+ *   (bench/lab/real-data-probes.md).
  * - 5 epochs of 156 iterations (780 steps): one pass over the embedded 5000 training images per
  *   epoch, and the same length on any other data (epochLength), so a large set such as
  *   Fashion-MNIST (60 000 images, 1875 batches per pass) keeps the 15-minute budget and its
@@ -194,6 +195,30 @@ export const CPU_DEFAULT_CONFIG: Partial<TrainConfig> = {
   warmupTeacherTemp: 0.02,
   augment: { brightness: 0, contrast: 0 },
 };
+
+/**
+ * What the CPU default changes when the training images are grey (`isGreyscale`: every sampled
+ * pixel has R = G = B, as in MNIST, Fashion-MNIST, scans, X-rays). `webdino train` applies it on its
+ * own and says so; library users call `cpuDefaultConfig(await isGreyscale(dataset))`.
+ * - DINO's brightness and contrast jitter (0.4, 0.4) back on. On grey images saturation, hue and the
+ *   random grayscale do nothing, so CPU_DEFAULT_CONFIG's colour augmentation is none at all: two
+ *   crops of one image keep their intensity histogram and the student can match the teacher by it.
+ *   The reason CPU_DEFAULT_CONFIG leaves them out (targets that do not sharpen on the coloured
+ *   embedded data) does not hold with Sinkhorn-Knopp targets on grey sets (per-image entropy stays
+ *   near 2.4 of ln 64 on Fashion-MNIST).
+ * - Gaussian blur σ 0.1–0.5 px instead of DINO's 0.1–2.0: DINO's range is sized for 224 px crops;
+ *   σ = 2 px on a 32 px crop of a 28 px image removes most of the detail of a digit or a garment.
+ * Measured in bench/lab/real-data-probes.md ("grey images").
+ */
+export const CPU_GREY_IMAGE_CONFIG: Partial<TrainConfig> = {
+  augment: { brightness: 0.4, contrast: 0.4, blurSigma: [0.1, 0.5] },
+};
+
+/** The CPU default for training images that are grey (`isGreyscale`) or not. */
+export function cpuDefaultConfig(grey: boolean): Partial<TrainConfig> {
+  if (!grey) return CPU_DEFAULT_CONFIG;
+  return { ...CPU_DEFAULT_CONFIG, ...CPU_GREY_IMAGE_CONFIG, augment: { ...CPU_DEFAULT_CONFIG.augment, ...CPU_GREY_IMAGE_CONFIG.augment } };
+}
 
 /** The iterations per epoch of a run whose data loader gives `batchesPerPass` batches per pass. */
 export function itersPerEpochOf(config: Pick<TrainConfig, 'epochLength'>, batchesPerPass: number): number {

@@ -14,7 +14,8 @@
  * exits with 128 + the signal's number (130, 143, 129) and says how to resume.
  */
 import { join } from 'node:path';
-import { CPU_DEFAULT_CONFIG, DINO_DEFAULTS, NonFiniteLossError, resolveConfig, type TrainConfig } from '../../train/trainer.js';
+import { CPU_DEFAULT_CONFIG, CPU_GREY_IMAGE_CONFIG, cpuDefaultConfig, DINO_DEFAULTS, NonFiniteLossError, resolveConfig, type TrainConfig } from '../../train/trainer.js';
+import { isGreyscale } from '../../train/data/dataset.js';
 import { type DinoV2Config, DINOV2_CPU_DEFAULT_CONFIG, DINOV2_DEFAULTS, resolveDinoV2Config } from '../../train/dinov2-trainer.js';
 import { DINOV2_CHECKPOINT_FORMAT } from '../../train/checkpoint.js';
 import { runTraining } from '../../train/run-node.js';
@@ -197,11 +198,12 @@ function applyV2Options(base: Partial<DinoV2Config>, v: ConfigValues & V2Values)
 export type RecipeRequest = { recipe: 'dino'; config: Partial<TrainConfig> } | { recipe: 'dinov2'; config: Partial<DinoV2Config> };
 
 /** The TrainConfig of the parsed `webdino train` options for DINO's recipe (exported for tests). */
-export function trainConfig(v: ConfigValues & Partial<Pick<V2Values, keyof typeof V1_FROM_V2>>): Partial<TrainConfig> {
+export function trainConfig(v: ConfigValues & Partial<Pick<V2Values, keyof typeof V1_FROM_V2>>, data: { grey?: boolean } = {}): Partial<TrainConfig> {
   // A named ViT trains with DINO's own recipe (K 65536, τt 0.04, full colour jitter, 224/96 px
   // crops, ...); without --arch (or with custom) the small CPU default applies, whose departures
-  // from DINO are for a tiny model in a 15-minute run (see CPU_DEFAULT_CONFIG).
-  const base: Partial<TrainConfig> = v.arch !== undefined && v.arch !== 'custom' ? { ...DINO_DEFAULTS } : { ...CPU_DEFAULT_CONFIG };
+  // from DINO are for a tiny model in a 15-minute run (see CPU_DEFAULT_CONFIG), with the grey-image
+  // changes when the training images are grey (CPU_GREY_IMAGE_CONFIG).
+  const base: Partial<TrainConfig> = usesCpuDefault(v) ? { ...cpuDefaultConfig(data.grey ?? false) } : { ...DINO_DEFAULTS };
   const c = { ...base, ...givenConfig(v) };
   for (const [option, key] of Object.entries(V1_FROM_V2)) {
     const val = v[option as keyof typeof V1_FROM_V2];
@@ -209,6 +211,11 @@ export function trainConfig(v: ConfigValues & Partial<Pick<V2Values, keyof typeo
   }
   checkArch(v, c);
   return c;
+}
+
+/** Whether the run starts from the CPU default (no named --arch), which adapts to grey images. */
+export function usesCpuDefault(v: Pick<ConfigValues, 'arch'>): boolean {
+  return v.arch === undefined || v.arch === 'custom';
 }
 
 /** The DinoV2Config of the parsed options for `--recipe dinov2` (exported for tests). */
@@ -387,7 +394,14 @@ export const train = defineCommand({
       recipe = was;
       for (const note of checkResumeOptions(v, state.meta.config, state.meta.itersPerEpoch, recipe)) io.out(note);
     }
-    const built = recipeConfig({ ...v, recipe });
+    let built = recipeConfig({ ...v, recipe });
+    // DINO's CPU default adapts its augmentation to grey images (CPU_GREY_IMAGE_CONFIG). A resumed
+    // run keeps its checkpoint's config, so this is decided once, when the run starts.
+    if (built.recipe === 'dino' && usesCpuDefault(v) && !resuming(state, v.resume) && (await isGreyscale(dataset))) {
+      built = { recipe: 'dino', config: trainConfig(v, { grey: true }) };
+      const g = CPU_GREY_IMAGE_CONFIG.augment!;
+      io.out(`data: grey images: the CPU default adds brightness/contrast jitter ${g.brightness}/${g.contrast} and blurs σ ${g.blurSigma!.join('–')} px (see CPU_GREY_IMAGE_CONFIG)`);
+    }
     // A resumed run's config is its checkpoint's; only a given --epochs applies (runTraining reads
     // just that). Passing the recipe's whole default here would silently reset a run started with
     // another --epochs to the default's.

@@ -18,7 +18,8 @@ import { parseOptions } from '../../bin/options.js';
 import { idxBytes, openIdx } from '../../train/data/idx-node.js';
 import { knnEvaluator } from '../../train/eval-hooks-node.js';
 import { compareToInit, parseMetrics } from '../../train/report.js';
-import { DinoTrainer } from '../../train/trainer.js';
+import { DinoTrainer, type TrainConfig } from '../../train/trainer.js';
+import { inspectRunFolder } from '../../train/run-folder-node.js';
 import { DinoV2Trainer } from '../../train/dinov2-trainer.js';
 import { webdino } from '../eval/cli.js';
 import { getEngine } from '../helpers.js';
@@ -75,6 +76,10 @@ describe('webdino train says whether it learned', () => {
     const r = await webdino('train', '--data', data, '--out', out, ...TINY);
     expect(r.err).not.toMatch(/Error/);
     expect(r.code).toBe(0);
+    // IDX images are grey: the CPU default says it adapts its augmentation, and the run records it.
+    expect(r.out).toContain('data: grey images: the CPU default adds brightness/contrast jitter 0.4/0.4 and blurs σ 0.1–0.5 px');
+    const state = inspectRunFolder(out);
+    expect(state.kind === 'finished' && (state.meta.config as TrainConfig).augment).toEqual({ brightness: 0.4, contrast: 0.4, blurSigma: [0.1, 0.5] });
     const m = /k-NN top-1 \(k = 20\) on the held-out split: ([\d.]+) % trained teacher vs ([\d.]+) % at initialisation \(([+-][\d.]+) points\)/.exec(r.out);
     expect(m, r.out).not.toBeNull();
     const [trained, init, diff] = [Number(m![1]), Number(m![2]), Number(m![3])];
@@ -94,7 +99,7 @@ describe('webdino train says whether it learned', () => {
     // The baseline is the architecture as initialised from the same seed: an independent trainer
     // of the same config, never stepped, gives the same k-NN figure.
     const wd = await getEngine();
-    const fresh = new DinoTrainer(wd, trainConfig(parseOptions(train.options, ['--embed-dim', '16', '--depth', '1', '--heads', '2', '--out-dim', '32', '--batch-size', '12', '--epochs', '2', '--epoch-length', '0', '--local-crops', '2', '--seed', '3'], '/work')));
+    const fresh = new DinoTrainer(wd, trainConfig(parseOptions(train.options, ['--embed-dim', '16', '--depth', '1', '--heads', '2', '--out-dim', '32', '--batch-size', '12', '--epochs', '2', '--epoch-length', '0', '--local-crops', '2', '--seed', '3'], '/work'), { grey: true }));
     try {
       const knn = knnEvaluator(wd, { train: openIdx(data, 'train'), val: openIdx(data, 'test') });
       expect((await knn(fresh)).knn_top1).toBe(metrics.evals[0]!.knn_top1);
@@ -105,6 +110,7 @@ describe('webdino train says whether it learned', () => {
     // Resumed with a longer schedule: no new baseline is computed, the original one is printed.
     const r2 = await webdino('train', '--data', data, '--out', out, '--resume', '--epochs', '3');
     expect(r2.code).toBe(0);
+    expect(r2.out).not.toContain('grey images'); // the checkpoint's config applies, decided once
     expect(r2.out).toContain(`vs ${init.toFixed(1)} % at initialisation`);
     const evals2 = parseMetrics(readFileSync(join(out, 'metrics.jsonl'), 'utf8')).evals.map((e) => e.iteration);
     expect(evals2).toEqual([0, 6, 9]);

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { checkResumeOptions, recipeConfig, train, trainConfig } from '../../bin/commands/train.js';
 import { DINOV2_CPU_DEFAULT_CONFIG, DINOV2_DEFAULTS, resolveDinoV2Config } from '../../train/dinov2-trainer.js';
 import { parseOptions } from '../../bin/options.js';
-import { CPU_DEFAULT_CONFIG, DINO_DEFAULTS, resolveConfig } from '../../train/trainer.js';
+import { CPU_DEFAULT_CONFIG, cpuDefaultConfig, DINO_DEFAULTS, resolveConfig } from '../../train/trainer.js';
 
 const parse = (...args: string[]) => parseOptions(train.options, args, '/work');
 
@@ -23,6 +23,18 @@ describe('webdino train options', () => {
     expect(r.koleoWeight).toBe(0);
     // Targets that neither flatten nor collapse on real images, and a run length independent of the data.
     expect([r.useBnInHead, r.centering, r.outDim, r.epochLength, r.epochs]).toEqual([true, 'sinkhorn_knopp', 64, 156, 5]);
+  });
+
+  it('grey training images: the CPU default adds brightness/contrast jitter and a blur sized to 32 px crops, nothing else', () => {
+    const grey = resolveConfig(trainConfig(parse(), { grey: true }));
+    expect(grey.augment).toEqual({ brightness: 0.4, contrast: 0.4, blurSigma: [0.1, 0.5] });
+    const colour = resolveConfig(trainConfig(parse()));
+    expect({ ...grey, augment: colour.augment }).toEqual(colour);
+    expect(trainConfig(parse(), { grey: true })).toEqual(cpuDefaultConfig(true));
+    expect(cpuDefaultConfig(false)).toEqual(CPU_DEFAULT_CONFIG);
+    // Options still apply on top; a named ViT keeps DINO's own recipe whatever the data.
+    expect(resolveConfig(trainConfig(parse('--koleo-weight', '0.3'), { grey: true })).koleoWeight).toBe(0.3);
+    expect(resolveConfig(trainConfig(parse('--arch', 'vit_tiny'), { grey: true })).augment).toEqual({});
   });
 
   it("a named ViT brings DINO's recipe, not the CPU departures", () => {
