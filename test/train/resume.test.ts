@@ -28,7 +28,7 @@ import { parseSafetensorsWithMetadata, writeSafetensors } from '../../models/io/
 import { readCheckpointMeta } from '../../train/checkpoint.js';
 import { SyntheticShapes } from '../../train/data/synthetic.js';
 import { runTraining, type RunOptions } from '../../train/run-node.js';
-import type { TrainConfig } from '../../train/trainer.js';
+import { CPU_GREY_IMAGE_CONFIG, type TrainConfig } from '../../train/trainer.js';
 import { getEngine } from '../helpers.js';
 
 const tmpRoots: string[] = [];
@@ -146,11 +146,20 @@ describe('resume', () => {
     expect(altered.losses.get(4), 'a different drop-path state changes the loss').not.toBe(full.losses.get(4));
   });
 
-  it('BatchNorm in the head, Sinkhorn-Knopp targets, KoLeo, a fixed epoch length and an evaluation at initialisation: still bitwise', async () => {
+  it('BatchNorm in the head, Sinkhorn-Knopp targets, KoLeo, the grey-image augmentation, a fixed epoch length and an evaluation at initialisation: still bitwise', async () => {
     // 5 iterations per epoch (the data gives 6 batches per pass, so the loader's passes and the
     // schedule's epochs do not line up), 2 epochs. KoLeo at 0.1 (batch 4: each
-    // global crop's 4 CLS tokens).
-    const config: Partial<TrainConfig> = { ...CONFIG, useBnInHead: true, centering: 'sinkhorn_knopp', koleoWeight: 0.1, outDim: 16, epochLength: 5 };
+    // global crop's 4 CLS tokens). The CPU default's grey-image augmentation (brightness and
+    // contrast jitter, small blur) draws more per crop from the augmentation generator.
+    const config: Partial<TrainConfig> = {
+      ...CONFIG,
+      useBnInHead: true,
+      centering: 'sinkhorn_knopp',
+      koleoWeight: 0.1,
+      outDim: 16,
+      epochLength: 5,
+      augment: { ...CPU_GREY_IMAGE_CONFIG.augment },
+    };
     // An evaluation hook that reads the teacher (as k-NN does) at the start and every 3 iterations.
     const evaluate = async (t: { teacher: { namedParameters(): [string, { toArray(): Promise<Float32Array> }][] } }) => {
       const [, w] = t.teacher.namedParameters()[0]!;
