@@ -679,12 +679,15 @@ describe('isGreyscale', () => {
       },
     };
   }
-  it('is true when every sampled pixel has R = G = B, false at the first coloured pixel', async () => {
+  it('is true when every sampled pixel has R ≈ G ≈ B (3 levels by default), false at the first coloured pixel', async () => {
     expect(await isGreyscale(pixels([[0, 0, 0, 9, 9, 9], [200, 200, 200, 255, 255, 255]]))).toBe(true);
-    expect(await isGreyscale(pixels([[0, 0, 0, 9, 9, 9], [200, 200, 200, 255, 255, 254]]))).toBe(false);
-    expect(await isGreyscale(pixels([[0, 1, 0, 9, 9, 9]]))).toBe(false);
+    expect(await isGreyscale(pixels([[0, 0, 0, 9, 9, 9], [200, 200, 200, 255, 255, 254]]))).toBe(true); // JPEG rounding
+    expect(await isGreyscale(pixels([[0, 0, 0, 9, 9, 9], [200, 200, 200, 255, 255, 254]]), 32, 0)).toBe(false);
+    expect(await isGreyscale(pixels([[0, 0, 0, 9, 9, 9], [200, 200, 200, 255, 251, 255]]))).toBe(false);
+    expect(await isGreyscale(pixels([[0, 4, 0, 9, 9, 9]]))).toBe(false);
+    expect(await isGreyscale(pixels([[0, 0, 0, 9, 9, 13]]))).toBe(false);
     // Unreadable samples are passed over; none readable is not grey.
-    expect(await isGreyscale(pixels([[1, 1, 1, 2, 2, 2], [0, 9, 0, 0, 0, 0]], [1]))).toBe(true);
+    expect(await isGreyscale(pixels([[1, 1, 1, 2, 2, 2], [0, 90, 0, 0, 0, 0]], [1]))).toBe(true);
     expect(await isGreyscale(pixels([[1, 1, 1, 2, 2, 2]], [0]))).toBe(false);
   });
   it('calls the embedded shapes coloured', async () => {

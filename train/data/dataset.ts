@@ -70,12 +70,13 @@ export function evenlySpaced(ds: Dataset, n: number): Dataset {
 }
 
 /**
- * Whether the images carry no colour: every pixel of `samples` evenly spaced images has R = G = B
- * (MNIST, Fashion-MNIST, scans, X-rays; a grey PNG decodes to such RGB). One coloured pixel in the
- * sampled images is enough to say no. Samples that cannot be read are passed over; a dataset none of
- * whose sampled images can be read is not called grey.
+ * Whether the images carry no colour: in every pixel of `samples` evenly spaced images, R, G and B
+ * differ by at most `tolerance` levels (MNIST, Fashion-MNIST, scans, X-rays; a grey PNG decodes to
+ * R = G = B, a grey photo saved as a colour JPEG to within a level or two of it). One coloured pixel
+ * in the sampled images is enough to say no. Samples that cannot be read are passed over; a dataset
+ * none of whose sampled images can be read is not called grey.
  */
-export async function isGreyscale(ds: Dataset, samples = 32): Promise<boolean> {
+export async function isGreyscale(ds: Dataset, samples = 32, tolerance = 3): Promise<boolean> {
   const view = evenlySpaced(ds, samples);
   let seen = 0;
   for (let i = 0; i < view.length; i++) {
@@ -87,7 +88,9 @@ export async function isGreyscale(ds: Dataset, samples = 32): Promise<boolean> {
       throw e;
     }
     const d = image.data;
-    for (let p = 0; p < d.length; p += 3) if (d[p] !== d[p + 1] || d[p] !== d[p + 2]) return false;
+    for (let p = 0; p < d.length; p += 3) {
+      if (Math.abs(d[p] - d[p + 1]) > tolerance || Math.abs(d[p] - d[p + 2]) > tolerance || Math.abs(d[p + 1] - d[p + 2]) > tolerance) return false;
+    }
     seen++;
   }
   return seen > 0;
