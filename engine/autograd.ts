@@ -215,10 +215,17 @@ export function backward(root: Tensor, grad?: Tensor): void {
             `internal: backward of '${node.name}' gave a gradient of shape [${gx.shape.join(', ')}] for an input of shape [${x.shape.join(', ')}]`,
           );
         }
+        // A gradient has its input's dtype (as in PyTorch): the gradient of an f16 activation is
+        // stored in f16, that of an f32 master weight read through a cast in f32. A rule whose
+        // kernels computed it in the other dtype (an f16 operand of an f32 op) is converted here.
+        // The rule's own tensor is then freed by the disposal loop below (it is not stored).
+        const converted = gx.dtype !== x.dtype ? gx.cast(x.dtype) : null;
+        if (converted) gx = converted;
         const prev = grads.get(x);
         if (prev) {
           grads.set(x, prev.add(gx));
           prev.dispose();
+          converted?.dispose();
         } else {
           if (owned.has(gx) || gx === grad) gx = gx.clone();
           grads.set(x, gx);
