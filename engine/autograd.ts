@@ -15,6 +15,8 @@
  *
  * Invariants
  * - Leaf gradients accumulate with += across `backward()` calls until `zeroGrad`.
+ * - A gradient has its tensor's dtype (f16 for an f16 activation, f32 for an f32 parameter read
+ *   through a cast): a rule whose kernels gave the other dtype is converted before it is stored.
  * - A graph is used once: after its backward every node is released (closure dropped, saved
  *   tensors freed), and a second backward through it throws, as in PyTorch. A node is also
  *   released when its output is disposed, and its saved tensors are freed at once when nothing

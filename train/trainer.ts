@@ -10,6 +10,11 @@
  *   teacher ← m·teacher + (1 − m)·student  (one fused dispatch per arena chunk)
  *   center ← 0.9·center + 0.1·mean(teacher_out)                 (inside the loss)
  *
+ * Mixed precision (`precision: 'f16'`, as DINO's --use_fp16): the models' Linear layers compute in
+ * f16 with f32 accumulation (models/nn.ts `Precision`), the loss is f32; backward runs on loss·S,
+ * the gradients are unscaled and checked, and an overflow skips the rest of the step (clip, AdamW,
+ * EMA) with the center restored, halving S (engine/loss-scale.ts). One more readback (the norm).
+ *
  * Schedules are precomputed per iteration (train/schedules.ts). Student and teacher parameters live
  * in two parameter arenas of the same layout, so AdamW, clipping and the EMA each touch every
  * tensor in one dispatch per chunk; the only readback in a step is the loss (one float).
