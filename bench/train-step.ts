@@ -1,7 +1,9 @@
 /**
  * The DINO training step as a benchmark case (`webdino bench --only train`): one
  * `DinoTrainer.step` on fixed random crops (augmentation excluded: it is timed by its own kernels),
- * at the CPU default config and at ViT-S/16.
+ * at the CPU default config (f32, and mixed precision f16 where the adapter has shader-f16) and at
+ * ViT-S/16. A mixed-precision step repeated on the same crops may be a skipped one (gradient
+ * overflow at the initial loss scale: no AdamW or EMA), which is a little cheaper.
  *
  * What a row reports
  * - ms: the median wall time of a step (the step reads the loss back once, so the GPU idles during
@@ -63,6 +65,8 @@ export function stepConfigs(quick: boolean): StepConfig[] {
   }
   return [
     { label: 'CPU default: d64 L4 p8, 2x32+6x16 px, B32', config: { ...CPU_DEFAULT_CONFIG } },
+    // Mixed precision (--precision f16): on lavapipe ~1.7x slower than f32 (bench/RESULTS.md).
+    { label: 'CPU default, --precision f16 (mixed)', config: { ...CPU_DEFAULT_CONFIG, precision: 'f16' } },
     { label: 'ViT-S/16, 2x224+8x96 px, B8', config: { arch: 'vit_small', batchSize: 8 } },
   ];
 }
@@ -89,6 +93,7 @@ export function trainStepCase(s: StepConfig): BenchCase {
     images: c.batchSize,
     timing: 'wall',
     setup(wd) {
+      if (c.precision === 'f16' && !wd.device.features.shaderF16) throw new Error(`not implemented on ${wd.device.adapterName()}: mixed precision needs shader-f16`);
       const trainer = new DinoTrainer(wd, c);
       trainer.setItersPerEpoch(1_000_000);
       const { globals, locals } = makeCrops(wd, c);

@@ -31,6 +31,9 @@ export interface StepInfo {
   lr: number;
   momentum: number;
   imagesPerSecond: number;
+  /** Mixed precision: the loss scale of the step, and whether its gradients overflowed (step skipped). */
+  lossScale?: number;
+  skipped?: boolean;
 }
 
 /** Training progress. */
@@ -44,6 +47,9 @@ export class ProgressReporter {
   }
 
   step(s: StepInfo): void {
+    if (s.skipped) {
+      this.log(`iter ${s.iteration + 1}/${s.total}: the gradients overflowed at loss scale ${s.lossScale}: step skipped (nothing updated), the scale is halved`);
+    }
     const payload = {
       loss: s.loss.toFixed(4),
       lr: s.lr.toExponential(2),

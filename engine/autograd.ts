@@ -15,6 +15,8 @@
  *
  * Invariants
  * - Leaf gradients accumulate with += across `backward()` calls until `zeroGrad`.
+ * - A gradient has its tensor's dtype (f16 for an f16 activation, f32 for an f32 parameter read
+ *   through a cast): a rule whose kernels gave the other dtype is converted before it is stored.
  * - A graph is used once: after its backward every node is released (closure dropped, saved
  *   tensors freed), and a second backward through it throws, as in PyTorch. A node is also
  *   released when its output is disposed, and its saved tensors are freed at once when nothing
@@ -215,10 +217,17 @@ export function backward(root: Tensor, grad?: Tensor): void {
             `internal: backward of '${node.name}' gave a gradient of shape [${gx.shape.join(', ')}] for an input of shape [${x.shape.join(', ')}]`,
           );
         }
+        // A gradient has its input's dtype (as in PyTorch): the gradient of an f16 activation is
+        // stored in f16, that of an f32 master weight read through a cast in f32. A rule whose
+        // kernels computed it in the other dtype (an f16 operand of an f32 op) is converted here.
+        // The rule's own tensor is then freed by the disposal loop below (it is not stored).
+        const converted = gx.dtype !== x.dtype ? gx.cast(x.dtype) : null;
+        if (converted) gx = converted;
         const prev = grads.get(x);
         if (prev) {
           grads.set(x, prev.add(gx));
           prev.dispose();
+          converted?.dispose();
         } else {
           if (owned.has(gx) || gx === grad) gx = gx.clone();
           grads.set(x, gx);

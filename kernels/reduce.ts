@@ -18,7 +18,7 @@ import { broadcastStrides, contiguousStrides, fmt, normAxis, type Shape, ShapeEr
 import type { Tensor } from '../engine/tensor.js';
 import { requireF32 } from './f16.js';
 import { grid1d, linearIndexWgsl } from './common.js';
-import { copyRaw, dense, fillInPlace, release } from './elementwise.js';
+import { castRaw, copyRaw, dense, fillInPlace, release } from './elementwise.js';
 
 const WG = 64;
 const CHUNK = 1024;
@@ -148,6 +148,14 @@ export function expandRaw(g: Tensor, shape: Shape): Tensor {
 
 /** Sums `g` over broadcast dimensions so it has `shape` (undoes NumPy broadcasting); always a new tensor. */
 export function sumTo(g: Tensor, shape: Shape): Tensor {
+  // An f16 gradient (mixed-precision training: a bias read by an f16 matmul) is summed in f32,
+  // and the sum stays f32 (autograd gives it its input's dtype).
+  if (g.dtype === 'f16') {
+    const g32 = castRaw(g, 'f32');
+    const s = sumTo(g32, shape);
+    g32.dispose();
+    return s;
+  }
   const lead = g.rank - shape.length;
   if (lead < 0) throw new ShapeError(`sumTo: ${fmt(g.shape)} cannot be reduced to ${fmt(shape)}`);
   let cur = g;

@@ -22,7 +22,7 @@
  */
 import type { Tensor } from '../engine/tensor.js';
 import * as ops from '../engine/ops/index.js';
-import { init, Linear, Module, type ModuleContext } from './nn.js';
+import { init, Linear, linearF16, Module, type ModuleContext } from './nn.js';
 import { BatchNorm2d } from './resnet.js';
 
 export interface DINOHeadConfig {
@@ -64,7 +64,8 @@ class WeightNormLinear extends Module {
     if (rows * K * 4 > limit) {
       throw new Error(`DINO head: ${rows} rows × ${K} prototypes of logits exceed the adapter's storage binding limit (${limit} bytes); use a smaller batch or out_dim`);
     }
-    return ops.linear(x, this.weight());
+    // Mixed precision: the effective weight is computed in f32 from the master v, then rounded.
+    return this.precision === 'f16' ? linearF16(x, this.weight(), null) : ops.linear(x, this.weight());
   }
 }
 
@@ -113,9 +114,13 @@ export class DINOHead extends Module {
     this.lastLayer = this.child('last_layer', new WeightNormLinear(ctx, cfg.bottleneckDim, cfg.outDim, cfg.normLastLayer));
   }
 
-  /** (R, inDim) → (R, K) */
+  /**
+   * (R, inDim) → (R, K), always f32: under mixed precision the f16 logits (cosine similarities,
+   * |·| ≤ 1 with normLastLayer) are converted before the loss divides them by a temperature, so
+   * logit/τ, the softmax over K = 65536 prototypes, the centering and the cross-entropy are f32.
+   */
   forward(x: Tensor): Tensor {
-    return this.lastLayer.forward(this.bottleneck(x));
+    return this.f32(this.lastLayer.forward(this.bottleneck(x)));
   }
 
   /** The bottleneck features before the last layer (l2-normalised). */
@@ -123,9 +128,10 @@ export class DINOHead extends Module {
     let h = x;
     this.layers.forEach((l, i) => {
       const hidden = i < this.layers.length - 1;
-      if (hidden && this.cfg.useBn) h = this.norms[i]!.forward(l.forward(h, 'none')).gelu();
+      // Mixed precision: BatchNorm's batch statistics and the l2-normalisation compute in f32.
+      if (hidden && this.cfg.useBn) h = this.norms[i]!.forward(this.f32(l.forward(h, 'none'))).gelu();
       else h = l.forward(h, hidden ? 'gelu' : 'none');
     });
-    return h.l2Normalize();
+    return this.f32(h).l2Normalize();
   }
 }

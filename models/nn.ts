@@ -30,6 +30,29 @@ export const init = {
   kaimingNormalFanOut: (fanOut: number): InitFn => (n, rng) => rng.fillNormal(new Float32Array(n), 0, Math.sqrt(2 / fanOut)),
 };
 
+/**
+ * Compute precision of a module's matrix products (mixed precision, as torch.autocast):
+ * - 'f32': everything in f32 (the default; the f16 inference of castParameters is separate).
+ * - 'f16': each Linear rounds its input and its weight to f16 (the weight through a cast of the
+ *   f32 master parameter, every forward: the cast's gradient converts back, so the parameters'
+ *   gradients stay f32), multiplies f16 × f16 with f32 accumulation (kernels/matmul.ts) and gives
+ *   an f16 output. The modules convert an f16 activation back to f32 (`toF32`) before an op that
+ *   computes in f32: norms, attention, the head's l2-normalisation and its logits, so that the
+ *   residual stream, the statistics and every loss stay f32.
+ */
+export type Precision = 'f32' | 'f16';
+
+/** An f16 activation converted to f32 (differentiably); an f32 one as it is. */
+export function toF32(x: Tensor): Tensor {
+  return x.dtype === 'f16' ? ops.cast(x, 'f32') : x;
+}
+
+/** f16 inputs and weight, f32 accumulation, f16 output; the bias stays f32 (read as f32 by the kernel). */
+export function linearF16(x: Tensor, weight: Tensor, bias: Tensor | null, activation: 'none' | 'relu' | 'gelu' = 'none'): Tensor {
+  const x16 = x.dtype === 'f16' ? x : ops.cast(x, 'f16');
+  return ops.linear(x16, ops.cast(weight, 'f16'), bias, activation);
+}
+
 export interface ModuleContext {
   engine: Engine;
   /** Generator for initialisation; its state advances as parameters are created. */
@@ -39,6 +62,8 @@ export interface ModuleContext {
 export class Module {
   /** Training mode (dropout/drop-path active, batch-norm batch statistics). */
   training = true;
+  /** Compute precision of the matrix products (see `Precision`); set with `setPrecision`. */
+  precision: Precision = 'f32';
   protected readonly params = new Map<string, Tensor>();
   protected readonly buffers = new Map<string, Tensor>();
   protected readonly children = new Map<string, Module>();
@@ -180,6 +205,19 @@ export class Module {
     return this.train(false);
   }
 
+  /** Sets the compute precision of this module and its children (parameters stay as they are). */
+  setPrecision(p: Precision): this {
+    if (p === 'f16') this.engine.device.require('shaderF16');
+    this.precision = p;
+    for (const c of this.children.values()) c.setPrecision(p);
+    return this;
+  }
+
+  /** Under mixed precision, `x` in f32 for an op that computes in f32 (see `Precision`); otherwise `x`. */
+  protected f32(x: Tensor): Tensor {
+    return this.precision === 'f16' ? toF32(x) : x;
+  }
+
   /** Number of parameter elements. */
   numParameters(): number {
     return this.namedParameters().reduce((a, [, t]) => a + t.size, 0);
@@ -209,7 +247,9 @@ export class Linear extends Module {
     if (name === 'weight') this.weight = t;
     if (name === 'bias') this.bias = t;
   }
+  /** Under `precision` 'f16' the output is f16 (see `Precision`). */
   forward(x: Tensor, activation: 'none' | 'relu' | 'gelu' = 'none'): Tensor {
+    if (this.precision === 'f16') return linearF16(x, this.weight, this.bias, activation);
     return ops.linear(x, this.weight, this.bias, activation);
   }
 }

@@ -39,7 +39,7 @@
 import { Tensor } from '../engine/tensor.js';
 import { Rng } from '../engine/random.js';
 import * as ops from '../engine/ops/index.js';
-import { Conv2d, init, LayerNorm, Linear, Module, type ModuleContext } from './nn.js';
+import { Conv2d, init, LayerNorm, Linear, linearF16, Module, type ModuleContext } from './nn.js';
 import { bicubicResizeMatrixTo, type ResizeTo } from './interpolate.js';
 import { type DinoArch, dinoPreset, dinov2SwigluHidden, dinov3SwigluHidden, type DinoFfn, type PosEmbedInterpolation } from './io/dino-arch.js';
 import { type RopeConfig, RopePositionEmbedding, type RopeTables } from './rope.js';
@@ -205,7 +205,8 @@ class LinearKMaskedBias extends Linear {
     if (name === 'bias_mask') this.biasMask = t;
   }
   override forward(x: Tensor): Tensor {
-    return ops.linear(x, this.weight, this.bias ? this.bias.mul(this.biasMask) : null);
+    const bias = this.bias ? this.bias.mul(this.biasMask) : null;
+    return this.precision === 'f16' ? linearF16(x, this.weight, bias) : ops.linear(x, this.weight, bias);
   }
 }
 
@@ -232,7 +233,8 @@ class Attention extends Module {
   forward(x: Tensor, returnProbs: boolean | 'cls' = false, rope?: RopeTables): { out: Tensor; probs?: Tensor } {
     const [B, N, D] = x.shape;
     const H = this.numHeads;
-    let qkv = this.qkv.forward(x).reshape(B, N, 3, H, D / H).permute(2, 0, 3, 1, 4); // (3, B, H, N, d)
+    // Mixed precision: the f16 projection is converted back, and attention computes in f32.
+    let qkv = this.f32(this.qkv.forward(x)).reshape(B, N, 3, H, D / H).permute(2, 0, 3, 1, 4); // (3, B, H, N, d)
     // DINOv3: q and k rotated, v copied, read in place from the permuted view: (3, B, H, N, d) contiguous.
     if (rope) qkv = ops.ropePacked(qkv, rope);
     // q, k, v are read in place from the packed tensor; one gradient flows back into it.
@@ -388,11 +390,11 @@ export class Block extends Module {
   forward(x: Tensor, returnProbs: boolean | 'cls' = false, rope?: RopeTables): { out: Tensor; probs?: Tensor } {
     if (this.training && this.subsets && !returnProbs) {
       x = this.subsetResidual(x, (xs) => {
-        const out = this.attn.forward(this.norm1.forward(xs), false, rope).out;
+        const out = this.f32(this.attn.forward(this.norm1.forward(xs), false, rope).out);
         return this.ls1 ? this.ls1.forward(out) : out;
       });
       x = this.subsetResidual(x, (xs) => {
-        const out = this.mlp.forward(this.norm2.forward(xs));
+        const out = this.f32(this.mlp.forward(this.norm2.forward(xs)));
         return this.ls2 ? this.ls2.forward(out) : out;
       });
       return { out: x };

@@ -5,14 +5,16 @@
  *   dino_loss.center                 the center [1, K]
  *   optimizer.m, optimizer.v         AdamW moments, flat in parameter order
  *   __metadata__.webdino             JSON: iteration, config, optimizer step counts, the states of
- *                                    the augmentation and drop-path generators, and the caller's
- *                                    extra state (the data loader's position)
+ *                                    the augmentation and drop-path generators, the dynamic loss
+ *                                    scale of a mixed-precision run, and the caller's extra state
+ *                                    (the data loader's position)
  *
  * Bytes only (no file system): the CLI writes them atomically (temporary file, then rename), so a
  * process killed while saving leaves the previous checkpoint intact. `teacherBackboneState` gives
  * the teacher backbone alone under the official key names (cls_token, blocks.0.attn.qkv.weight…),
  * the file `webdino embed` loads.
  */
+import type { DynamicLossScaler } from '../engine/loss-scale.js';
 import { Rng } from '../engine/random.js';
 import { parseSafetensorsWithMetadata, writeSafetensors } from '../models/io/safetensors.js';
 import { type DinoTrainer, resolveConfig, type TrainConfig } from './trainer.js';
@@ -33,6 +35,8 @@ export interface CheckpointMeta {
   paramSteps: number[];
   augRng: number[];
   dropRng: number[];
+  /** The loss scaler's state (precision 'f16' only; absent at f32). */
+  lossScaler?: LossScalerState;
   /** Caller state (e.g. the data loader position), stored as given. */
   extra: unknown;
 }
@@ -61,6 +65,7 @@ export async function checkpointBytes(trainer: DinoTrainer, itersPerEpoch: numbe
     paramSteps: st.paramSteps,
     augRng: trainer.augRng.state(),
     dropRng: trainer.student.backbone.dropRng.state(),
+    ...(trainer.lossScaler ? { lossScaler: trainer.lossScaler.state() } : {}),
     extra,
   };
   return writeSafetensors(tensors, { webdino: JSON.stringify(meta, (_k, v) => (typeof v === 'number' && Number.isNaN(v) ? null : v)) });
@@ -82,6 +87,15 @@ export interface TrainingMetaCommon {
 }
 
 const isInt = (v: unknown, lo: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= lo;
+
+/** What DynamicLossScaler.state() gives. */
+export type LossScalerState = ReturnType<DynamicLossScaler['state']>;
+
+function isScalerState(v: unknown): v is LossScalerState {
+  if (v === null || typeof v !== 'object') return false;
+  const s = v as Record<string, unknown>;
+  return typeof s.scale === 'number' && Number.isFinite(s.scale) && s.scale > 0 && isInt(s.goodSteps, 0) && isInt(s.skippedSteps, 0);
+}
 
 /**
  * Reads and checks what every training checkpoint's metadata holds, before the recipe checks its
@@ -159,6 +173,9 @@ export function readCheckpointMeta(bytes: Uint8Array): CheckpointMeta {
     throw new Error(`checkpoint: bad metadata: ${(e as Error).message}`, { cause: e });
   }
   checkIterationInRun(meta.iteration, config.epochs, meta.itersPerEpoch);
+  const scaler = meta.lossScaler as unknown;
+  if (scaler !== undefined && !isScalerState(scaler)) throw new Error('checkpoint: bad metadata: lossScaler is not a loss-scaler state (scale > 0, goodSteps and skippedSteps integers >= 0)');
+  if (config.precision === 'f16' && scaler === undefined) throw new Error('checkpoint: bad metadata: a precision f16 run without its lossScaler state');
   checkTensorsAgainstConfig(tensors, config);
   return { ...(meta as unknown as CheckpointMeta), config };
 }
@@ -196,6 +213,7 @@ export function restoreCheckpoint(trainer: DinoTrainer, bytes: Uint8Array): Chec
   trainer.iteration = meta.iteration;
   trainer.augRng = Rng.fromState(meta.augRng.map((x) => (x === null ? NaN : x)));
   trainer.student.backbone.dropRng.setState(meta.dropRng.map((x) => (x === null ? NaN : x)));
+  if (trainer.lossScaler && meta.lossScaler) trainer.lossScaler.loadState(meta.lossScaler);
   trainer.setItersPerEpoch(meta.itersPerEpoch);
   return meta;
 }

@@ -158,7 +158,20 @@ const DINO_OPS: RecipeOps = {
     const r = await (trainer as DinoTrainer).stepImages(images);
     return {
       result: r,
-      line: { type: 'step', iteration: r.iteration, epoch: r.epoch, loss: r.loss, lr: r.lr, wd: r.weightDecay, momentum: r.momentum, teacher_temp: r.teacherTemp, teacher_entropy: r.teacherEntropy, teacher_marginal_entropy: r.teacherMarginalEntropy },
+      line: {
+        type: 'step',
+        iteration: r.iteration,
+        epoch: r.epoch,
+        loss: r.loss,
+        lr: r.lr,
+        wd: r.weightDecay,
+        momentum: r.momentum,
+        teacher_temp: r.teacherTemp,
+        teacher_entropy: r.teacherEntropy,
+        teacher_marginal_entropy: r.teacherMarginalEntropy,
+        // Mixed precision: the scale the step's gradients were computed with, and whether they overflowed.
+        ...(r.lossScale !== undefined ? { loss_scale: r.lossScale, skipped: r.skipped } : {}),
+      },
     };
   },
 };

@@ -10,6 +10,11 @@
  *   teacher ← m·teacher + (1 − m)·student  (one fused dispatch per arena chunk)
  *   center ← 0.9·center + 0.1·mean(teacher_out)                 (inside the loss)
  *
+ * Mixed precision (`precision: 'f16'`, as DINO's --use_fp16): the models' Linear layers compute in
+ * f16 with f32 accumulation (models/nn.ts `Precision`), the loss is f32; backward runs on loss·S,
+ * the gradients are unscaled and checked, and an overflow skips the rest of the step (clip, AdamW,
+ * EMA) with the center restored, halving S (engine/loss-scale.ts). One more readback (the norm).
+ *
  * Schedules are precomputed per iteration (train/schedules.ts). Student and teacher parameters live
  * in two parameter arenas of the same layout, so AdamW, clipping and the EMA each touch every
  * tensor in one dispatch per chunk; the only readback in a step is the loss (one float).
@@ -31,6 +36,7 @@ import type { ImageLike } from '../kernels/augment.js';
 import { DinoLoss } from './loss.js';
 import { dinoSchedules, type DinoSchedules } from './schedules.js';
 import { koleoLoss } from './dinov2/koleo.js';
+import { DynamicLossScaler } from '../engine/loss-scale.js';
 
 /** Everything that defines a run. Defaults are DINO's except where the CPU default config says. */
 export interface TrainConfig {
@@ -90,6 +96,15 @@ export interface TrainConfig {
    */
   augment: Partial<Omit<MultiCropOptions, 'globalSize' | 'localSize' | 'localCrops' | 'globalScale' | 'localScale'>>;
   seed: number;
+  /**
+   * 'f32', or 'f16': mixed-precision training (as torch.autocast with a GradScaler). The Linear
+   * layers of student and teacher multiply f16 inputs and f16 copies of the f32 master weights
+   * with f32 accumulation (models/nn.ts `Precision`); norms, attention, the head's output, the
+   * loss, the KoLeo term and the optimizer stay f32. The loss is scaled before the backward
+   * (engine/loss-scale.ts); a step whose gradients overflow is skipped whole (no AdamW step, no
+   * EMA, the center kept) and halves the scale.
+   */
+  precision: 'f32' | 'f16';
 }
 
 /** DINO's official defaults (main_dino.py) for a ViT-S/16 run. */
@@ -130,6 +145,7 @@ export const DINO_DEFAULTS: TrainConfig = {
   localScale: [0.05, 0.4],
   augment: {},
   seed: 0,
+  precision: 'f32',
 };
 
 /**
@@ -240,6 +256,10 @@ export interface StepResult {
   teacherEntropy: number;
   /** Entropy (nats) of the batch-mean teacher distribution: near 0 with a low teacherEntropy means every image went to one prototype. */
   teacherMarginalEntropy: number;
+  /** Mixed precision only: the loss scale this step's gradients were computed with. */
+  lossScale?: number;
+  /** Mixed precision only: the gradients overflowed, so nothing was updated (the scale halves). */
+  skipped?: boolean;
 }
 
 /** The loss became NaN or infinite: training stops, the last checkpoint stays as it was. */
@@ -304,6 +324,8 @@ export class DinoTrainer {
   readonly augmenter: MultiCropAugmenter;
   /** Generator of the augmentation parameters (checkpointed). */
   augRng: Rng;
+  /** The dynamic loss scale of mixed-precision training (checkpointed); null at f32. */
+  readonly lossScaler: DynamicLossScaler | null;
   /** Iterations done so far (the next step uses schedules[iteration]). */
   iteration = 0;
   private schedules: DinoSchedules | null = null;
@@ -326,6 +348,13 @@ export class DinoTrainer {
     moveToArena(this.teacher, this.teacherParams, false);
     this.teacherParams.copyFrom(this.studentParams);
     this.teacher.train(); // DINO never switches the teacher to eval; it has no dropout anyway
+    // Mixed precision: both models compute their matmuls in f16 (the teacher too, as under DINO's
+    // torch.cuda.amp.autocast); the arenas keep f32 master weights. GradScaler's defaults.
+    if (c.precision === 'f16') {
+      this.student.setPrecision('f16');
+      this.teacher.setPrecision('f16');
+    }
+    this.lossScaler = c.precision === 'f16' ? new DynamicLossScaler() : null;
     this.optimizer = new AdamW(this.studentParams, { lr: 0, weightDecay: c.weightDecay, wdMask: dinoDecayMask });
     this.loss = new DinoLoss(engine, { outDim: c.outDim, ncrops: 2 + c.localCrops, studentTemp: c.studentTemp, centerMomentum: c.centerMomentum, centering: c.centering });
     this.augmenter = new MultiCropAugmenter(engine, {
@@ -380,6 +409,9 @@ export class DinoTrainer {
     const e = this.engine;
     let teacherEntropy = NaN;
     let teacherMarginalEntropy = NaN;
+    const scaler = this.lossScaler;
+    const lossScale = scaler?.scale;
+    let skipped = false;
     const lossValue = await e.scope(async () => {
       const teacherOut = e.noGrad(() => this.teacher.forward([globals]));
       const studentOut = c.koleoWeight > 0 ? this.studentWithKoleo(globals, locals) : { out: this.student.forward(locals ? [globals, locals] : [globals]), koleo: null };
@@ -401,9 +433,23 @@ export class DinoTrainer {
         if (savedCenter) e.device.copy(savedCenter.buffer, 0, center.buffer, center.offset * 4, center.size * 4);
         throw new NonFiniteLossError(value, it);
       }
-      loss.backward();
       const arena = this.studentParams;
-      arena.gatherGrads();
+      if (scaler) {
+        // Mixed precision: backward of loss·S (f16 gradients would underflow otherwise), then the
+        // gathered gradients are divided by S and their norm read back. On overflow the whole step
+        // is skipped, as GradScaler skips optimizer.step(): no update of the student, the teacher
+        // or the center (restored as for a non-finite loss); the scaler halved S.
+        scaler.scaleLoss(loss).backward();
+        skipped = !(await scaler.unscale(arena)).step;
+        if (skipped) {
+          if (savedCenter) e.device.copy(savedCenter.buffer, 0, center.buffer, center.offset * 4, center.size * 4);
+          this.optimizer.zeroGrad();
+          return value;
+        }
+      } else {
+        loss.backward();
+        arena.gatherGrads();
+      }
       if (c.clipGrad > 0) clipGradients(arena, c.clipGrad);
       if (epoch < c.freezeLastLayer) arena.cancelGradients((n) => n.includes('last_layer'));
       this.optimizer.lr = lr;
@@ -416,7 +462,8 @@ export class DinoTrainer {
     // Submit the update now: the GPU runs it while the caller prepares the next batch.
     e.device.flush();
     this.iteration++;
-    return { iteration: it, epoch, loss: lossValue, lr, weightDecay, momentum, teacherTemp, images: globals.shape[0] / 2, teacherEntropy, teacherMarginalEntropy };
+    const result: StepResult = { iteration: it, epoch, loss: lossValue, lr, weightDecay, momentum, teacherTemp, images: globals.shape[0] / 2, teacherEntropy, teacherMarginalEntropy };
+    return scaler ? { ...result, lossScale, skipped } : result;
   }
 
   /**

@@ -84,6 +84,7 @@ const V1_CHECKS: readonly Check[] = [
   num('lr', 0, 1e3),
   num('freezeLastLayer', 0, 1e7),
   num('koleoWeight', 0, 1e6),
+  (c) => (c.precision === 'f32' || c.precision === 'f16' ? null : `precision = ${JSON.stringify(c.precision)} is not 'f32' or 'f16'`),
 ];
 
 
