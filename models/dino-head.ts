@@ -43,7 +43,17 @@ export function dinoHeadConfig(c: Partial<DINOHeadConfig> & { inDim: number }): 
 class WeightNormLinear extends Module {
   weightG: Tensor;
   weightV: Tensor;
-  constructor(ctx: ModuleContext, inDim: number, outDim: number, fixG: boolean) {
+  /**
+   * @param fixG DINO's norm_last_layer: g stays 1 and is not a trained parameter, so the weight is
+   * v/‖v‖. Otherwise g scales each row, also where g is not being trained: a teacher's g is the EMA
+   * of its student's and must act on the teacher's logits (a frozen parameter is still a parameter).
+   */
+  constructor(
+    ctx: ModuleContext,
+    inDim: number,
+    outDim: number,
+    readonly fixG: boolean,
+  ) {
     super(ctx);
     this.weightG = this.param('weight_g', [outDim, 1], init.ones(), !fixG);
     this.weightV = this.param('weight_v', [outDim, inDim], init.torchDefault(inDim));
@@ -55,7 +65,7 @@ class WeightNormLinear extends Module {
   /** The effective weight g · v/‖v‖ (rows). */
   weight(): Tensor {
     const unit = this.weightV.l2Normalize(0); // torch's weight_norm divides by the plain norm
-    return this.weightG.requiresGrad ? unit.mul(this.weightG) : unit;
+    return this.fixG ? unit : unit.mul(this.weightG);
   }
   forward(x: Tensor): Tensor {
     const K = this.weightV.shape[0];

@@ -125,3 +125,29 @@ describe('DINO head with BatchNorm (use_bn_in_head)', () => {
     head.dispose();
   });
 });
+
+describe('DINO head without norm_last_layer (DINOv2, DINO --norm_last_layer false)', () => {
+  it("a frozen head (a teacher) still applies its learned weight_g: logits scale row by row", async () => {
+    const wd = await getEngine();
+    const cfgG = dinoHeadConfig({ inDim: 5, hiddenDim: 6, bottleneckDim: 4, outDim: 9, nlayers: 3, normLastLayer: false });
+    const head = new DINOHead({ engine: wd, rng: new Rng(5) }, cfgG);
+    const fixedHead = new DINOHead({ engine: wd, rng: new Rng(5) }, { ...cfgG, normLastLayer: true });
+    const g = Float32Array.from({ length: 9 }, (_, k) => 0.5 + 0.25 * k);
+    const state = new Map<string, { shape: number[]; data: Float32Array }>();
+    for (const [n, t] of head.stateEntries()) state.set(n, { shape: [...t.shape], data: n.endsWith('weight_g') ? g : Float32Array.from(await t.toArray()) });
+    head.loadStateDict(state);
+    fixedHead.loadStateDict(new Map([...state].map(([n, v]) => [n, n.endsWith('weight_g') ? { ...v, data: new Float32Array(9).fill(1) } : v])));
+    // A teacher: no parameter takes a gradient.
+    for (const [, t] of head.namedParameters()) t.requiresGrad = false;
+    const rng = new Rng(11);
+    const x = Float32Array.from({ length: R * 5 }, () => rng.uniform() * 2 - 1);
+    await wd.scope(async () => {
+      const y = await head.forward(wd.tensor(x, [R, 5])).toArray();
+      const unit = await fixedHead.forward(wd.tensor(x, [R, 5])).toArray();
+      const want = Float64Array.from(unit, (u, i) => u * g[i % 9]);
+      expectClose(y, want, 1e-5, 1e-6, 'g · (v/|v|) · h on a frozen head');
+    });
+    head.dispose();
+    fixedHead.dispose();
+  });
+});
