@@ -125,7 +125,7 @@ const DINOV2_OPTIONS = {
     min: 0,
     max: 100,
     value: '<w>',
-    derived: `${RESOLVED_CPU.koleoWeight === DINO_DEFAULTS.koleoWeight ? RESOLVED_CPU.koleoWeight : `${RESOLVED_CPU.koleoWeight}; with a named --arch, DINO's ${DINO_DEFAULTS.koleoWeight}`}; --recipe dinov2: ${v2recipe('lossWeights', (w) => String((w as { koleo: number }).koleo))}`,
+    derived: `${RESOLVED_CPU.koleoWeight === DINO_DEFAULTS.koleoWeight ? RESOLVED_CPU.koleoWeight : `${RESOLVED_CPU.koleoWeight}; with a named --arch, DINO's ${DINO_DEFAULTS.koleoWeight}`} (grey images: ${CPU_GREY_IMAGE_CONFIG.koleoWeight}); --recipe dinov2: ${v2recipe('lossWeights', (w) => String((w as { koleo: number }).koleo))}`,
     help: "Weight of the KoLeo regulariser on the student's global-crop CLS outputs (0: off; both recipes)",
   }),
   'ibot-mask-probability': num({ min: 0, max: 1, value: '<p>', derived: v2recipe('maskProbability'), help: 'DINOv2: fraction of the global crops that are masked' }),
@@ -375,7 +375,7 @@ export const train = defineCommand({
     'that holds a run is not started over without --force, and one process trains in it at a time.\n' +
     'With no options: the CPU default config (ViT custom dim 64, depth 4, 2 heads, patch 8, 32 px global\n' +
     'crops, 6 local crops of 16 px, a head with BatchNorm, K = 64 Sinkhorn-Knopp targets, teacher\n' +
-    'temperature 0.02, no brightness/contrast jitter (on grey images: jitter 0.4 and blur 0.1-0.5 px),\n' +
+    'temperature 0.02, no brightness/contrast jitter (on grey images: jitter 0.4, blur 0.1-0.5 px, KoLeo 0.5),\n' +
     '5 epochs of 156 steps of 32 whatever the data size: about 10 minutes on two CPU cores) on the\n' +
     "embedded dataset. With a held-out split (the embedded data's, an IDX folder's t10k files, a CIFAR\n" +
     "folder's test batch, --val) the run ends with k-NN next to the same model at its initialisation.",
@@ -417,7 +417,8 @@ export const train = defineCommand({
     if (built.recipe === 'dino' && usesCpuDefault(v) && !resuming(state, v.resume) && (await isGreyscale(dataset))) {
       built = { recipe: 'dino', config: trainConfig(v, { grey: true }) };
       const g = CPU_GREY_IMAGE_CONFIG.augment!;
-      io.out(`data: grey images: the CPU default adds brightness/contrast jitter ${g.brightness}/${g.contrast} and blurs σ ${g.blurSigma!.join('–')} px (see CPU_GREY_IMAGE_CONFIG)`);
+      const koleo = v['koleo-weight'] ?? CPU_GREY_IMAGE_CONFIG.koleoWeight;
+      io.out(`data: grey images: the CPU default adds brightness/contrast jitter ${g.brightness}/${g.contrast}, blurs σ ${g.blurSigma!.join('–')} px and weighs KoLeo ${koleo} (see CPU_GREY_IMAGE_CONFIG)`);
     }
     // A resumed run's config is its checkpoint's; only a given --epochs applies (runTraining reads
     // just that). Passing the recipe's whole default here would silently reset a run started with

@@ -77,9 +77,11 @@ describe('webdino train says whether it learned', () => {
     expect(r.err).not.toMatch(/Error/);
     expect(r.code).toBe(0);
     // IDX images are grey: the CPU default says it adapts its augmentation, and the run records it.
-    expect(r.out).toContain('data: grey images: the CPU default adds brightness/contrast jitter 0.4/0.4 and blurs σ 0.1–0.5 px');
+    expect(r.out).toContain('data: grey images: the CPU default adds brightness/contrast jitter 0.4/0.4, blurs σ 0.1–0.5 px and weighs KoLeo 0.5');
     const state = inspectRunFolder(out);
-    expect(state.kind === 'finished' && (state.meta.config as TrainConfig).augment).toEqual({ brightness: 0.4, contrast: 0.4, blurSigma: [0.1, 0.5] });
+    const recorded = state.kind === 'finished' ? (state.meta.config as TrainConfig) : null;
+    expect(recorded?.augment).toEqual({ brightness: 0.4, contrast: 0.4, blurSigma: [0.1, 0.5] });
+    expect(recorded?.koleoWeight).toBe(0.5);
     const m = /k-NN top-1 \(k = 20\) on the held-out split: ([\d.]+) % trained teacher vs ([\d.]+) % at initialisation \(([+-][\d.]+) points\)/.exec(r.out);
     expect(m, r.out).not.toBeNull();
     const [trained, init, diff] = [Number(m![1]), Number(m![2]), Number(m![3])];

@@ -25,11 +25,12 @@ describe('webdino train options', () => {
     expect([r.useBnInHead, r.centering, r.outDim, r.epochLength, r.epochs]).toEqual([true, 'sinkhorn_knopp', 64, 156, 5]);
   });
 
-  it('grey training images: the CPU default adds brightness/contrast jitter and a blur sized to 32 px crops, nothing else', () => {
+  it('grey training images: the CPU default adds brightness/contrast jitter, a blur sized to 32 px crops and KoLeo 0.5, nothing else', () => {
     const grey = resolveConfig(trainConfig(parse(), { grey: true }));
     expect(grey.augment).toEqual({ brightness: 0.4, contrast: 0.4, blurSigma: [0.1, 0.5] });
+    expect(grey.koleoWeight).toBe(0.5);
     const colour = resolveConfig(trainConfig(parse()));
-    expect({ ...grey, augment: colour.augment }).toEqual(colour);
+    expect({ ...grey, augment: colour.augment, koleoWeight: colour.koleoWeight }).toEqual(colour);
     expect(trainConfig(parse(), { grey: true })).toEqual(cpuDefaultConfig(true));
     expect(cpuDefaultConfig(false)).toEqual(CPU_DEFAULT_CONFIG);
     // Options still apply on top; a named ViT keeps DINO's own recipe whatever the data.
