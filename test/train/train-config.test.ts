@@ -64,7 +64,7 @@ describe('webdino train options', () => {
     expect(derived['teacher-temp']).toBe("0.02; with a named --arch, DINO's 0.04; --recipe dinov2: 0.02, with a named --arch 0.07");
     expect(derived['epoch-length']).toBe("156; with a named --arch, DINO's 0; --recipe dinov2: one pass over the data, with a named --arch 1250");
     expect(derived['batch-size']).toBe(`${CPU_DEFAULT_CONFIG.batchSize}; with a named --arch, DINO's ${DINO_DEFAULTS.batchSize}`);
-    expect(derived['koleo-weight']).toBe('0; --recipe dinov2: 0.1');
+    expect(derived['koleo-weight']).toBe('0 (grey images: 0.5); --recipe dinov2: 0.1');
     expect(parse()['checkpoint-every']).toBe(100);
     expect(parse().out).toBe('/work/runs/dino');
   });
