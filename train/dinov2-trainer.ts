@@ -71,6 +71,12 @@ export interface DinoV2Config {
   headHidden: number;
   headBottleneck: number;
   headLayers: number;
+  /**
+   * BatchNorm1d after each hidden Linear of the heads (DINO v1's --use_bn_in_head; not in DINOv2's
+   * recipe, false). The heads then normalise over the rows of each head pass with batch statistics,
+   * in the teacher too (its heads stay in training mode; the backbone is in eval mode).
+   */
+  useBnInHead: boolean;
   /** ibot.separate_head (false: the patch tokens use dino_head). */
   ibotSeparateHead: boolean;
   ibotOutDim: number;
@@ -132,6 +138,7 @@ export const DINOV2_DEFAULTS: DinoV2Config = {
   headHidden: 2048,
   headBottleneck: 256,
   headLayers: 3,
+  useBnInHead: false,
   ibotSeparateHead: false,
   ibotOutDim: 65536,
   ibotHeadHidden: 2048,
@@ -226,6 +233,7 @@ const V2_CHECKS: readonly Check<DinoV2Config>[] = [
   num('layerScale', 0, 1e3),
   bool('dropPathUniform'),
   int('headLayers', 1, 8),
+  bool('useBnInHead'),
   bool('ibotSeparateHead'),
   int('ibotOutDim', 1, 1 << 20),
   int('ibotHeadHidden', 1, 65536),
@@ -285,7 +293,7 @@ export class DinoV2Model extends Module {
     );
     // DINOv2's head: weight_g filled with 1 and trainable (no norm_last_layer).
     const head = (outDim: number, hiddenDim: number, bottleneckDim: number) =>
-      new DINOHead(ctx, dinoHeadConfig({ inDim: c.embedDim, outDim, hiddenDim, bottleneckDim, nlayers: c.headLayers, normLastLayer: false }));
+      new DINOHead(ctx, dinoHeadConfig({ inDim: c.embedDim, outDim, hiddenDim, bottleneckDim, nlayers: c.headLayers, normLastLayer: false, useBn: c.useBnInHead }));
     this.dinoHead = this.addModule('dino_head', head(c.outDim, c.headHidden, c.headBottleneck));
     this.ibotHead = c.ibotSeparateHead ? this.addModule('ibot_head', head(c.ibotOutDim, c.ibotHeadHidden, c.ibotHeadBottleneck)) : null;
   }
@@ -347,6 +355,9 @@ export class DinoV2Trainer {
     // The teacher is built without drop path and starts as a copy of the student (the optimizer copies it).
     this.teacher = new DinoV2Model({ engine, rng: new Rng(c.seed) }, c, 0);
     this.teacher.eval();
+    // A BatchNorm head normalises with the batch statistics in the teacher too (as DINO v1's teacher,
+    // which is never put in eval mode); the heads have nothing else that depends on the mode.
+    if (c.useBnInHead) for (const h of [this.teacher.dinoHead, this.teacher.ibotHead]) h?.train();
     const groups = dinov2ParamGroups(
       this.student.namedParameters().map(([n]) => n),
       { numLayers: c.depth, layerwiseDecay: c.layerwiseDecay, patchEmbedLrMult: c.patchEmbedLrMult },
