@@ -4,13 +4,19 @@
 // bench/lab/dino-probe.ts: an IDX folder with t10k files such as Fashion-MNIST), with the teacher's
 // k-NN (k = 20; on real data a memory of knnTrain = 5000 evenly spaced training images and the
 // first valN = 2000 held-out images) and, on the embedded data, its attention-map segmentation
-// (64 px input, 200 held-out images) at initialisation and every evalEvery steps. recipe=dino runs DINO's CPU
-// default through the same harness instead (the keys are then TrainConfig's).
+// (64 px input, 200 held-out images: seg64) and two patch-level figures of the teacher's patch
+// tokens (patch64: a linear segmentation, kmeans64: k-means k = 2; see patchSegmentation) at
+// initialisation and every evalEvery steps. recipe=dino runs DINO's CPU default through the same
+// harness instead (the keys are then TrainConfig's). evalOnly=1 stops after the evaluation at
+// initialisation, weights=FILE (with evalOnly=1) evaluates a saved teacher backbone instead,
+// noInit=1 skips the evaluation at initialisation.
 // Build: npx esbuild --bundle --platform=node --format=esm bench/lab/dinov2-probe.ts --outfile=dist/lab/dinov2.mjs --external:webgpu
 //        (inside the repository, so that the external webgpu package resolves from node_modules)
 // Run:   node dist/lab/dinov2.mjs steps=780 evalEvery=390              (the DINOv2 CPU default)
 //        node dist/lab/dinov2.mjs steps=390 evalEvery=390 ibot=0        (iBOT off)
 //        node dist/lab/dinov2.mjs data=/tmp/data/fmnist epochLength=156 steps=390 evalEvery=390
+//        node dist/lab/dinov2.mjs epochs=3 epochLength=100 steps=300 evalEvery=150 KEY=VALUE   (compressed schedule)
+//        node dist/lab/dinov2.mjs recipe=dino evalOnly=1 weights=RUN/teacher_backbone.safetensors
 import { init } from '../../index.js';
 import { DinoTrainer, CPU_DEFAULT_CONFIG } from '../../train/trainer.js';
 import { DinoV2Trainer, DINOV2_CPU_DEFAULT_CONFIG } from '../../train/dinov2-trainer.js';
