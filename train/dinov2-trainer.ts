@@ -71,6 +71,12 @@ export interface DinoV2Config {
   headHidden: number;
   headBottleneck: number;
   headLayers: number;
+  /**
+   * BatchNorm1d after each hidden Linear of the heads (DINO v1's --use_bn_in_head; not in DINOv2's
+   * recipe, false). The heads then normalise over the rows of each head pass with batch statistics,
+   * in the teacher too (its heads stay in training mode; the backbone is in eval mode).
+   */
+  useBnInHead: boolean;
   /** ibot.separate_head (false: the patch tokens use dino_head). */
   ibotSeparateHead: boolean;
   ibotOutDim: number;
@@ -132,6 +138,7 @@ export const DINOV2_DEFAULTS: DinoV2Config = {
   headHidden: 2048,
   headBottleneck: 256,
   headLayers: 3,
+  useBnInHead: false,
   ibotSeparateHead: false,
   ibotOutDim: 65536,
   ibotHeadHidden: 2048,
@@ -173,11 +180,11 @@ export const DINOV2_DEFAULTS: DinoV2Config = {
 /**
  * The default of `webdino train --recipe dinov2` without --arch: the size of DINO's CPU default
  * (train/trainer.ts CPU_DEFAULT_CONFIG: ViT dim 64, depth 4, 2 heads, patch 8 on 32 px global and
- * 16 px local crops, 6 local crops, batch 32, K = 1024, head hidden 512, bottleneck 128, no
- * brightness / contrast jitter, 5 epochs of the embedded 5000 images) with DINOv2's recipe on top.
+ * 16 px local crops, 6 local crops, batch 32, head hidden 512, bottleneck 128, no brightness /
+ * contrast jitter, 5 epochs of the embedded 5000 images) with DINOv2's recipe on top.
  * An epoch is a pass over the data (no epochLength: the run takes the data's iterations per
- * epoch, 156 here). Departures from ssl_default_config, measured in bench/lab/dinov2-learning.md (which also records that this size learns less than DINO v1):
- * see the values' comments.
+ * epoch, 156 here). Departures from ssl_default_config, measured in bench/lab/dinov2-learning.md
+ * (which also records how far this size is from DINO v1): see the values' comments.
  */
 export const DINOV2_CPU_DEFAULT_CONFIG: Partial<DinoV2Config> = {
   arch: 'custom',
@@ -185,10 +192,21 @@ export const DINOV2_CPU_DEFAULT_CONFIG: Partial<DinoV2Config> = {
   depth: 4,
   numHeads: 2,
   patchSize: 8,
-  outDim: 1024,
+  // DINO v1's CPU-default answer to flat teacher targets, which needs the iBOT head apart: with
+  // LayerScale 1e-5 every image's CLS token is nearly the same vector, so the head maps them to one
+  // point and the targets are uniform (entropy ln K) whatever the centering. BatchNorm in the head
+  // brings the differences between images to unit scale, Sinkhorn-Knopp with K = 64 (one prototype
+  // per teacher row of a batch of 2 × 32) keeps the sharpened targets balanced. In a shared head the
+  // BatchNorm batch holds the masked patch tokens too, whose difference from the CLS tokens is
+  // what it normalises: the CLS targets stayed uniform, hence a separate iBOT head (its own
+  // BatchNorm and 64 prototypes). Measured on the embedded data: bench/lab/dinov2-learning.md.
+  outDim: 64,
+  useBnInHead: true,
+  centering: 'sinkhorn_knopp',
+  ibotSeparateHead: true,
   headHidden: 512,
   headBottleneck: 128,
-  ibotOutDim: 1024,
+  ibotOutDim: 64,
   ibotHeadHidden: 512,
   ibotHeadBottleneck: 128,
   epochs: 5,
@@ -226,6 +244,7 @@ const V2_CHECKS: readonly Check<DinoV2Config>[] = [
   num('layerScale', 0, 1e3),
   bool('dropPathUniform'),
   int('headLayers', 1, 8),
+  bool('useBnInHead'),
   bool('ibotSeparateHead'),
   int('ibotOutDim', 1, 1 << 20),
   int('ibotHeadHidden', 1, 65536),
@@ -285,7 +304,7 @@ export class DinoV2Model extends Module {
     );
     // DINOv2's head: weight_g filled with 1 and trainable (no norm_last_layer).
     const head = (outDim: number, hiddenDim: number, bottleneckDim: number) =>
-      new DINOHead(ctx, dinoHeadConfig({ inDim: c.embedDim, outDim, hiddenDim, bottleneckDim, nlayers: c.headLayers, normLastLayer: false }));
+      new DINOHead(ctx, dinoHeadConfig({ inDim: c.embedDim, outDim, hiddenDim, bottleneckDim, nlayers: c.headLayers, normLastLayer: false, useBn: c.useBnInHead }));
     this.dinoHead = this.addModule('dino_head', head(c.outDim, c.headHidden, c.headBottleneck));
     this.ibotHead = c.ibotSeparateHead ? this.addModule('ibot_head', head(c.ibotOutDim, c.ibotHeadHidden, c.ibotHeadBottleneck)) : null;
   }
@@ -347,6 +366,9 @@ export class DinoV2Trainer {
     // The teacher is built without drop path and starts as a copy of the student (the optimizer copies it).
     this.teacher = new DinoV2Model({ engine, rng: new Rng(c.seed) }, c, 0);
     this.teacher.eval();
+    // A BatchNorm head normalises with the batch statistics in the teacher too (as DINO v1's teacher,
+    // which is never put in eval mode); the heads have nothing else that depends on the mode.
+    if (c.useBnInHead) for (const h of [this.teacher.dinoHead, this.teacher.ibotHead]) h?.train();
     const groups = dinov2ParamGroups(
       this.student.namedParameters().map(([n]) => n),
       { numLayers: c.depth, layerwiseDecay: c.layerwiseDecay, patchEmbedLrMult: c.patchEmbedLrMult },

@@ -131,7 +131,7 @@ const DINOV2_OPTIONS = {
   'ibot-mask-probability': num({ min: 0, max: 1, value: '<p>', derived: v2recipe('maskProbability'), help: 'DINOv2: fraction of the global crops that are masked' }),
   'ibot-mask-ratio-min': num({ min: 0.001, max: 1, value: '<r>', derived: v2recipe('maskRatioMinMax', (r) => String((r as number[])[0])), help: 'DINOv2: lowest masked fraction of a masked crop' }),
   'ibot-mask-ratio-max': num({ min: 0.001, max: 1, value: '<r>', derived: v2recipe('maskRatioMinMax', (r) => String((r as number[])[1])), help: 'DINOv2: highest masked fraction of a masked crop' }),
-  'ibot-head': choice({ choices: ['shared', 'separate'], value: '<kind>', derived: 'shared', help: "DINOv2: the patch tokens use the DINO head ('shared', ssl_default) or an ibot_head of their own ('separate', ViT-L/g)" }),
+  'ibot-head': choice({ choices: ['shared', 'separate'], value: '<kind>', derived: v2recipe('ibotSeparateHead', (x) => (x ? 'separate' : 'shared')), help: "DINOv2: the patch tokens use the DINO head ('shared', ssl_default) or an ibot_head of their own ('separate', ViT-L/g)" }),
   'ibot-out-dim': int({ min: 2, max: 262144, value: '<K>', derived: v2recipe('ibotOutDim'), help: 'DINOv2: prototypes of a separate iBOT head' }),
   'layer-decay': num({ min: 0, max: 1, value: '<x>', derived: v2recipe('layerwiseDecay'), help: 'DINOv2: layer-wise lr decay (block i gets x^(depth − i))' }),
   'patch-embed-lr-mult': num({ min: 0, max: 10, value: '<x>', derived: v2recipe('patchEmbedLrMult'), help: 'DINOv2: extra lr factor of the patch embedding' }),

@@ -391,4 +391,40 @@ describe('DINOv2 trainer: failure modes and memory', () => {
     }
     expect(wd.memory().liveBytes, 'after dispose()').toBe(start);
   });
+  it('useBnInHead: the heads get BatchNorm, which uses the batch statistics in the teacher too (its backbone in eval mode)', async () => {
+    const wd = await getEngine();
+    const start = wd.memory().liveBytes;
+    const tr = new DinoV2Trainer(wd, { ...SMALL, useBnInHead: true, ibotSeparateHead: true, ibotOutDim: 24, centering: 'sinkhorn_knopp' });
+    try {
+      const names = tr.teacher.namedParameters().map(([n]) => n);
+      expect(names).toContain('dino_head.mlp.1.weight'); // official Sequential indices: Linear 0, BN 1, GELU 2, Linear 3
+      expect(names).toContain('ibot_head.mlp.4.bias');
+      expect([tr.teacher.backbone.training, tr.teacher.dinoHead.training, tr.teacher.ibotHead!.training]).toEqual([false, true, true]);
+      // The teacher's first hidden layer after its BatchNorm: zero mean and unit variance over the rows
+      // (weight 1, bias 0 at init); with the running statistics (0, 1) it would be the Linear's output.
+      const R = 7;
+      const D = tr.config.embedDim;
+      const head = tr.teacher.dinoHead;
+      const h = await wd.noGrad(() => wd.scope(() => head.norms[0].forward(head.layers[0].forward(wd.tensor(randn(R * D, 41, 3), [R, D]), 'none')).toArray()));
+      const C = h.length / R;
+      let worstMean = 0;
+      let worstVar = 0;
+      for (let c = 0; c < C; c++) {
+        let m = 0;
+        let v = 0;
+        for (let r = 0; r < R; r++) m += h[r * C + c] / R;
+        for (let r = 0; r < R; r++) v += (h[r * C + c] - m) ** 2 / R;
+        worstMean = Math.max(worstMean, Math.abs(m));
+        if (v > 1e-6) worstVar = Math.max(worstVar, Math.abs(v - 1));
+      }
+      expect(worstMean).toBeLessThan(1e-5);
+      expect(worstVar).toBeLessThan(1e-2); // eps 1e-5 against variances of order 1e-3 at init
+      const r = await wd.scope(() => tr.stepImages(syntheticImages(4)));
+      expect(Number.isFinite(r.loss)).toBe(true);
+      expect(r.teacherEntropy.cls).toBeLessThan(Math.log(32));
+    } finally {
+      tr.dispose();
+    }
+    expect(wd.memory().liveBytes, 'after dispose()').toBe(start);
+  });
 });

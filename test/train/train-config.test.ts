@@ -65,6 +65,9 @@ describe('webdino train options', () => {
     expect(derived['epoch-length']).toBe("156; with a named --arch, DINO's 0; --recipe dinov2: one pass over the data, with a named --arch 1250");
     expect(derived['batch-size']).toBe(`${CPU_DEFAULT_CONFIG.batchSize}; with a named --arch, DINO's ${DINO_DEFAULTS.batchSize}`);
     expect(derived['koleo-weight']).toBe('0 (grey images: 0.5); --recipe dinov2: 0.1');
+    expect(derived['ibot-head']).toBe("separate; with a named --arch, DINOv2's shared");
+    expect(derived['out-dim']).toBe("64; with a named --arch, DINO's 65536");
+    expect(derived.centering).toBe("sinkhorn_knopp; with a named --arch, DINO's center");
     expect(parse()['checkpoint-every']).toBe(100);
     expect(parse().out).toBe('/work/runs/dino');
   });
@@ -98,10 +101,13 @@ describe('webdino train options', () => {
     const r = resolveDinoV2Config({ ...cpu.config, epochLength: 156 });
     const want = resolveDinoV2Config({ ...DINOV2_CPU_DEFAULT_CONFIG, epochLength: 156 });
     expect(r).toEqual(want);
-    expect([r.embedDim, r.depth, r.patchSize, r.globalSize, r.outDim, r.lossWeights.ibot, r.lossWeights.koleo]).toEqual([64, 4, 8, 32, 1024, 1, 0.1]);
+    expect([r.embedDim, r.depth, r.patchSize, r.globalSize, r.outDim, r.lossWeights.ibot, r.lossWeights.koleo]).toEqual([64, 4, 8, 32, 64, 1, 0.1]);
+    // The CPU default's head: BatchNorm, Sinkhorn-Knopp with K = 64, a separate iBOT head of 64.
+    expect([r.useBnInHead, r.centering, r.ibotSeparateHead, r.ibotOutDim]).toEqual([true, 'sinkhorn_knopp', true, 64]);
     expect((cpu.config as { epochLength?: number }).epochLength, "the data's epoch").toBeUndefined();
     const named = resolveDinoV2Config(recipeConfig(parse('--recipe', 'dinov2', '--arch', 'vit_small')).config);
     expect([named.patchSize, named.outDim, named.epochLength, named.teacherTemp, named.layerScale, named.dropPathRate]).toEqual([14, 65536, 1250, 0.07, 1e-5, 0.3]);
+    expect([named.useBnInHead, named.centering, named.ibotSeparateHead, named.ibotOutDim]).toEqual([false, 'center', false, 65536]);
     expect(named.augment).toEqual(DINOV2_DEFAULTS.augment);
     const o = recipeConfig(
       parse('--recipe', 'dinov2', '--ibot-weight', '0.5', '--ibot-mask-ratio-max', '0.4', '--ibot-head', 'separate', '--drop-path-rule', 'linear', '--lr', '0.002', '--registers', '4', '--epoch-length', '100', '--layer-decay', '0.75'),
@@ -118,6 +124,6 @@ describe('webdino train options', () => {
     expect((recipeConfig(parse('--recipe', 'dinov2', '--epoch-length', '0')).config as { epochLength?: number }).epochLength).toBeUndefined();
     expect(checkResumeOptions(parse('--epoch-length', '0'), r, 156, 'dinov2')).toEqual([]);
     expect(() => checkResumeOptions(parse('--epoch-length', '100'), r, 156, 'dinov2')).toThrow(/--epoch-length 100 \(the run has 156\)/);
-    expect(() => checkResumeOptions(parse('--ibot-weight', '2', '--ibot-head', 'separate'), r, 156, 'dinov2')).toThrow(/--ibot-weight 2 \(the run has 1\), --ibot-head separate \(the run has shared\)/);
+    expect(() => checkResumeOptions(parse('--ibot-weight', '2', '--ibot-head', 'shared'), r, 156, 'dinov2')).toThrow(/--ibot-weight 2 \(the run has 1\), --ibot-head shared \(the run has separate\)/);
   });
 });
