@@ -35,52 +35,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import type { Engine } from '../../engine/engine.js';
 import { roundF16 } from '../../engine/half.js';
-import type { ParamArena } from '../../engine/optim.js';
 import { parseSafetensorsWithMetadata, writeSafetensors } from '../../models/io/safetensors.js';
 import { readCheckpointMeta } from '../../train/checkpoint.js';
 import { SyntheticShapes } from '../../train/data/synthetic.js';
 import { runTraining, type RunOptions } from '../../train/run-node.js';
 import { DinoTrainer, type TrainConfig } from '../../train/trainer.js';
 import { expectClose, getEngine, randn } from '../helpers.js';
-import { adamwElement, decays, referenceStep, type RefCrops, type RefHyper, type RefParams, type RefState } from './step-reference.js';
+import { readGrads, readState } from './trainer-state.js';
+import { adamwElement, decays, referenceStep, type RefCrops, type RefHyper } from './step-reference.js';
 
-async function readArena(arena: ParamArena): Promise<RefParams> {
-  const out: RefParams = new Map();
-  for (const [name, t] of arena.entries()) out.set(name, { shape: [...t.shape], data: Float64Array.from(await t.toArray()) });
-  return out;
-}
-
-async function readGrads(arena: ParamArena): Promise<Map<string, Float64Array>> {
-  const out = new Map<string, Float64Array>();
-  for (const name of arena.names) {
-    const g = arena.gradOf(name);
-    out.set(name, Float64Array.from(await g.toArray()));
-    g.dispose();
-  }
-  return out;
-}
-
-async function readState(tr: DinoTrainer): Promise<RefState> {
-  const student = await readArena(tr.studentParams);
-  const teacher = await readArena(tr.teacherParams);
-  const center = Float64Array.from(await tr.loss.center.toArray());
-  const st = tr.optimizer.state();
-  const mFlat = await st.m.toArray();
-  const vFlat = await st.v.toArray();
-  st.m.dispose();
-  st.v.dispose();
-  const m = new Map<string, Float64Array>();
-  const v = new Map<string, Float64Array>();
-  const steps = new Map<string, number>();
-  let off = 0;
-  tr.studentParams.entries().forEach(([name, t], i) => {
-    m.set(name, Float64Array.from(mFlat.subarray(off, off + t.size)));
-    v.set(name, Float64Array.from(vFlat.subarray(off, off + t.size)));
-    steps.set(name, st.paramSteps[i]);
-    off += t.size;
-  });
-  return { student, teacher, center, m, v, steps };
-}
 
 /** max |got − want| / max |want| over a tensor. */
 function scaledError(got: ArrayLike<number>, want: ArrayLike<number>): number {

@@ -41,13 +41,13 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import type { Engine } from '../../engine/engine.js';
-import type { ParamArena } from '../../engine/optim.js';
 import { checkpointBytes, readCheckpointMeta } from '../../train/checkpoint.js';
 import { SyntheticShapes } from '../../train/data/synthetic.js';
 import { runTraining } from '../../train/run-node.js';
 import { dinoSchedules } from '../../train/schedules.js';
 import { DinoTrainer, NonFiniteLossError, type TrainConfig } from '../../train/trainer.js';
 import { expectClose, getEngine, randn } from '../helpers.js';
+import { readGrads, readState } from './trainer-state.js';
 import {
   adamwElement,
   decays,
@@ -55,8 +55,6 @@ import {
   type RefCrops,
   type RefHyper,
   type RefModelConfig,
-  type RefParams,
-  type RefState,
 } from './step-reference.js';
 
 const tmpRoots: string[] = [];
@@ -72,44 +70,6 @@ afterAll(() => {
 // -------------------------------------------------------------------------------------------------
 // Reading the trainer's state
 
-async function readArena(arena: ParamArena): Promise<RefParams> {
-  const out: RefParams = new Map();
-  for (const [name, t] of arena.entries()) out.set(name, { shape: [...t.shape], data: Float64Array.from(await t.toArray()) });
-  return out;
-}
-
-/** The flat gradient arena after a step: the clipped (and cancelled) gradients AdamW used. */
-async function readGrads(arena: ParamArena): Promise<Map<string, Float64Array>> {
-  const out = new Map<string, Float64Array>();
-  for (const name of arena.names) {
-    const g = arena.gradOf(name);
-    out.set(name, Float64Array.from(await g.toArray()));
-    g.dispose();
-  }
-  return out;
-}
-
-async function readState(tr: DinoTrainer): Promise<RefState> {
-  const student = await readArena(tr.studentParams);
-  const teacher = await readArena(tr.teacherParams);
-  const center = Float64Array.from(await tr.loss.center.toArray());
-  const st = tr.optimizer.state();
-  const mFlat = await st.m.toArray();
-  const vFlat = await st.v.toArray();
-  st.m.dispose();
-  st.v.dispose();
-  const m = new Map<string, Float64Array>();
-  const v = new Map<string, Float64Array>();
-  const steps = new Map<string, number>();
-  let off = 0;
-  tr.studentParams.entries().forEach(([name, t], i) => {
-    m.set(name, Float64Array.from(mFlat.subarray(off, off + t.size)));
-    v.set(name, Float64Array.from(vFlat.subarray(off, off + t.size)));
-    steps.set(name, st.paramSteps[i]);
-    off += t.size;
-  });
-  return { student, teacher, center, m, v, steps };
-}
 
 /** max over the tensor of |got − want|, relative to max|want|; throws with details above `rtol`. */
 function expectScaled(got: ArrayLike<number>, want: ArrayLike<number>, rtol: number, what: string): number {
