@@ -41,7 +41,7 @@ import { SyntheticShapes } from '../../train/data/synthetic.js';
 import { runTraining, type RunOptions } from '../../train/run-node.js';
 import { DinoTrainer, type TrainConfig } from '../../train/trainer.js';
 import { expectClose, getEngine, randn } from '../helpers.js';
-import { readGrads, readState } from './trainer-state.js';
+import { readGrads, readState, TINY as TINY_F32 } from './trainer-state.js';
 import { adamwElement, decays, referenceStep, type RefCrops, type RefHyper } from './step-reference.js';
 
 
@@ -56,39 +56,8 @@ function scaledError(got: ArrayLike<number>, want: ArrayLike<number>): number {
   return scale === 0 ? (worst === 0 ? 0 : Infinity) : worst / scale;
 }
 
-/** The tiny model of trainer.test.ts (one block, K = 16, 12 px global and 8 px local crops). */
-const TINY: Partial<TrainConfig> = {
-  arch: 'custom',
-  embedDim: 8,
-  depth: 1,
-  numHeads: 2,
-  patchSize: 4,
-  dropPathRate: 0,
-  outDim: 16,
-  headHidden: 16,
-  headBottleneck: 8,
-  normLastLayer: true,
-  epochs: 2,
-  batchSize: 2,
-  lr: (0.01 * 256) / 2,
-  minLr: 1e-6,
-  warmupEpochs: 0,
-  weightDecay: 0.2,
-  weightDecayEnd: 0.4,
-  momentumTeacher: 0.9,
-  clipGrad: 0.05,
-  freezeLastLayer: 1,
-  studentTemp: 0.1,
-  teacherTemp: 0.07,
-  warmupTeacherTemp: 0.04,
-  warmupTeacherTempEpochs: 2,
-  centerMomentum: 0.9,
-  globalSize: 12,
-  localSize: 8,
-  localCrops: 2,
-  seed: 5,
-  precision: 'f16',
-};
+/** The tiny model of trainer.test.ts, at mixed precision. */
+const TINY: Partial<TrainConfig> = { ...TINY_F32, precision: 'f16' };
 
 function tinyCrops(c: TrainConfig, B: number, seed: number): RefCrops {
   return {

@@ -1,10 +1,11 @@
 /**
  * Reading a DINO trainer's state back to float64 for the step references (step-reference.ts):
  * parameters of both arenas, the gathered gradients, the center and AdamW's moments and step
- * counts per parameter. Shared by the f32 and the mixed-precision step tests.
+ * counts per parameter; and the tiny model those tests step. Shared by the f32 and the
+ * mixed-precision step tests.
  */
 import type { ParamArena } from '../../engine/optim.js';
-import type { DinoTrainer } from '../../train/trainer.js';
+import type { DinoTrainer, TrainConfig } from '../../train/trainer.js';
 import type { RefParams, RefState } from './step-reference.js';
 
 export async function readArena(arena: ParamArena): Promise<RefParams> {
@@ -45,3 +46,39 @@ export async function readState(tr: DinoTrainer): Promise<RefState> {
   });
   return { student, teacher, center, m, v, steps };
 }
+
+/** The tiny model of the step tests (one block, K = 16, 12 px global and 8 px local crops). */
+export const TINY: Partial<TrainConfig> = {
+  arch: 'custom',
+  embedDim: 8,
+  depth: 1,
+  numHeads: 2,
+  patchSize: 4,
+  dropPathRate: 0,
+  outDim: 16,
+  headHidden: 16,
+  headBottleneck: 8,
+  normLastLayer: true,
+  epochs: 2,
+  // The peak lr is lr·batch/256 (linear scaling rule): 0.01 for batch 2, no warm-up.
+  batchSize: 2,
+  lr: (0.01 * 256) / 2,
+  minLr: 1e-6,
+  warmupEpochs: 0,
+  weightDecay: 0.2,
+  weightDecayEnd: 0.4,
+  momentumTeacher: 0.9,
+  // Small enough that the largest gradients are clipped and the smallest are not (asserted).
+  clipGrad: 0.05,
+  freezeLastLayer: 1,
+  studentTemp: 0.1,
+  teacherTemp: 0.07,
+  warmupTeacherTemp: 0.04,
+  warmupTeacherTempEpochs: 2,
+  centerMomentum: 0.9,
+  // Global crops 12 px (3×3 patches, the stored pos_embed), local crops 8 px (2×2: resized pos_embed).
+  globalSize: 12,
+  localSize: 8,
+  localCrops: 2,
+  seed: 5,
+};

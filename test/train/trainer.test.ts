@@ -47,7 +47,7 @@ import { runTraining } from '../../train/run-node.js';
 import { dinoSchedules } from '../../train/schedules.js';
 import { DinoTrainer, NonFiniteLossError, type TrainConfig } from '../../train/trainer.js';
 import { expectClose, getEngine, randn } from '../helpers.js';
-import { readGrads, readState } from './trainer-state.js';
+import { readGrads, readState, TINY } from './trainer-state.js';
 import {
   adamwElement,
   decays,
@@ -91,40 +91,6 @@ function expectScaled(got: ArrayLike<number>, want: ArrayLike<number>, rtol: num
 // -------------------------------------------------------------------------------------------------
 // One step against the float64 reference
 
-const TINY: Partial<TrainConfig> = {
-  arch: 'custom',
-  embedDim: 8,
-  depth: 1,
-  numHeads: 2,
-  patchSize: 4,
-  dropPathRate: 0,
-  outDim: 16,
-  headHidden: 16,
-  headBottleneck: 8,
-  normLastLayer: true,
-  epochs: 2,
-  // The peak lr is lr·batch/256 (linear scaling rule): 0.01 for batch 2, no warm-up.
-  batchSize: 2,
-  lr: (0.01 * 256) / 2,
-  minLr: 1e-6,
-  warmupEpochs: 0,
-  weightDecay: 0.2,
-  weightDecayEnd: 0.4,
-  momentumTeacher: 0.9,
-  // Small enough that the largest gradients are clipped and the smallest are not (asserted).
-  clipGrad: 0.05,
-  freezeLastLayer: 1,
-  studentTemp: 0.1,
-  teacherTemp: 0.07,
-  warmupTeacherTemp: 0.04,
-  warmupTeacherTempEpochs: 2,
-  centerMomentum: 0.9,
-  // Global crops 12 px (3×3 patches, the stored pos_embed), local crops 8 px (2×2: resized pos_embed).
-  globalSize: 12,
-  localSize: 8,
-  localCrops: 2,
-  seed: 5,
-};
 
 // KoLeo (koleoWeight > 0) adds the regulariser of train/dinov2/koleo.ts on the global crops' CLS
 // outputs; with 3 images per crop the nearest neighbour is a real choice (with 2 it is the other row).
