@@ -41,7 +41,7 @@ import { SyntheticShapes } from '../../train/data/synthetic.js';
 import { runTraining, type RunOptions } from '../../train/run-node.js';
 import { DinoTrainer, type TrainConfig } from '../../train/trainer.js';
 import { expectClose, getEngine, randn } from '../helpers.js';
-import { readGrads, readState, TINY as TINY_F32 } from './trainer-state.js';
+import { readGrads, readState, RESUME_RUN, TINY as TINY_F32 } from './trainer-state.js';
 import { adamwElement, decays, referenceStep, type RefCrops, type RefHyper } from './step-reference.js';
 
 
@@ -282,27 +282,7 @@ afterAll(() => {
 });
 
 /** resume.test.ts's run (24 synthetic 32 px images, batch 4, 2 epochs of 6), in mixed precision. */
-const RUN: Partial<TrainConfig> = {
-  arch: 'custom',
-  embedDim: 16,
-  depth: 2,
-  numHeads: 2,
-  patchSize: 4,
-  dropPathRate: 0.2,
-  outDim: 32,
-  headHidden: 32,
-  headBottleneck: 16,
-  epochs: 2,
-  batchSize: 4,
-  lr: 5e-3,
-  warmupEpochs: 1,
-  freezeLastLayer: 1,
-  globalSize: 16,
-  localSize: 8,
-  localCrops: 2,
-  seed: 11,
-  precision: 'f16',
-};
+const RUN: Partial<TrainConfig> = { ...RESUME_RUN, precision: 'f16' };
 
 async function run(outDir: string, extra: Partial<RunOptions> = {}): Promise<Map<number, number>> {
   const wd = await getEngine();

@@ -30,6 +30,7 @@ import { SyntheticShapes } from '../../train/data/synthetic.js';
 import { runTraining, type RunOptions } from '../../train/run-node.js';
 import { CPU_GREY_IMAGE_CONFIG, type TrainConfig } from '../../train/trainer.js';
 import { getEngine } from '../helpers.js';
+import { RESUME_RUN } from './trainer-state.js';
 
 const tmpRoots: string[] = [];
 function tempDir(): string {
@@ -41,31 +42,12 @@ afterAll(() => {
   for (const d of tmpRoots) rmSync(d, { recursive: true, force: true });
 });
 
-const CONFIG: Partial<TrainConfig> = {
-  arch: 'custom',
-  embedDim: 16,
-  depth: 2,
-  numHeads: 2,
-  patchSize: 4,
-  dropPathRate: 0.2,
-  outDim: 32,
-  headHidden: 32,
-  headBottleneck: 16,
-  epochs: 2,
-  batchSize: 4,
-  lr: 5e-3,
-  warmupEpochs: 1,
-  freezeLastLayer: 1,
-  globalSize: 16,
-  localSize: 8,
-  localCrops: 2,
-  seed: 11,
-};
+
 
 const dataset = () => new SyntheticShapes({ size: 32, length: 24, seed: 2 });
 
 /** Runs (or resumes) in `outDir`; returns the losses by iteration and the log lines. */
-async function run(outDir: string, extra: Partial<RunOptions> = {}, config: Partial<TrainConfig> = CONFIG): Promise<{ losses: Map<number, number>; log: string[]; iterations: number }> {
+async function run(outDir: string, extra: Partial<RunOptions> = {}, config: Partial<TrainConfig> = RESUME_RUN): Promise<{ losses: Map<number, number>; log: string[]; iterations: number }> {
   const wd = await getEngine();
   const losses = new Map<number, number>();
   const log: string[] = [];
@@ -152,7 +134,7 @@ describe('resume', () => {
     // global crop's 4 CLS tokens). The CPU default's grey-image augmentation (brightness and
     // contrast jitter, small blur) draws more per crop from the augmentation generator.
     const config: Partial<TrainConfig> = {
-      ...CONFIG,
+      ...RESUME_RUN,
       useBnInHead: true,
       centering: 'sinkhorn_knopp',
       koleoWeight: 0.1,

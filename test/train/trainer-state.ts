@@ -1,7 +1,7 @@
 /**
  * Reading a DINO trainer's state back to float64 for the step references (step-reference.ts):
  * parameters of both arenas, the gathered gradients, the center and AdamW's moments and step
- * counts per parameter; and the tiny model those tests step. Shared by the f32 and the
+ * counts per parameter; the tiny model those tests step and the resume tests' run. Shared by the f32 and the
  * mixed-precision step tests.
  */
 import type { ParamArena } from '../../engine/optim.js';
@@ -81,4 +81,26 @@ export const TINY: Partial<TrainConfig> = {
   localSize: 8,
   localCrops: 2,
   seed: 5,
+};
+
+/** The run of the resume tests (24 synthetic 32 px images, batch 4 → 6 iterations per epoch, 2 epochs). */
+export const RESUME_RUN: Partial<TrainConfig> = {
+  arch: 'custom',
+  embedDim: 16,
+  depth: 2,
+  numHeads: 2,
+  patchSize: 4,
+  dropPathRate: 0.2,
+  outDim: 32,
+  headHidden: 32,
+  headBottleneck: 16,
+  epochs: 2,
+  batchSize: 4,
+  lr: 5e-3,
+  warmupEpochs: 1,
+  freezeLastLayer: 1,
+  globalSize: 16,
+  localSize: 8,
+  localCrops: 2,
+  seed: 11,
 };
