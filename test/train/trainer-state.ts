@@ -4,6 +4,7 @@
  * counts per parameter; the tiny model those tests step and the resume tests' run. Shared by the f32 and the
  * mixed-precision step tests.
  */
+import { expect } from 'vitest';
 import type { ParamArena } from '../../engine/optim.js';
 import type { DinoTrainer, TrainConfig } from '../../train/trainer.js';
 import type { RefParams, RefState } from './step-reference.js';
@@ -45,6 +46,19 @@ export async function readState(tr: DinoTrainer): Promise<RefState> {
     off += t.size;
   });
   return { student, teacher, center, m, v, steps };
+}
+
+/** A step that must not have happened: parameters, center and AdamW state exactly as before. */
+export function expectStateUnchanged(before: RefState, after: RefState): void {
+  for (const part of ['student', 'teacher'] as const) {
+    for (const [name, t] of before[part]) expect(after[part].get(name)!.data, `${part} ${name}`).toEqual(t.data);
+  }
+  expect(after.center, 'center').toEqual(before.center);
+  for (const [name, m] of before.m) {
+    expect(after.m.get(name), `m of ${name}`).toEqual(m);
+    expect(after.v.get(name), `v of ${name}`).toEqual(before.v.get(name));
+    expect(after.steps.get(name), `step count of ${name}`).toBe(before.steps.get(name));
+  }
 }
 
 /** The tiny model of the step tests (one block, K = 16, 12 px global and 8 px local crops). */
